@@ -1,0 +1,49 @@
+"""Write tiny random WavLM / HuBERT / wav2vec2 checkpoints for S3PRL's *_local upstreams.
+
+    python -m espnet_delta.bin.make_tiny_upstreams --out_dir exp/upstreams
+
+writes ``<out_dir>/<arch>.pt`` for each architecture (skipped when present, so a
+recipe stage can call it every time).
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+from espnet_delta.tiny_upstreams import ARCHITECTURES, LOCAL_UPSTREAM, TinyConfig, make_tiny_upstream
+
+
+def get_parser() -> argparse.ArgumentParser:
+    defaults = TinyConfig()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out_dir", type=Path, required=True, help="directory for <arch>.pt")
+    p.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
+    p.add_argument("--seed", type=int, default=0, help="base seed; arch k uses seed + k")
+    p.add_argument("--num_layers", type=int, default=defaults.num_layers)
+    p.add_argument("--embed_dim", type=int, default=defaults.embed_dim)
+    p.add_argument("--ffn_dim", type=int, default=defaults.ffn_dim)
+    p.add_argument("--num_heads", type=int, default=defaults.num_heads)
+    p.add_argument("--conv_channels", type=int, default=defaults.conv_channels)
+    p.add_argument("--overwrite", action="store_true", help="rewrite existing checkpoints")
+    return p
+
+
+def main(argv=None) -> None:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = TinyConfig(
+        num_layers=args.num_layers,
+        embed_dim=args.embed_dim,
+        ffn_dim=args.ffn_dim,
+        num_heads=args.num_heads,
+        conv_channels=args.conv_channels,
+    )
+    for k, arch in enumerate(args.archs):
+        path = make_tiny_upstream(
+            arch, args.out_dir / f"{arch}.pt", seed=args.seed + k, config=config, overwrite=args.overwrite
+        )
+        logging.info("%s: upstream=%s path_or_url=%s", arch, LOCAL_UPSTREAM[arch], path)
+
+
+if __name__ == "__main__":
+    main()

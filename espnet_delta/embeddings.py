@@ -1,0 +1,176 @@
+"""Fine-tuned and delta SSL embeddings from one pass over a waveform batch.
+
+E_delta = E_ft - E_pt is the shift that fine-tuning causes in a model's hidden
+states ("Mind the Shift", arXiv 2601.20142). The extractor runs the reference
+model's fine-tuned upstream and, for every other model, its pre-trained and
+fine-tuned upstreams on the same waveform batch (each S3PRL upstream applies its
+own, identical per-utterance waveform normalisation), selects one hidden state,
+aligns frame counts and zeroes padded frames.
+
+Hidden-state indexing follows S3PRL: N transformer layers give N+1 states; state i
+is the input of layer i and state N the encoder output after the final LayerNorm
+(pre-LN "large" models), like HuggingFace's ``hidden_states[-1]``.
+
+Per-layer normalisation (``hidden_norm``): intermediate states of pre-LN models are
+not normalised and their scale grows with depth, so a delta taken there would be
+dominated by the deepest layers' magnitudes. ``auto`` (default) applies a
+parameter-free LayerNorm over the feature axis to E_ft and E_pt *before*
+subtracting whenever the selected state is not the last one, and nothing for the
+last one (it is already LayerNorm-ed). ``layer_norm`` always normalises, ``none``
+never does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from espnet_delta.upstream import FrozenUpstream, load_upstream
+
+MODES = ("delta", "full")
+HIDDEN_NORMS = ("auto", "layer_norm", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class UpstreamSpec:
+    """One SSL model as named in a config: S3PRL name, local checkpoint, fine-tuned weights."""
+
+    upstream: str
+    path_or_url: Optional[str] = None
+    finetuned: Optional[str] = None
+
+    @classmethod
+    def from_config(cls, conf: Union[dict, "UpstreamSpec"], where: str) -> "UpstreamSpec":
+        if isinstance(conf, UpstreamSpec):
+            return conf
+        if not isinstance(conf, dict):
+            raise TypeError(f"{where}: expected a mapping like {{upstream: wavlm_large, finetuned: ...}}, got {conf!r}")
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(conf) - allowed)
+        if unknown:
+            raise ValueError(f"{where}: unknown option(s) {unknown}; allowed: {sorted(allowed)}")
+        if "upstream" not in conf:
+            raise ValueError(f"{where}: missing required option 'upstream' (an S3PRL name)")
+        return cls(**conf)
+
+
+def select_hidden_state(
+    hidden_states: Sequence[torch.Tensor], layer: Union[str, int], hidden_norm: str
+) -> torch.Tensor:
+    """Pick one hidden state and apply the documented per-layer normalisation."""
+    n_states = len(hidden_states)
+    index = n_states - 1 if layer == "last" else int(layer)
+    if not -n_states <= index < n_states:
+        raise ValueError(f"layer={layer} is out of range for an upstream with {n_states} hidden states")
+    index %= n_states
+    h = hidden_states[index]
+    normalise = hidden_norm == "layer_norm" or (hidden_norm == "auto" and index != n_states - 1)
+    return F.layer_norm(h, h.shape[-1:]) if normalise else h
+
+
+def align_lengths(lengths: List[torch.Tensor], max_frame_diff: int, names: List[str]) -> torch.Tensor:
+    """Per-utterance common length; refuse differences above ``max_frame_diff`` frames."""
+    stacked = torch.stack([length.to(torch.long) for length in lengths])
+    spread = stacked.max(0).values - stacked.min(0).values
+    if int(spread.max()) > max_frame_diff:
+        utt = int(spread.argmax())
+        per_model = {n: int(length[utt]) for n, length in zip(names, lengths)}
+        raise RuntimeError(
+            f"frame counts differ by more than {max_frame_diff} for batch item {utt}: {per_model}; "
+            "the upstreams must share a frame rate"
+        )
+    return stacked.min(0).values
+
+
+def mask_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Trim to the longest length and zero frames past each utterance's length."""
+    x = x[:, : int(lengths.max())]
+    valid = torch.arange(x.size(1), device=x.device)[None, :] < lengths.to(x.device)[:, None]
+    return x * valid.unsqueeze(-1).to(x.dtype)
+
+
+class SSLEmbeddingExtractor(torch.nn.Module):
+    """Reference E_ft plus, per other model, E_delta (``mode: delta``) or E_ft (``mode: full``)."""
+
+    def __init__(
+        self,
+        reference: Union[dict, UpstreamSpec],
+        others: Sequence[Union[dict, UpstreamSpec]],
+        mode: str = "delta",
+        layer: Union[str, int] = "last",
+        hidden_norm: str = "auto",
+        max_frame_diff: int = 2,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; expected one of {MODES}")
+        if hidden_norm not in HIDDEN_NORMS:
+            raise ValueError(f"hidden_norm={hidden_norm!r}; expected one of {HIDDEN_NORMS}")
+        if layer != "last" and not isinstance(layer, int):
+            raise ValueError(f"layer={layer!r}; expected 'last' or a hidden-state index")
+        self.mode = mode
+        self.layer = layer
+        self.hidden_norm = hidden_norm
+        self.max_frame_diff = max_frame_diff
+        self.reference_spec = UpstreamSpec.from_config(reference, "reference")
+        self.other_specs = [UpstreamSpec.from_config(o, f"deltas[{i}]") for i, o in enumerate(others)]
+        if not self.other_specs:
+            raise ValueError("deltas: give at least one model to fuse with the reference")
+        for i, spec in enumerate(self.other_specs):
+            if spec.finetuned is None:
+                raise ValueError(f"deltas[{i}] ({spec.upstream}): 'finetuned' is required")
+
+        self.reference_ft = FrozenUpstream(_load(self.reference_spec, finetuned=True))
+        self.others_ft = torch.nn.ModuleList(FrozenUpstream(_load(s, finetuned=True)) for s in self.other_specs)
+        self.others_pt = torch.nn.ModuleList(
+            FrozenUpstream(_load(s, finetuned=False)) for s in self.other_specs if mode == "delta"
+        )
+
+    @property
+    def reference_size(self) -> int:
+        return self.reference_ft.hidden_sizes[-1]
+
+    @property
+    def other_sizes(self) -> List[int]:
+        return [u.hidden_sizes[-1] for u in self.others_ft]
+
+    def _state(self, upstream: FrozenUpstream, wavs: torch.Tensor, wavs_len: torch.Tensor):
+        hs, frames = upstream(wavs, wavs_len)
+        return select_hidden_state(hs, self.layer, self.hidden_norm), frames
+
+    def forward(
+        self, wavs: torch.Tensor, wavs_len: torch.Tensor
+    ) -> Tuple[torch.Tensor, List[torch.Tensor], torch.Tensor]:
+        """Return ``(E_ref (B,T,D), [E_j (B,T,D_j)], lengths (B,))`` with padded frames zeroed."""
+        with torch.no_grad():
+            ref, ref_len = self._state(self.reference_ft, wavs, wavs_len)
+            others, lens = [], [ref_len]
+            for j, ft in enumerate(self.others_ft):
+                e_ft, ft_len = self._state(ft, wavs, wavs_len)
+                if self.mode == "delta":
+                    e_pt, pt_len = self._state(self.others_pt[j], wavs, wavs_len)
+                    n = min(e_ft.size(1), e_pt.size(1))
+                    e_ft = e_ft[:, :n] - e_pt[:, :n]
+                    ft_len = torch.minimum(ft_len, pt_len)
+                others.append(e_ft)
+                lens.append(ft_len)
+            names = [self.reference_spec.upstream] + [s.upstream for s in self.other_specs]
+            lengths = align_lengths(lens, self.max_frame_diff, names)
+            ref = mask_padding(ref, lengths)
+            others = [mask_padding(o, lengths) for o in others]
+        return ref, others, lengths
+
+    def describe(self) -> Dict[str, object]:
+        return {
+            "reference": dataclasses.asdict(self.reference_spec),
+            "others": [dataclasses.asdict(s) for s in self.other_specs],
+            "mode": self.mode,
+            "layer": self.layer,
+        }
+
+
+def _load(spec: UpstreamSpec, finetuned: bool):
+    return load_upstream(spec.upstream, spec.path_or_url, spec.finetuned if finetuned else None)

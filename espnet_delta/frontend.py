@@ -1,0 +1,100 @@
+"""DeltaFusionFrontend: waveform -> fused fine-tuned + delta SSL features, as an ESPnet frontend.
+
+Used from any ESPnet ASR config once the plugin is registered
+(``python -m espnet_delta.bin.asr_train`` does it)::
+
+    frontend: delta_fusion
+    frontend_conf:
+      reference: {upstream: wavlm_large, finetuned: exp/ft_wavlm/valid.loss.best.pth}
+      deltas:
+        - {upstream: wav2vec2_large_ll60k, finetuned: exp/ft_w2v2/valid.loss.best.pth}
+      fusion: concat        # concat | weighted | xattn | moe
+      mode: delta           # delta | full
+      layer: last
+
+All upstreams are frozen, run in eval mode under ``no_grad`` and are kept out of the
+model's parameters and state dict (see :class:`espnet_delta.upstream.FrozenUpstream`):
+only the fusion module and the head normalisation are trained and saved. A saved
+model therefore rebuilds its upstreams from the paths in its config.yaml when it is
+loaded for inference; those files must still exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import List, Optional, Tuple, Union
+
+import humanfriendly
+import torch
+from espnet2.asr.frontend.abs_frontend import AbsFrontend
+
+from espnet_delta.embeddings import SSLEmbeddingExtractor
+from espnet_delta.fusion import FusionHead
+
+
+class DeltaFusionFrontend(AbsFrontend):
+    """Frozen SSL upstreams -> (E_ft^ref, E_delta^j ...) -> fusion -> LayerNorm -> Dropout."""
+
+    def __init__(
+        self,
+        fs: Union[int, str] = 16000,
+        reference: Optional[dict] = None,
+        deltas: Optional[List[dict]] = None,
+        fusion: str = "concat",
+        mode: str = "delta",
+        layer: Union[str, int] = "last",
+        hidden_norm: str = "auto",
+        fusion_conf: Optional[dict] = None,
+        head_norm: bool = True,
+        head_dropout: float = 0.1,
+        max_frame_diff: int = 2,
+        download_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(fs, str):
+            fs = humanfriendly.parse_size(fs)
+        if fs != 16000:
+            raise ValueError(f"delta_fusion: S3PRL upstreams take 16 kHz audio, got fs={fs}")
+        if reference is None:
+            raise ValueError("delta_fusion: frontend_conf.reference is required, e.g. {upstream: wavlm_large, finetuned: ...}")
+        if not deltas:
+            raise ValueError("delta_fusion: frontend_conf.deltas needs at least one model")
+        if download_dir is not None:
+            import s3prl.util.download
+
+            s3prl.util.download.set_dir(download_dir)
+        self.extractor = SSLEmbeddingExtractor(
+            reference, deltas, mode=mode, layer=layer, hidden_norm=hidden_norm, max_frame_diff=max_frame_diff
+        )
+        self.head = FusionHead(
+            fusion,
+            self.extractor.reference_size,
+            self.extractor.other_sizes,
+            fusion_conf=fusion_conf,
+            head_norm=head_norm,
+            head_dropout=head_dropout,
+        )
+        logging.info(
+            "delta_fusion: %s fusion of %s (%d) with %s %s -> %d dims",
+            fusion,
+            self.extractor.reference_spec.upstream,
+            self.extractor.reference_size,
+            mode,
+            [f"{s.upstream} ({d})" for s, d in zip(self.extractor.other_specs, self.extractor.other_sizes)],
+            self.output_size(),
+        )
+
+    def output_size(self) -> int:
+        return self.head.output_size()
+
+    def forward(self, input: torch.Tensor, input_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        ref, others, lengths = self.extractor(input, input_lengths)
+        return self.head(ref, others, lengths), lengths
+
+    def reload_pretrained_parameters(self) -> None:
+        """Called by ESPnet's initialiser after it re-initialises every parameter.
+
+        The frozen upstreams are not parameters of this module, so the initialiser
+        never touched them: there is nothing to reload.
+        """
+        logging.info("delta_fusion: upstream weights are outside the model state; nothing to reload")

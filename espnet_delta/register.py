@@ -1,0 +1,25 @@
+"""Put the plugin's classes into ESPnet's class choices.
+
+ESPnet has no plugin hook; its ASR task keeps module-level ``ClassChoices`` whose
+``.classes`` dicts are read when the argument parser is built and when a saved
+config is turned back into a model. Calling :func:`register` before either makes
+``frontend: delta_fusion`` and ``encoder: identity`` valid in any ESPnet ASR config.
+"""
+
+from espnet_delta.frontend import DeltaFusionFrontend
+from espnet_delta.identity_encoder import IdentityEncoder
+
+FRONTENDS = {"delta_fusion": DeltaFusionFrontend}
+ENCODERS = {"identity": IdentityEncoder}
+
+
+def register() -> None:
+    """Idempotently add the plugin's frontends and encoders to ESPnet's ASR task."""
+    from espnet2.tasks.asr import encoder_choices, frontend_choices
+
+    for choices, classes in ((frontend_choices, FRONTENDS), (encoder_choices, ENCODERS)):
+        for name, cls in classes.items():
+            existing = choices.classes.get(name)
+            if existing is not None and existing is not cls:
+                raise RuntimeError(f"ESPnet already has a {choices.name} named {name!r}: {existing}")
+            choices.classes[name] = cls

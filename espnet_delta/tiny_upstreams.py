@@ -1,0 +1,179 @@
+"""Tiny, randomly initialised SSL upstreams of the real architectures.
+
+The build machines have no model hub, so tests and the embedded default recipe use
+WavLM / HuBERT / wav2vec2 models built from S3PRL's own model classes with a small
+config and saved in the exact checkpoint formats that S3PRL's ``wavlm_local``,
+``hubert_local`` and ``wav2vec2_local`` upstreams load. They are "large-style"
+(pre-LayerNorm transformer, layer-norm feature extractor) so that the hidden-state
+conventions match wavlm_large / hubert_large_ll60k / wav2vec2_large_ll60k: the last
+hidden state is taken after the encoder's final LayerNorm.
+
+The convolutional feature extractor keeps the real kernel sizes and strides, so the
+frame rate (320 samples = 20 ms) and frame counts match the real models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict
+
+import torch
+
+ARCHITECTURES = ("wavlm", "hubert", "wav2vec2")
+
+#: S3PRL upstream name that loads a local checkpoint of each architecture.
+LOCAL_UPSTREAM = {
+    "wavlm": "wavlm_local",
+    "hubert": "hubert_local",
+    "wav2vec2": "wav2vec2_local",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyConfig:
+    """Size of a tiny upstream; the defaults run a CTC fine-tuning in minutes on a CPU."""
+
+    num_layers: int = 3
+    embed_dim: int = 64
+    ffn_dim: int = 128
+    num_heads: int = 4
+    conv_channels: int = 32
+    conv_pos: int = 16
+    conv_pos_groups: int = 4
+
+    def conv_feature_layers(self) -> str:
+        """Real kernels/strides (total stride 320), fewer channels."""
+        c = self.conv_channels
+        return f"[({c},10,5)] + [({c},3,2)] * 4 + [({c},2,2)] * 2"
+
+
+def _common_model_cfg(cfg: TinyConfig) -> Dict:
+    return {
+        "extractor_mode": "layer_norm",
+        "encoder_layers": cfg.num_layers,
+        "encoder_embed_dim": cfg.embed_dim,
+        "encoder_ffn_embed_dim": cfg.ffn_dim,
+        "encoder_attention_heads": cfg.num_heads,
+        "activation_fn": "gelu",
+        "layer_norm_first": True,
+        "conv_feature_layers": cfg.conv_feature_layers(),
+        "conv_bias": True,
+        "conv_pos": cfg.conv_pos,
+        "conv_pos_groups": cfg.conv_pos_groups,
+        "encoder_layerdrop": 0.0,
+        "final_dim": cfg.embed_dim,
+        "dropout": 0.1,
+        "attention_dropout": 0.1,
+        "activation_dropout": 0.0,
+    }
+
+
+def build_checkpoint(arch: str, cfg: TinyConfig = TinyConfig(), seed: int = 0) -> Dict:
+    """Build a random model of ``arch`` and return its S3PRL local checkpoint dict.
+
+    Only plain dicts, strings, numbers and tensors are stored, so the file loads with
+    ``torch.load(weights_only=True)``.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+    # Seed a private generator state: never disturb the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model_cfg = _common_model_cfg(cfg)
+        if arch == "wavlm":
+            from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
+
+            wavlm_cfg = dict(
+                model_cfg,
+                normalize=True,
+                relative_position_embedding=True,
+                num_buckets=32,
+                max_distance=128,
+                gru_rel_pos=True,
+            )
+            model = WavLM(WavLMConfig(wavlm_cfg))
+            return {"cfg": wavlm_cfg, "model": _detached(model.state_dict())}
+        if arch == "hubert":
+            from s3prl.upstream.hubert.hubert_model import (
+                HubertConfig,
+                HubertModel,
+                HubertPretrainingConfig,
+            )
+            from s3prl.upstream.utils import merge_with_parent
+
+            task_cfg = {"label_rate": 50.0, "sample_rate": 16000, "normalize": True}
+            hubert_cfg = dict(model_cfg, label_rate=50.0)
+            symbols = [["<s>", "<pad>", "</s>", "<unk>"] + [str(i) for i in range(12)]]
+            model = HubertModel(
+                merge_with_parent(HubertConfig, hubert_cfg),
+                merge_with_parent(HubertPretrainingConfig, task_cfg),
+                symbols,
+            )
+            return {
+                "task_cfg": task_cfg,
+                "model_cfg": hubert_cfg,
+                "model_weight": _detached(model.state_dict()),
+                "dictionaries_symbols": symbols,
+            }
+        from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model
+        from s3prl.upstream.utils import merge_with_parent
+
+        task_cfg = {"sample_rate": 16000, "normalize": True}
+        w2v_cfg = dict(
+            model_cfg, latent_vars=16, latent_groups=2, latent_dim=0, quantize_targets=True
+        )
+        model = Wav2Vec2Model(merge_with_parent(Wav2Vec2Config, w2v_cfg))
+        return {
+            "task_cfg": task_cfg,
+            "model_cfg": w2v_cfg,
+            "model_weight": _detached(model.state_dict()),
+        }
+
+
+def _detached(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def weights_of(checkpoint: Dict) -> Dict[str, torch.Tensor]:
+    """The model state dict inside an S3PRL local checkpoint of any supported format."""
+    if "model" in checkpoint and "cfg" in checkpoint:
+        return checkpoint["model"]
+    if "model_weight" in checkpoint:
+        return checkpoint["model_weight"]
+    raise KeyError("not an S3PRL wavlm/hubert/wav2vec2 local checkpoint (no 'model' or 'model_weight')")
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same directory, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def make_tiny_upstream(
+    arch: str,
+    out_path: os.PathLike,
+    *,
+    seed: int = 0,
+    config: TinyConfig = TinyConfig(),
+    overwrite: bool = False,
+) -> Path:
+    """Save a tiny random ``arch`` checkpoint loadable by S3PRL's ``<arch>_local``."""
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:
+        logging.info("tiny %s upstream exists: %s", arch, out_path)
+        return out_path
+    save_atomic(build_checkpoint(arch, config, seed), out_path)
+    logging.info("wrote tiny %s upstream (%s) to %s", arch, config, out_path)
+    return out_path

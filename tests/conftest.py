@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny upstream checkpoints and ESPnet-style "fine-tuned" twins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import pytest
+import torch
+
+from espnet_delta.tiny_upstreams import ARCHITECTURES, TinyConfig, make_tiny_upstream, weights_of
+
+TINY = TinyConfig(num_layers=3, embed_dim=32, ffn_dim=64, num_heads=4, conv_channels=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_upstreams(tmp_path_factory) -> Dict[str, Path]:
+    """arch -> tiny pre-trained checkpoint (wavlm, hubert, wav2vec2)."""
+    out = tmp_path_factory.mktemp("upstreams")
+    return {a: make_tiny_upstream(a, out / f"{a}.pt", seed=k, config=TINY) for k, a in enumerate(ARCHITECTURES)}
+
+
+def write_espnet_checkpoint(
+    pretrained: Path,
+    out: Path,
+    change: Optional[Callable[[str, torch.Tensor], torch.Tensor]] = None,
+    prefix: str = "frontend.upstream.upstream.model.",
+) -> Path:
+    """An ESPnet-ASR-style state dict holding the (optionally changed) upstream weights."""
+    weights = weights_of(torch.load(pretrained, weights_only=True))
+    state = {}
+    for key, value in weights.items():
+        state[prefix + key] = change(key, value.clone()) if change else value.clone()
+    dim = next(v for k, v in weights.items() if k.endswith("layer_norm.weight")).numel()
+    state["ctc.ctc_lo.weight"] = torch.zeros(5, dim)
+    state["ctc.ctc_lo.bias"] = torch.zeros(5)
+    torch.save(state, out)
+    return out
+
+
+def perturb_layer(index: int, scale: float = 0.05, seed: int = 0):
+    """A change function that adds noise to transformer layer ``index`` only."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def change(key: str, value: torch.Tensor) -> torch.Tensor:
+        if key.startswith(f"encoder.layers.{index}.") and value.is_floating_point():
+            return value + scale * torch.randn(value.shape, generator=gen)
+        return value
+
+    return change
+
+
+def perturb_all(scale: float = 0.05, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+
+    def change(key: str, value: torch.Tensor) -> torch.Tensor:
+        if key.startswith("encoder.") and value.is_floating_point():
+            return value + scale * torch.randn(value.shape, generator=gen)
+        return value
+
+    return change
+
+
+@pytest.fixture(scope="session")
+def finetuned(tiny_upstreams, tmp_path_factory) -> Dict[str, Path]:
+    """arch -> ESPnet checkpoint whose transformer weights differ from the pre-trained ones."""
+    out = tmp_path_factory.mktemp("finetuned")
+    return {
+        a: write_espnet_checkpoint(p, out / f"{a}.pth", perturb_all(seed=k))
+        for k, (a, p) in enumerate(tiny_upstreams.items())
+    }
