@@ -69,3 +69,18 @@ def finetuned(tiny_upstreams, tmp_path_factory) -> Dict[str, Path]:
         a: write_espnet_checkpoint(p, out / f"{a}.pth", perturb_all(seed=k))
         for k, (a, p) in enumerate(tiny_upstreams.items())
     }
+
+
+@pytest.fixture(scope="session")
+def mini_data(tmp_path_factory) -> Path:
+    """A tiny mini_myst corpus prepared into Kaldi dirs (data/{train,dev,test}) + tokens.txt."""
+    from espnet_delta.data.mini_corpus import make_mini_corpus
+    from espnet_delta.data.prepare import PrepConfig, prepare_data
+    from espnet_delta.data.tokens import char_token_list, write_token_list
+
+    root = tmp_path_factory.mktemp("mini")
+    corpus = make_mini_corpus(root / "corpus", scale=0.02, seed=0)
+    data = root / "data"
+    prepare_data(data, corpus.myst_root, config=PrepConfig(subset_hours=()))
+    write_token_list(char_token_list([data / "train" / "text"]), data / "tokens.txt")
+    return data

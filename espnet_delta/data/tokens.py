@@ -1,0 +1,49 @@
+"""Character token lists in ESPnet's format (stage 2).
+
+Same layout as ``espnet2.bin.tokenize_text --token_type char --write_vocabulary true
+--add_symbol '<blank>:0' --add_symbol '<unk>:1' --add_symbol '<sos/eos>:-1'``: blank
+first, unk second, then characters by descending count (ties in code-point order),
+``<space>`` for the word separator, ``<sos/eos>`` last. Written without spawning
+ESPnet, whose import alone costs ~16 s here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, List
+
+SPACE = "<space>"
+SPECIALS_HEAD = ("<blank>", "<unk>")
+SPECIAL_TAIL = "<sos/eos>"
+
+
+def char_counts(text_files: Iterable[Path]) -> Counter:
+    counts: Counter = Counter()
+    for path in text_files:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                parts = line.rstrip("\n").split(maxsplit=1)
+                if not parts:
+                    raise ValueError(f"{path}:{lineno}: empty line")
+                for ch in parts[1] if len(parts) > 1 else "":
+                    counts[SPACE if ch == " " else ch] += 1
+    return counts
+
+
+def char_token_list(text_files: Iterable[Path]) -> List[str]:
+    counts = char_counts(text_files)
+    body = sorted(counts, key=lambda t: (-counts[t], t))
+    return [*SPECIALS_HEAD, *body, SPECIAL_TAIL]
+
+
+def write_token_list(tokens: List[str], out: Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("".join(t + "\n" for t in tokens))
+    os.replace(tmp, out)
+    return out
