@@ -1,0 +1,28 @@
+"""Write ESPnet's character token list from Kaldi ``text`` files (stage 2).
+
+    python -m espnet_delta.bin.make_tokens --text data/train/text --out data/token_list/char/tokens.txt
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+from espnet_delta.data.tokens import char_token_list, write_token_list
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--text", type=Path, nargs="+", required=True, help="Kaldi text file(s): <utt> <transcript>")
+    p.add_argument("--out", type=Path, required=True, help="token list to write (one token per line)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for path in args.text:
+        if not path.is_file():
+            p.error(f"text file not found: {path}")
+    tokens = char_token_list(args.text)
+    write_token_list(tokens, args.out)
+    logging.info("wrote %d tokens to %s", len(tokens), args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Audio probing and resampling for data preparation.
+
+Every recipe in this project trains at 16 kHz mono.  Corpus audio at another
+rate (or with several channels) is *resampled*, not refused: the converted
+copy is written with ``sox`` under the preparation output directory (never
+next to the corpus) and ``wav.scp`` points at it.  A Kaldi pipe entry
+(``sox in.flac -r 16000 -t wav - |``) is not an option because ESPnet's
+``sound`` loader (``espnet2/fileio/sound_scp.py``) opens ``wav.scp`` entries
+with soundfile and does not support pipes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile
+
+__all__ = ["TARGET_RATE", "AudioError", "AudioInfo", "probe_audio", "resample_to_16k"]
+
+TARGET_RATE = 16000
+
+
+class AudioError(Exception):
+    """Audio that cannot be used; ``reason`` is a summary reason name."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    samplerate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.samplerate
+
+    @property
+    def needs_resampling(self) -> bool:
+        return self.samplerate != TARGET_RATE or self.channels != 1
+
+
+def probe_audio(path: Path, decode: bool = False) -> AudioInfo:
+    """Read the header of ``path`` (and decode everything if ``decode``).
+
+    Raises :class:`AudioError` with reason ``unreadable_audio`` or
+    ``empty_audio``.  Header-only probing is fast but misses a file whose
+    body is truncated; ``decode=True`` catches that at the cost of reading
+    all audio once.
+    """
+    try:
+        if path.stat().st_size == 0:
+            raise AudioError("empty_audio", "0-byte file")
+        info = soundfile.info(str(path))
+        frames = int(info.frames)
+        # A FLAC stream header may leave the length unknown; libsndfile then
+        # reports SF_COUNT_MAX frames.  Count them by decoding.
+        if decode or frames >= _UNKNOWN_FRAMES:
+            frames = _count_frames(path)
+    except (RuntimeError, OSError, ValueError, EOFError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+        raise AudioError("unreadable_audio", str(exc).strip() or type(exc).__name__) from None
+    if frames <= 0 or info.samplerate <= 0:
+        raise AudioError("empty_audio", f"{frames} frames")
+    return AudioInfo(int(info.samplerate), int(info.channels), frames)
+
+
+_UNKNOWN_FRAMES = 1 << 62
+
+
+def _count_frames(path: Path) -> int:
+    """Decode the whole file (raises on a corrupt body) and return its frame count."""
+    frames = 0
+    with soundfile.SoundFile(str(path)) as f:
+        while n := len(f.buffer_read(1 << 16, dtype="int16")) // (2 * f.channels):
+            frames += n
+    return frames
+
+
+def resample_to_16k(src: Path, dst: Path) -> Path:
+    """Write a 16 kHz mono 16-bit WAV copy of ``src`` at ``dst`` with sox.
+
+    Written to a temporary name and renamed, so an interrupted run leaves no
+    truncated file.  Raises :class:`AudioError` (reason ``bad_sample_rate``)
+    when sox is missing or fails.
+    """
+    if shutil.which("sox") is None:
+        raise AudioError("bad_sample_rate", "sox is not installed (make install provides it)")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}.wav")
+    cmd = ["sox", "-R", "-D", str(src), "-r", str(TARGET_RATE), "-c", "1", "-b", "16", str(tmp)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise AudioError("bad_sample_rate", f"sox failed: {proc.stderr.strip()}")
+    os.replace(tmp, dst)
+    return dst

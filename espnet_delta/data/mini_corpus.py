@@ -1,0 +1,279 @@
+"""The embedded default corpus ``mini_myst``: synthetic, offline, deterministic.
+
+Short science-tutoring sentences from a small vocabulary (a seeded template
+grammar) are spoken by espeak-ng and resampled by sox to 16 kHz mono FLAC:
+
+* a child part in the MyST layout (``myst/data/{train,development,test}/
+  <student>/<session>/<utt>.flac`` + ``.trn``), high-pitched voices
+  (``-p 70..99``), lower-case ``.trn`` lines with some MyST markup
+  (``<NOISE>``, ``(( ))``) and spoken fillers (``um``, ``uh``) so that
+  transcript cleaning is exercised, a few one- or two-word answers and, at
+  full scale, two utterances longer than 30 s (dropped by the protocol
+  filters, as in real MyST);
+* an adult part in the LibriSpeech layout (``librispeech/{train-clean-100,
+  dev-clean,test-clean}/<spk>/<chapter>/``), normal pitch (``-p 30..55``).
+
+At ``scale=1`` this is about half an hour of child training speech, a few
+minutes each of dev and test, and a similar amount of adult speech, built in
+well under two minutes on two cores.  ``scale`` shrinks speakers and
+utterances per speaker (each by ``sqrt(scale)``) for tests.
+
+The same ``scale``/``seed`` give the same bytes on every run (espeak-ng and
+sox are deterministic; sox runs with ``-R -D``: repeatable, no dither).  The
+corpus is built in a temporary sibling folder, a marker file is written last
+and the folder is renamed into place; an existing complete corpus with the
+same parameters is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .text_norm import normalize_transcript
+
+__all__ = ["MARKER", "MiniCorpus", "make_mini_corpus", "make_sentence"]
+
+logger = logging.getLogger(__name__)
+
+MARKER = ".complete.json"
+VERSION = 1  # bump when the generated content changes
+
+# ---------------------------------------------------------------- vocabulary
+_NOUNS = ("magnet", "battery", "circuit", "wire", "bulb", "switch", "motor", "nail", "compass", "water",
+          "ice", "rock", "soil", "sand", "plant", "seed", "sun", "light", "heat", "energy", "air", "cloud")
+_PLURALS = ("magnets", "wires", "rocks", "plants", "seeds", "roots", "leaves", "clouds")
+_ADJECTIVES = ("hot", "cold", "big", "small", "bright", "heavy", "wet", "dry", "strong", "weak")
+_VERBS = ("push", "pull", "move", "grow", "melt", "stick", "see", "test", "heat", "light")
+_VERBS_3RD = ("pushes", "pulls", "moves", "flows", "grows", "melts", "sticks", "makes", "needs", "goes")
+
+# Each template is a sequence of literal words and slots {N} {P} {A} {V} {V3}.
+_TEMPLATES: tuple[str, ...] = (
+    "the {N} {V3} the {N}",
+    "i think the {N} is {A}",
+    "{P} need {N} to grow",
+    "we can {V} the {N}",
+    "it gets {A} in the {N}",
+    "the {P} are {A}",
+    "the {N} makes {N}",
+    "because the {N} is {A}",
+    "when you {V} the {N} it {V3}",
+    "the {N} and the {N} are {A}",
+    "they {V} to the {N}",
+    "i don't think the {N} is {A}",
+    "it's a {A} {N}",
+    "the {N} {V3} when it is {A}",
+    "so the {P} {V} more",
+    "if we {V} it the {N} {V3}",
+)
+_SHORT_ANSWERS = ("yes", "no", "okay", "i know", "the {N}", "{A}")
+_SLOTS = {"N": _NOUNS, "P": _PLURALS, "A": _ADJECTIVES, "V": _VERBS, "V3": _VERBS_3RD}
+
+_CHILD_VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc")
+_CHILD_VARIANTS = ("f1", "f2", "f3", "f4", "f5", "m1", "m3")
+_ADULT_VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-x-gbclan", "en-029", "en-gb-x-gbcwmd")
+_ADULT_VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f4")
+
+
+def make_sentence(rng: random.Random, templates: Sequence[str] = _TEMPLATES) -> str:
+    """Fill one template with words drawn by ``rng`` (lower case, no markup)."""
+    template = rng.choice(templates)
+    words = [rng.choice(_SLOTS[w[1:-1]]) if w.startswith("{") else w for w in template.split()]
+    return " ".join(words)
+
+
+# ------------------------------------------------------------------ the plan
+@dataclass(frozen=True)
+class _Voice:
+    name: str  # espeak-ng -v
+    pitch: int  # -p
+    speed: int  # -s (words per minute)
+    gap: int  # -g (word gap, 10 ms units)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One utterance to synthesise."""
+
+    audio: Path  # relative to the corpus root
+    spoken: str  # what espeak-ng says
+    voice: _Voice
+
+
+@dataclass(frozen=True)
+class _Part:
+    folder: str
+    speakers: int
+    utts_per_speaker: int
+
+
+_CHILD_PARTS = (_Part("train", 16, 55), _Part("development", 4, 25), _Part("test", 4, 25))
+_ADULT_PARTS = (_Part("train-clean-100", 16, 55), _Part("dev-clean", 4, 12), _Part("test-clean", 4, 12))
+
+
+def _scaled(n: int, scale: float) -> int:
+    return max(1, int(n * math.sqrt(scale) + 0.5))
+
+
+def _voice(rng: random.Random, child: bool) -> _Voice:
+    if child:
+        variant = rng.choice(_CHILD_VARIANTS)
+        return _Voice(f"{rng.choice(_CHILD_VOICES)}+{variant}", rng.randint(70, 99), rng.randint(135, 175), rng.randint(0, 2))
+    variant = rng.choice(_ADULT_VARIANTS)
+    return _Voice(f"{rng.choice(_ADULT_VOICES)}+{variant}", rng.randint(30, 55), rng.randint(150, 190), rng.randint(0, 2))
+
+
+def _child_utterance(rng: random.Random) -> tuple[str, str]:
+    """(spoken text, MyST-style .trn line) for one child utterance."""
+    roll = rng.random()
+    if roll < 0.04:
+        spoken = make_sentence(rng, _SHORT_ANSWERS)
+        return spoken, spoken
+    spoken = make_sentence(rng)
+    words = spoken.split()
+    if roll < 0.10:  # spoken filler, kept in the transcript as MyST does
+        filler = rng.choice(("um", "uh"))
+        pos = rng.randrange(len(words))
+        spoken_words = words[:pos] + [filler] + words[pos:]
+        return " ".join(spoken_words), " ".join(spoken_words)
+    if roll < 0.14:  # non-speech markup in the transcript only
+        tag = rng.choice(("<NOISE>", "(( ))", "<SIDE_SPEECH>"))
+        pos = rng.randrange(len(words) + 1)
+        return spoken, " ".join(words[:pos] + [tag] + words[pos:])
+    if roll < 0.20:  # punctuation as transcribers type it
+        return spoken, spoken.capitalize() + rng.choice((".", "?", "..."))
+    return spoken, spoken
+
+
+def _plan_myst(rng: random.Random, scale: float, items: list[_Item], texts: dict[Path, str]) -> None:
+    n_long = int(2 * scale)
+    spk_index = 0
+    for part in _CHILD_PARTS:
+        for _ in range(_scaled(part.speakers, scale)):
+            spk_index += 1
+            student = f"mini_c{spk_index:03d}"
+            voice = _voice(rng, child=True)
+            n_utts = _scaled(part.utts_per_speaker, scale)
+            for k in range(n_utts):
+                session = f"{student}_s{1 + k * 2 // n_utts}"  # two sessions per student
+                base = Path("myst", "data", part.folder, student, session, f"{session}_{k:03d}")
+                if part.folder == "train" and n_long > 0 and k == n_utts - 1:
+                    n_long -= 1  # one long monologue (> 30 s) per speaker until n_long are placed
+                    spoken = " and ".join(make_sentence(rng) for _ in range(18))
+                    trn = spoken
+                    item_voice = _Voice(voice.name, voice.pitch, 110, voice.gap)
+                else:
+                    spoken, trn = _child_utterance(rng)
+                    item_voice = voice
+                items.append(_Item(base.with_suffix(".flac"), spoken, item_voice))
+                texts[base.with_suffix(".trn")] = trn + "\n"
+
+
+def _plan_librispeech(rng: random.Random, scale: float, items: list[_Item], texts: dict[Path, str]) -> None:
+    spk_index = 0
+    for part in _ADULT_PARTS:
+        for _ in range(_scaled(part.speakers, scale)):
+            spk_index += 1
+            spk, chapter = str(9000 + spk_index), str(100 + spk_index)
+            voice = _voice(rng, child=False)
+            chapter_dir = Path("librispeech", part.folder, spk, chapter)
+            lines = []
+            for k in range(_scaled(part.utts_per_speaker, scale)):
+                utt = f"{spk}-{chapter}-{k:04d}"
+                sentence = make_sentence(rng)
+                items.append(_Item(chapter_dir / f"{utt}.flac", sentence, voice))
+                lines.append(f"{utt} {sentence.upper()}\n")
+            texts[chapter_dir / f"{spk}-{chapter}.trans.txt"] = "".join(lines)
+
+
+# ------------------------------------------------------------- synthesis
+def _synthesise(root: Path, item: _Item) -> None:
+    """espeak-ng (22.05 kHz WAV on stdout) -> sox -> 16 kHz mono 16-bit FLAC."""
+    v = item.voice
+    tts = ["espeak-ng", "-v", v.name, "-p", str(v.pitch), "-s", str(v.speed), "-g", str(v.gap), "--stdout", item.spoken]
+    wav = subprocess.run(tts, check=True, capture_output=True).stdout
+    out = root / item.audio
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sox = ["sox", "-R", "-D", "-t", "wav", "-", "-r", "16000", "-c", "1", "-b", "16", "-t", "flac", str(out)]
+    subprocess.run(sox, input=wav, check=True, capture_output=True)
+
+
+@dataclass(frozen=True)
+class MiniCorpus:
+    """Where the generated corpus lives (pass these to prepare_data)."""
+
+    root: Path
+    myst_root: Path
+    librispeech_root: Path
+
+
+def _params(scale: float, seed: int) -> dict[str, object]:
+    return {"version": VERSION, "scale": scale, "seed": seed}
+
+
+def _existing(out: Path, params: dict[str, object]) -> bool:
+    """True if ``out`` is a complete corpus with ``params``; clear it if it is ours but stale."""
+    marker = out / MARKER
+    if not out.exists():
+        return False
+    if marker.is_file():
+        try:
+            found = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            found = {}
+        if all(found.get(k) == v for k, v in params.items()):
+            return True
+        logger.info("%s was generated with other parameters (%s); regenerating", out, found)
+        shutil.rmtree(out)
+        return False
+    if any(out.iterdir()):
+        raise FileExistsError(f"{out} exists, is not empty and is not a complete mini corpus; remove it or pick another --out")
+    out.rmdir()
+    return False
+
+
+def make_mini_corpus(out: str | os.PathLike[str], scale: float = 1.0, seed: int = 0, nj: int = 2) -> MiniCorpus:
+    """Generate (or reuse) the mini corpus at ``out``; see the module docstring."""
+    root = Path(out).resolve()
+    corpus = MiniCorpus(root, root / "myst", root / "librispeech")
+    params = _params(scale, seed)
+    if _existing(root, params):
+        logger.info("mini corpus already complete at %s", root)
+        return corpus
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is required to build the mini corpus (run `make install`)")
+    rng = random.Random(seed)
+    items: list[_Item] = []
+    texts: dict[Path, str] = {}
+    _plan_myst(rng, scale, items, texts)
+    _plan_librispeech(rng, scale, items, texts)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp.", dir=root.parent))
+    try:
+        for rel, content in texts.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(content, encoding="utf-8")
+        with ThreadPoolExecutor(max_workers=max(1, nj)) as pool:
+            list(tqdm(pool.map(lambda it: _synthesise(tmp, it), items), total=len(items), desc="mini corpus", unit="utt", leave=False))
+        vocab = sorted({w for it in items for w in normalize_transcript(it.spoken).split()})
+        info = {**params, "utterances": len(items), "vocabulary": len(vocab)}
+        (tmp / MARKER).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.rename(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("mini corpus: %d utterances, vocabulary %d words, at %s", len(items), len(vocab), root)
+    return corpus

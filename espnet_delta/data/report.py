@@ -1,0 +1,99 @@
+"""Per-split bookkeeping of data preparation and the summary table.
+
+Every candidate utterance ends up either kept or dropped under exactly one
+reason: the first check it fails, in the order of :data:`DROP_REASONS`,
+except ``bad_sample_rate``, which can only happen last (audio is resampled
+only once an utterance has passed every other check).
+Bad input is logged at WARNING with the offending file; protocol filters
+(too long, too few words, Whisper WER) are expected in bulk and logged at
+DEBUG.  ``resampled`` and ``no_whisper_hyp`` count *kept* utterances.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["BAD_INPUT_REASONS", "DROP_REASONS", "FILTER_REASONS", "NOTES", "SplitStats", "format_summary", "write_summary_tsv"]
+
+logger = logging.getLogger(__name__)
+
+#: Unusable input files, in check order.
+BAD_INPUT_REASONS: tuple[str, ...] = (
+    "missing_transcript",  # audio without a transcript
+    "missing_audio",  # transcript line without audio (LibriSpeech)
+    "non_utf8_text",  # transcript bytes are not UTF-8
+    "unreadable_audio",  # soundfile cannot open/decode the file
+    "empty_audio",  # zero frames
+    "empty_after_cleaning",  # nothing left after normalize_transcript
+    "bad_sample_rate",  # not 16 kHz mono and resampling failed
+)
+#: The MyST protocol filters of the papers.
+FILTER_REASONS: tuple[str, ...] = ("too_few_words", "too_long", "whisper_wer")
+DROP_REASONS: tuple[str, ...] = BAD_INPUT_REASONS + FILTER_REASONS
+#: Counters about kept utterances.
+NOTES: tuple[str, ...] = ("resampled", "no_whisper_hyp")
+
+
+@dataclass
+class SplitStats:
+    """Counts of one output split (or subset)."""
+
+    name: str
+    kept: int = 0
+    seconds: float = 0.0
+    dropped: Counter[str] = field(default_factory=Counter)
+    notes: Counter[str] = field(default_factory=Counter)
+    comment: str = ""
+
+    def keep(self, duration: float) -> None:
+        self.kept += 1
+        self.seconds += duration
+
+    def drop(self, reason: str, path: str | os.PathLike[str], detail: str = "") -> None:
+        """Count a dropped utterance and log it with the file responsible."""
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}")
+        self.dropped[reason] += 1
+        level = logging.DEBUG if reason in FILTER_REASONS else logging.WARNING
+        logger.log(level, "[%s] dropped (%s): %s%s", self.name, reason, path, f" ({detail})" if detail else "")
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600.0
+
+
+def _columns() -> list[str]:
+    return ["utts", "hours", *DROP_REASONS, *NOTES]
+
+
+def _row(s: SplitStats) -> list[str]:
+    return [str(s.kept), f"{s.hours:.3f}", *(str(s.dropped[r]) for r in DROP_REASONS), *(str(s.notes[n]) for n in NOTES)]
+
+
+def format_summary(stats: Sequence[SplitStats]) -> str:
+    """A plain-text table: one row per metric, one column per split."""
+    header = ["", *(s.name for s in stats)]
+    rows = [header] + [[col, *values] for col, *values in zip(_columns(), *(_row(s) for s in stats))]
+    comments = [f"  {s.name}: {s.comment}" for s in stats if s.comment]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
+    rule = "-" * len(lines[0])
+    text = "\n".join([rule, lines[0], rule, *lines[1:], rule])
+    return text + ("\nnotes:\n" + "\n".join(comments) if comments else "")
+
+
+def write_summary_tsv(stats: Sequence[SplitStats], path: str | os.PathLike[str]) -> Path:
+    """One row per split, one column per metric (plus a free-text comment)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["\t".join(["split", *_columns(), "comment"])]
+    lines += ["\t".join([s.name, *_row(s), s.comment]) for s in stats]
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return out
