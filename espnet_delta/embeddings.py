@@ -141,26 +141,45 @@ class SSLEmbeddingExtractor(torch.nn.Module):
         hs, frames = upstream(wavs, wavs_len)
         return select_hidden_state(hs, self.layer, self.hidden_norm), frames
 
+    def streams(self, wavs: torch.Tensor, wavs_len: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """The raw streams of one pass, aligned and padding-zeroed, with their lengths.
+
+        Order: reference E_ft, then per other model E_pt (``mode: delta`` only) and E_ft,
+        as named by :meth:`stream_names`. Feature caching stores these, so that one
+        extraction serves both modes and every subset of the other models.
+        """
+        with torch.no_grad():
+            outs, lens = [], []
+            out, n = self._state(self.reference_ft, wavs, wavs_len)
+            outs.append(out)
+            lens.append(n)
+            for j, ft in enumerate(self.others_ft):
+                if self.mode == "delta":
+                    out, n = self._state(self.others_pt[j], wavs, wavs_len)
+                    outs.append(out)
+                    lens.append(n)
+                out, n = self._state(ft, wavs, wavs_len)
+                outs.append(out)
+                lens.append(n)
+            lengths = align_lengths(lens, self.max_frame_diff, self.stream_names())
+            return [mask_padding(o, lengths) for o in outs], lengths
+
+    def stream_names(self) -> List[str]:
+        names = [f"{self.reference_spec.upstream}.ft"]
+        for spec in self.other_specs:
+            names += ([f"{spec.upstream}.pt"] if self.mode == "delta" else []) + [f"{spec.upstream}.ft"]
+        return names
+
     def forward(
         self, wavs: torch.Tensor, wavs_len: torch.Tensor
     ) -> Tuple[torch.Tensor, List[torch.Tensor], torch.Tensor]:
         """Return ``(E_ref (B,T,D), [E_j (B,T,D_j)], lengths (B,))`` with padded frames zeroed."""
-        with torch.no_grad():
-            ref, ref_len = self._state(self.reference_ft, wavs, wavs_len)
-            others, lens = [], [ref_len]
-            for j, ft in enumerate(self.others_ft):
-                e_ft, ft_len = self._state(ft, wavs, wavs_len)
-                if self.mode == "delta":
-                    e_pt, pt_len = self._state(self.others_pt[j], wavs, wavs_len)
-                    n = min(e_ft.size(1), e_pt.size(1))
-                    e_ft = e_ft[:, :n] - e_pt[:, :n]
-                    ft_len = torch.minimum(ft_len, pt_len)
-                others.append(e_ft)
-                lens.append(ft_len)
-            names = [self.reference_spec.upstream] + [s.upstream for s in self.other_specs]
-            lengths = align_lengths(lens, self.max_frame_diff, names)
-            ref = mask_padding(ref, lengths)
-            others = [mask_padding(o, lengths) for o in others]
+        outs, lengths = self.streams(wavs, wavs_len)
+        ref, rest = outs[0], outs[1:]
+        if self.mode == "delta":
+            others = [ft - pt for pt, ft in zip(rest[0::2], rest[1::2])]
+        else:
+            others = rest
         return ref, others, lengths
 
     def describe(self) -> Dict[str, object]:
