@@ -1,0 +1,96 @@
+"""Merge fine-tuned checkpoints that share one pre-trained base model.
+
+    python -m espnet_delta.bin.merge --method sa \\
+        --base exp/upstreams/wavlm.pt \\
+        --models exp/asr_child/valid.loss.best.pth exp/asr_adult/valid.loss.best.pth \\
+        --lambda 0.2 --alpha 0.8 --schedule depth_power --out exp/merged/sa.pth
+
+Methods (M1 = first --models entry, whose container and non-merged tensors the output keeps):
+  lerp      theta = c*theta_1 + (1-c)*theta_2        --coef c (default 0.5); no base needed
+  ta        theta = base + sum_k c_k*tau_k           --coef c_1 .. c_K, or one shared c (default 1/K)
+  ties      trim top-k %, elect sign, disjoint mean  --ties_topk 20 --ties_scale 1.0
+  sa        Q/K/V only, per-layer ratio c_i (logged) --lambda --alpha --schedule
+  transfer  theta = theta_1 + s*(theta_2 - base)     --models TARGET AUGMENTED --base ORIGINAL --coef s
+
+Inputs may be ESPnet ASR state dicts (S3PRL upstream under frontend.upstream[.upstream].model.)
+or bare S3PRL wavlm/hubert/wav2vec2 local checkpoints; keys are aligned by the upstream name.
+Every option can also come from a YAML file given with --config; its keys are the option
+names without dashes, except --lambda/--alpha, which are sa_lambda/sa_alpha.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from espnet2.utils.config_argparse import ArgumentParser
+from espnet2.utils.types import str2bool, str_or_none
+
+from espnet_delta.merge import METHODS, SCHEDULES, MergeConfig, MergeError, merge_files
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=METHODS, default=None, help="merge method (required)")
+    parser.add_argument("--base", type=str_or_none, default=None, help="pre-trained (base) checkpoint")
+    parser.add_argument("--models", nargs="+", default=None, help="fine-tuned checkpoints, M1 first (required)")
+    parser.add_argument("--out", default=None, help="output checkpoint path (required)")
+    parser.add_argument("--coef", nargs="+", type=float, default=None, help="method coefficients (see above)")
+    parser.add_argument("--lambda", "--sa_lambda", dest="sa_lambda", type=float, default=0.2,
+                        help="SA: ratio of M1 at the top layer (depth_power) / decay base")
+    parser.add_argument("--alpha", "--sa_alpha", dest="sa_alpha", type=float, default=0.8,
+                        help="SA: depth decay of the ratio")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="depth_power",
+                        help="SA: depth_power c_i=lambda^(alpha^(L-1-i)); linear_exponent c_i=lambda^(alpha*i)")
+    parser.add_argument("--ties_topk", type=float, default=20.0, help="TIES: percent of each task vector kept")
+    parser.add_argument("--ties_scale", type=float, default=1.0, help="TIES: scale of the merged task vector")
+    parser.add_argument("--keep_m1", action="append", default=[],
+                        help="regex of tensors copied from M1 unchecked (repeatable), e.g. '^ctc\\.'")
+    parser.add_argument("--upstream_prefix", type=str_or_none, default=None,
+                        help="upstream prefix inside ESPnet checkpoints (default: detected)")
+    parser.add_argument("--allow_pickle", type=str2bool, default=False,
+                        help="load with weights_only=False (trusted files only)")
+    parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
+    parser.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    for name in ("method", "models", "out"):
+        if getattr(args, name) is None:
+            parser.error(f"--{name} is required")
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
+    )
+    try:
+        config = MergeConfig(
+            method=args.method,
+            coefs=args.coef,
+            sa_lambda=args.sa_lambda,
+            sa_alpha=args.sa_alpha,
+            schedule=args.schedule,
+            ties_topk=args.ties_topk,
+            ties_scale=args.ties_scale,
+            keep_m1=args.keep_m1,
+        )
+        merge_files(
+            args.models,
+            args.out,
+            config,
+            base_path=args.base,
+            upstream_prefix=args.upstream_prefix,
+            allow_pickle=args.allow_pickle,
+            progress=args.progress,
+        )
+    except (MergeError, ValueError, FileNotFoundError) as e:
+        logging.error("%s", e)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
