@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
 import yaml
+
+from espnet_delta.fileio import write_text_atomic
 
 
 def load_yaml(path: Path) -> Dict[str, Any]:
@@ -41,10 +41,4 @@ def set_dotted(config: Dict[str, Any], key: str, value: Any) -> None:
 
 
 def write_yaml_atomic(data: Dict[str, Any], out: Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(out, yaml.safe_dump(data, sort_keys=False))

@@ -3,13 +3,14 @@
 ESPnet has no plugin hook; its ASR task keeps module-level ``ClassChoices`` whose
 ``.classes`` dicts are read when the argument parser is built and when a saved
 config is turned back into a model. Calling :func:`register` before either makes
-``frontend: delta_fusion`` and ``encoder: identity`` valid in any ESPnet ASR config.
+``frontend: delta_fusion`` (or ``cached_fusion``) and ``encoder: identity`` valid in any ESPnet ASR config.
 """
 
+from espnet_delta.cached_frontend import CachedFusionFrontend
 from espnet_delta.frontend import DeltaFusionFrontend
 from espnet_delta.identity_encoder import IdentityEncoder
 
-FRONTENDS = {"delta_fusion": DeltaFusionFrontend}
+FRONTENDS = {"delta_fusion": DeltaFusionFrontend, "cached_fusion": CachedFusionFrontend}
 ENCODERS = {"identity": IdentityEncoder}
 
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict
 
 import torch
+
+from espnet_delta.fileio import atomic_path
 
 ARCHITECTURES = ("wavlm", "hubert", "wav2vec2")
 
@@ -149,16 +150,8 @@ def weights_of(checkpoint: Dict) -> Dict[str, torch.Tensor]:
 
 def save_atomic(obj, path: Path) -> None:
     """torch.save to a temporary file in the same directory, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def make_tiny_upstream(

@@ -38,7 +38,16 @@ nj=2
 ngpu=0
 train_set=train
 valid_set=dev
-test_sets="test"
+test_sets="dev test"
+upstreams="wavlm hubert wav2vec2"   # entries of --upstream_conf to fine-tune; the first is the fusion reference
+upstream_conf=conf/upstreams.yaml   # name -> {upstream, path_or_url}
+finetune_config=conf/finetune.yaml  # ESPnet config of CTC fine-tuning
+fusion_config=conf/fusion.yaml       # ESPnet config of fusion training on cached features
+fusion_systems=conf/fusion_systems.yaml
+feats_dir=dump/feats
+extract_fp16=false
+token_type=char
+decode_batch_size=8
 
 parse_options "$@"
 
@@ -68,10 +77,93 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     "${repo_root}/local/data.sh" "${data_args[@]}"
 fi
 
+token_list=${data_dir}/token_list/${token_type}/tokens.txt
+shape_dir=dump/shapes
+sets_with_audio=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | sort -u | tr '\n' ' ')
+
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
-    log "Stage 2: character token list -> ${data_dir}/token_list/char/tokens.txt"
-    ${python} -m espnet_delta.bin.make_tokens --text "${data_dir}/${train_set}/text" \
-        --out "${data_dir}/token_list/char/tokens.txt"
+    log "Stage 2: ${token_type} token list -> ${token_list}; speech shape files -> ${shape_dir}"
+    [ "${token_type}" = char ] || { log "ERROR: only --token_type char is implemented"; exit 2; }
+    ${python} -m espnet_delta.bin.make_tokens --text "${data_dir}/${train_set}/text" --out "${token_list}"
+    # shellcheck disable=SC2086
+    ${python} -m espnet_delta.bin.make_shapes --data_dir "${data_dir}" --sets ${sets_with_audio} --out_dir "${shape_dir}"
+fi
+
+# render_espnet_config <base.yaml> <out.yaml> <train set> <valid set> [--set k=v ...]
+render_espnet_config() {
+    local base=$1 out=$2 tr=$3 va=$4
+    shift 4
+    ${python} -m espnet_delta.bin.render_config --base "${base}" --out "${out}" \
+        --set "token_type=${token_type}" --set "token_list=${token_list}" --set use_preprocessor=true \
+        --set "train_data_path_and_name_and_type=[[${data_dir}/${tr}/wav.scp, speech, sound], [${data_dir}/${tr}/text, text, text]]" \
+        --set "valid_data_path_and_name_and_type=[[${data_dir}/${va}/wav.scp, speech, sound], [${data_dir}/${va}/text, text, text]]" \
+        --set "train_shape_file=[${shape_dir}/${tr}/speech_shape]" \
+        --set "valid_shape_file=[${shape_dir}/${va}/speech_shape]" "$@"
+}
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    log "Stage 3: CTC fine-tuning of ${upstreams} on ${train_set} -> ${exp_dir}/ft_<name>"
+    jobs=()
+    for name in ${upstreams}; do
+        job=${exp_dir}/ft_${name}
+        render_espnet_config "${finetune_config}" "${job}/train.yaml" "${train_set}" "${valid_set}" \
+            --set-from "${upstream_conf}:${name}=frontend_conf.frontend_conf"
+        jobs+=("${job}")
+    done
+    run_parallel "${nj}" ${python} -m espnet_delta.bin.train_jobs --ngpu "${ngpu}" -- "${jobs[@]}"
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    log "Stage 4: greedy CTC decoding + scoring of the fine-tuned models on ${test_sets}"
+    tests=()
+    for t in ${test_sets}; do tests+=(--test "${t}=${data_dir}/${t}/wav.scp"); done
+    jobs=()
+    for name in ${upstreams}; do jobs+=("${exp_dir}/ft_${name}"); done
+    ${python} -m espnet_delta.bin.decode "${jobs[@]}" --model_name valid.cer_ctc.best.pth "${tests[@]}" \
+        --input_type sound --batch_size "${decode_batch_size}" --ref_dir "${data_dir}"
+fi
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+    log "Stage 5: extracting E_ft of the reference and E_pt, E_ft of the other models -> ${feats_dir}"
+    read -r reference others <<<"${upstreams}"
+    extract_conf=${feats_dir}/extract.yaml
+    # shellcheck disable=SC2086
+    ${python} -m espnet_delta.bin.make_extract_config --upstream_conf "${upstream_conf}" \
+        --reference "${reference}" --others ${others} \
+        --finetuned "${exp_dir}/ft_{name}/valid.cer_ctc.best.pth" --out "${extract_conf}"
+    fp16_flag=()
+    [ "${extract_fp16}" = true ] && fp16_flag=(--fp16)
+    for dset in ${sets_with_audio}; do
+        log "Stage 5: ${dset}"
+        # shellcheck disable=SC2086
+        run_parallel "${nj}" ${python} -m espnet_delta.bin.extract_features --config "${extract_conf}" \
+            --data_dir "${data_dir}/${dset}" --out_dir "${feats_dir}/${dset}" --nj "${nj}" "${fp16_flag[@]}" --shard -- $(seq 1 "${nj}")
+    done
+fi
+
+fusion_jobs=()
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 6 ]; then
+    mapfile -t fusion_jobs < <(${python} -m espnet_delta.bin.fusion_jobs --systems "${fusion_systems}" \
+        --base_config "${fusion_config}" --feats_dir "${feats_dir}" --data_dir "${data_dir}" \
+        --train_set "${train_set}" --valid_set "${valid_set}" --token_type "${token_type}" \
+        --token_list "${token_list}" --exp_dir "${exp_dir}")
+fi
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+    log "Stage 6: training ${#fusion_jobs[@]} fusion systems on cached features"
+    run_parallel "${nj}" ${python} -m espnet_delta.bin.train_jobs --ngpu "${ngpu}" -- "${fusion_jobs[@]}"
+fi
+
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+    log "Stage 8: decoding + scoring the fusion systems; RESULTS.md"
+    tests=()
+    for t in ${test_sets}; do tests+=(--test "${t}=${feats_dir}/${t}/feats.scp"); done
+    run_parallel "${nj}" ${python} -m espnet_delta.bin.decode --model_name valid.cer_ctc.best.pth "${tests[@]}" \
+        --input_type kaldi_ark --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" -- "${fusion_jobs[@]}"
+    scored=()
+    for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done
+    ${python} -m espnet_delta.bin.score --results_md RESULTS.md --scored "${scored[@]}" --baseline "ft_${upstreams%% *}"
+    log "Wrote RESULTS.md ($(grep -c '^|' RESULTS.md) table rows)"
 fi
 
 log "Successfully finished stages ${stage}..${stop_stage}"

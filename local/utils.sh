@@ -30,3 +30,26 @@ parse_options() {
         esac
     done
 }
+
+# run_parallel <nj> <command...> -- <item...>: splits the items round-robin into <nj>
+# groups and runs "<command...> <group items...>" for each group in the background with
+# OMP_NUM_THREADS=1 (small models run as fast on one thread as on two, so <nj>
+# processes give ~<nj>x throughput); fails if any group fails.
+run_parallel() {
+    local nj=$1
+    shift
+    local cmd=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do cmd+=("$1"); shift; done
+    shift
+    local items=("$@") pids=() g i
+    [ ${#items[@]} -lt "${nj}" ] && nj=${#items[@]}
+    for ((g = 0; g < nj; g++)); do
+        local group=()
+        for ((i = g; i < ${#items[@]}; i += nj)); do group+=("${items[i]}"); done
+        OMP_NUM_THREADS=1 "${cmd[@]}" "${group[@]}" &
+        pids+=($!)
+    done
+    local failed=0
+    for i in "${pids[@]}"; do wait "${i}" || failed=1; done
+    return ${failed}
+}

@@ -7,11 +7,11 @@ from the audio header here.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import soundfile
+
+from espnet_delta.fileio import write_text_atomic
 
 
 def speech_shape_lines(wav_scp: Path) -> list[str]:
@@ -30,11 +30,4 @@ def speech_shape_lines(wav_scp: Path) -> list[str]:
 
 
 def write_speech_shape(wav_scp: Path, out: Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lines = speech_shape_lines(Path(wav_scp))
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(out, "".join(speech_shape_lines(Path(wav_scp))))

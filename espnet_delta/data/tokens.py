@@ -9,11 +9,11 @@ ESPnet, whose import alone costs ~16 s here.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, List
+
+from espnet_delta.fileio import write_text_atomic
 
 SPACE = "<space>"
 SPECIALS_HEAD = ("<blank>", "<unk>")
@@ -40,10 +40,4 @@ def char_token_list(text_files: Iterable[Path]) -> List[str]:
 
 
 def write_token_list(tokens: List[str], out: Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("".join(t + "\n" for t in tokens))
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(out, "".join(t + "\n" for t in tokens))

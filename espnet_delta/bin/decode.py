@@ -1,0 +1,101 @@
+"""Greedy CTC decoding (and scoring) of ESPnet ASR models on several test sets, in one process.
+
+    python -m espnet_delta.bin.decode exp/ft_wavlm exp/ft_hubert --model_name valid.cer_ctc.best.pth \\
+        --test dev=data/dev/wav.scp --test test=data/test/wav.scp --input_type sound --ref_dir data
+
+For each job directory (holding ESPnet's ``config.yaml`` and the model file) writes
+``<job>/decode/<set>/text`` and, with ``--ref_dir``, a scoring report in
+``<job>/decode/<set>/score_wer/`` against ``<ref_dir>/<set>/text``. One process
+serves every system and test set (ESPnet's import costs ~16 s per process). A set
+whose ``text`` exists is not decoded again (delete it to redo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+
+def load_model(asr_config: Path, model_file: Path, device: str):
+    """Build an ESPnet ASR model (plugin registered) and load its weights strictly, weights_only."""
+    import yaml
+
+    from espnet_delta.register import register
+    from espnet_delta.upstream import use_exact_frame_mask
+
+    register()
+    from espnet2.tasks.asr import ASRTask
+
+    with open(asr_config, encoding="utf-8") as f:
+        args = argparse.Namespace(**yaml.safe_load(f))
+    model = ASRTask.build_model(args)
+    state = torch.load(model_file, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"{model_file} does not match {asr_config}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    upstream = getattr(getattr(model, "frontend", None), "upstream", None)
+    if upstream is not None and hasattr(upstream, "upstream"):
+        use_exact_frame_mask(upstream)  # ESPnet's S3PRL frontend: batched = single-utterance results
+    return model.to(device).eval()
+
+
+def write_text(hyps, out: Path) -> None:
+    from espnet_delta.fileio import write_text_atomic
+
+    write_text_atomic(out, "".join(f"{key} {hyps[key]}".rstrip() + "\n" for key in sorted(hyps)))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jobs", nargs="+", type=Path, help="job directories with config.yaml and the model file")
+    p.add_argument("--model_name", default="valid.cer_ctc.best.pth", help="model file inside each job directory")
+    p.add_argument("--test", action="append", required=True, metavar="NAME=SCP", help="test set name and its wav.scp or feats.scp")
+    p.add_argument("--input_type", default="sound", choices=["sound", "kaldi_ark"])
+    p.add_argument("--ref_dir", type=Path, default=None, help="score against <ref_dir>/<set>/text (and utt2spk)")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no_sctk", action="store_true", help="do not cross-check with SCTK's sclite")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s (decode) %(levelname)s: %(message)s")
+    tests = []
+    for item in args.test:
+        name, sep, scp = item.partition("=")
+        if not sep or not Path(scp).is_file():
+            p.error(f"--test expects NAME=SCP with an existing file, got {item!r}")
+        tests.append((name, Path(scp)))
+    for job in args.jobs:
+        decode_job(job, args.model_name, tests, args)
+
+
+def decode_job(job: Path, model_name: str, tests, args) -> None:
+    from espnet_delta.greedy_ctc import decode_batches, read_scp
+
+    model = None
+    for name, scp in tests:
+        hyp_file = job / "decode" / name / "text"
+        if hyp_file.is_file():
+            logging.info("%s %s: %s exists, not decoding again", job, name, hyp_file)
+        else:
+            if model is None:
+                model = load_model(job / "config.yaml", job / model_name, args.device)
+            hyps = decode_batches(model, read_scp(scp), args.input_type, args.batch_size, args.device)
+            write_text(hyps, hyp_file)
+            logging.info("%s %s: wrote %s", job, name, hyp_file)
+        if args.ref_dir is not None:
+            from espnet_delta.scoring import score
+
+            ref = args.ref_dir / name
+            summary = score(
+                ref / "text", hyp_file, job / "decode" / name / "score_wer",
+                utt2spk=ref / "utt2spk" if (ref / "utt2spk").is_file() else None,
+                use_sctk=False if args.no_sctk else None,
+                system=job.name,
+                test_set=name,
+            )
+            logging.info("%s %s: %s", job, name, summary)
+
+if __name__ == "__main__":
+    main()

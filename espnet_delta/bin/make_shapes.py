@@ -1,0 +1,31 @@
+"""Write ESPnet speech shape files (``<utt> <num_samples>``) for Kaldi data dirs.
+
+    python -m espnet_delta.bin.make_shapes --data_dir data --sets train dev test --out_dir dump/shapes
+
+writes ``<out_dir>/<set>/speech_shape`` for each set.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+from espnet_delta.data.shapes import write_speech_shape
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", type=Path, required=True)
+    p.add_argument("--sets", nargs="+", required=True)
+    p.add_argument("--out_dir", type=Path, required=True)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for name in args.sets:
+        scp = args.data_dir / name / "wav.scp"
+        if not scp.is_file():
+            p.error(f"{scp} not found")
+        out = write_speech_shape(scp, args.out_dir / name / "speech_shape")
+        logging.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Run several ESPnet ASR trainings one after another in one process.
+
+    python -m espnet_delta.bin.train_jobs --ngpu 0 exp/ft_wavlm exp/ft_hubert
+
+Each job directory holds a complete ESPnet config ``train.yaml`` (data paths,
+shape files, token list and model options: an ESPnet config file may set any
+command-line option). Importing ESPnet's ASR task costs ~16 s per process on the
+build machines, so a stage trains all its models in one process. A job whose
+``.done`` marker exists is skipped; an interrupted job resumes from ESPnet's
+``checkpoint.pth`` (``--resume true``). Each job's log is ``<job>/train.log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+DONE = ".done"
+
+
+def run_job(job: Path, ngpu: int, extra) -> None:
+    from espnet_delta.bin.asr_train import main as asr_train
+
+    config = job / "train.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} not found (render it before training)")
+    log_file = job / "train.log"
+    handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    start = time.time()
+    try:
+        asr_train(["--config", str(config), "--output_dir", str(job), "--ngpu", str(ngpu), "--resume", "true", *extra])
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    (job / DONE).write_text(f"{time.time() - start:.1f} s\n")
+    logging.info("%s: finished in %.1f s (log: %s)", job, time.time() - start, log_file)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("jobs", nargs="+", type=Path, help="job directories holding train.yaml")
+    p.add_argument("--ngpu", type=int, default=0)
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more asr_train options for every job")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    for job in args.jobs:
+        if (job / DONE).is_file():
+            logging.info("%s: already trained (%s), skipping", job, job / DONE)
+            continue
+        logging.info("%s: training", job)
+        run_job(job, args.ngpu, args.extra)
+
+
+if __name__ == "__main__":
+    main()

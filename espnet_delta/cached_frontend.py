@@ -1,0 +1,64 @@
+"""CachedFusionFrontend: the fusion head on cached SSL feature matrices (stage 6).
+
+Stage 5 stores, per utterance, one matrix holding the reference E_ft and every other
+model's E_pt and E_ft (see :mod:`espnet_delta.features`). ESPnet's ``kaldi_ark``
+loader hands this frontend the padded ``(B, T, D_total)`` batch; it picks the
+reference, computes deltas (``mode: delta``) or takes fine-tuned streams
+(``mode: full``) and applies the same :class:`~espnet_delta.fusion.FusionHead` as
+:class:`~espnet_delta.frontend.DeltaFusionFrontend`, so a head trained here is the
+head the on-the-fly frontend would train, without running any encoder.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple, Union
+
+import humanfriendly
+import torch
+from espnet2.asr.frontend.abs_frontend import AbsFrontend
+
+from espnet_delta.features import FeatureLayout
+from espnet_delta.fusion import FusionHead
+
+
+class CachedFusionFrontend(AbsFrontend):
+    """Cached (E_ft^ref, E_pt^j, E_ft^j ...) matrices -> fusion -> LayerNorm -> Dropout."""
+
+    def __init__(
+        self,
+        fs: Union[int, str] = 16000,
+        layout: Union[str, dict, None] = None,
+        reference: Optional[str] = None,
+        deltas: Optional[List[str]] = None,
+        mode: str = "delta",
+        fusion: str = "concat",
+        fusion_conf: Optional[dict] = None,
+        head_norm: bool = True,
+        head_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if isinstance(fs, str):
+            fs = humanfriendly.parse_size(fs)
+        if layout is None:
+            raise ValueError("cached_fusion: frontend_conf.layout (layout.json path or mapping) is required")
+        self.layout = FeatureLayout.from_config(layout)
+        self.reference = reference or self.layout.reference
+        self.deltas = list(deltas) if deltas is not None else self.layout.others
+        if not self.deltas:
+            raise ValueError("cached_fusion: frontend_conf.deltas needs at least one model")
+        if mode not in ("delta", "full"):
+            raise ValueError(f"cached_fusion: mode={mode!r}; expected delta or full")
+        self.mode = mode
+        ref_size = self.layout.stream_dim(f"{self.reference}.ft")
+        other_sizes = [self.layout.stream_dim(f"{d}.ft") for d in self.deltas]
+        if mode == "delta":
+            for d in self.deltas:
+                self.layout.stream_columns(f"{d}.pt")  # error early when E_pt was not cached
+        self.head = FusionHead(fusion, ref_size, other_sizes, fusion_conf, head_norm, head_dropout)
+
+    def output_size(self) -> int:
+        return self.head.output_size()
+
+    def forward(self, input: torch.Tensor, input_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        ref, others = self.layout.fusion_inputs(input, self.reference, self.deltas, self.mode)
+        return self.head(ref.float(), [o.float() for o in others], input_lengths), input_lengths
