@@ -29,6 +29,7 @@ librispeech=
 mini_corpus_dir=
 mini_corpus_scale=1.0
 tiny_upstream_dir=
+tiny_upstream_opts="--feature_extractor single --conv_channels 512"
 whisper_hyp=
 subset_hours=1,5,10
 keep_long_test=false
@@ -68,7 +69,8 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     fi
     if [ -n "${tiny_upstream_dir}" ]; then
         log "Writing tiny random upstreams to ${tiny_upstream_dir} (skipped when present)"
-        ${python} -m espnet_delta.bin.make_tiny_upstreams --out_dir "${tiny_upstream_dir}"
+        # shellcheck disable=SC2086
+        ${python} -m espnet_delta.bin.make_tiny_upstreams --out_dir "${tiny_upstream_dir}" ${tiny_upstream_opts}
     fi
     [ -n "${myst}" ] || { log "ERROR: --myst <root> (or --mini_corpus_dir) is required for stage 1"; exit 2; }
     data_args=(--myst "${myst}" --data_dir "${data_dir}" --subset_hours "${subset_hours}" --keep_long_test "${keep_long_test}")
@@ -133,12 +135,11 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
         --finetuned "${exp_dir}/ft_{name}/valid.cer_ctc.best.pth" --out "${extract_conf}"
     fp16_flag=()
     [ "${extract_fp16}" = true ] && fp16_flag=(--fp16)
-    for dset in ${sets_with_audio}; do
-        log "Stage 5: ${dset}"
-        # shellcheck disable=SC2086
-        run_parallel "${nj}" ${python} -m espnet_delta.bin.extract_features --config "${extract_conf}" \
-            --data_dir "${data_dir}/${dset}" --out_dir "${feats_dir}/${dset}" --nj "${nj}" "${fp16_flag[@]}" --shard -- $(seq 1 "${nj}")
-    done
+    dirs=()
+    for dset in ${sets_with_audio}; do dirs+=(--data_dir "${data_dir}/${dset}" --out_dir "${feats_dir}/${dset}"); done
+    # shellcheck disable=SC2046
+    run_parallel "${nj}" ${python} -m espnet_delta.bin.extract_features --config "${extract_conf}" \
+        "${dirs[@]}" --nj "${nj}" "${fp16_flag[@]}" --shard -- $(seq 1 "${nj}")
 fi
 
 fusion_jobs=()

@@ -24,6 +24,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--ffn_dim", type=int, default=defaults.ffn_dim)
     p.add_argument("--num_heads", type=int, default=defaults.num_heads)
     p.add_argument("--conv_channels", type=int, default=defaults.conv_channels)
+    p.add_argument("--feature_extractor", choices=["stack", "single"], default=defaults.feature_extractor,
+                   help="stack: the real 7-layer CNN; single: one 400/320 conv (see TinyConfig)")
     p.add_argument("--overwrite", action="store_true", help="rewrite existing checkpoints")
     return p
 
@@ -37,6 +39,7 @@ def main(argv=None) -> None:
         ffn_dim=args.ffn_dim,
         num_heads=args.num_heads,
         conv_channels=args.conv_channels,
+        feature_extractor=args.feature_extractor,
     )
     for k, arch in enumerate(args.archs):
         path = make_tiny_upstream(

@@ -1,0 +1,136 @@
+"""Extract SSL feature streams of a data dir once, sharded and resumable.
+
+    python -m espnet_delta.bin.extract_features --config conf/extract.yaml \\
+        --data_dir data/train --out_dir dump/feats/train --nj 2 [--shard K] \\
+        [--batch_seconds 60] [--batch_size 8] [--fp16] [--device cpu]
+
+conf/extract.yaml (paths relative to the current directory)::
+
+    reference: {upstream: wavlm_local, path_or_url: downloads/upstreams/wavlm.pt,
+                finetuned: exp/ft_wavlm/valid.loss.best.pth}
+    others:                        # each contributes E_pt and E_ft (mode: delta)
+      - {upstream: hubert_local, path_or_url: downloads/upstreams/hubert.pt,
+         finetuned: exp/ft_hubert/valid.loss.best.pth}
+    mode: delta                    # delta (E_pt and E_ft) | full (E_ft only)
+    layer: last                    # or a hidden-state index
+    hidden_norm: auto
+
+Per utterance one matrix (T, sum of the stream dims) is stored; <out_dir>/layout.json
+names the column range of each stream (see espnet_delta.features.FeatureLayout).
+
+Parallel shards, run.pl style: start `--shard k` for k = 1..nj (each writes only
+feats.<k>.ark/.scp; threads default to cores / nj), then the last one to finish
+merges into feats.scp, feats_shape and utt2num_frames; `--merge_only` merges
+explicitly and fails if a shard is missing. Without --shard, every missing shard is
+written in turn and then merged. Rerunning skips finished shards and redoes
+interrupted ones. An out_dir written for another configuration (models, checkpoint
+files, layer, dtype, nj, wav.scp) is refused; --overwrite deletes its features first
+(not together with --shard: delete the directory before starting parallel shards).
+
+--fp16 stores float16 (half the disk); the delta E_ft - E_pt is then computed from the
+float16-rounded values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+from espnet2.utils.types import str2bool
+
+from espnet_delta.feature_cache import LayoutMismatchError, ShardBusyError, extract_features
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    """``--name`` alone means true; ``--name true|false`` as ESPnet's shell scripts pass it."""
+    parser.add_argument(name, type=str2bool, nargs="?", const=True, default=False, help=help)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="extraction YAML: reference, others, mode, layer, hidden_norm")
+    p.add_argument("--data_dir", required=True, action="append",
+                   help="Kaldi-style data dir with wav.scp (16 kHz mono files); repeat with --out_dir for several sets")
+    p.add_argument("--out_dir", required=True, action="append", help="output directory, e.g. dump/feats/train")
+    p.add_argument("--nj", type=int, default=1, help="number of shards")
+    p.add_argument("--shard", type=int, default=None, help="write only shard K (1..nj)")
+    _flag(p, "--merge_only", "only merge complete shards into feats.scp (fails if one is missing)")
+    p.add_argument("--batch_seconds", type=float, default=60.0, help="max padded audio seconds per batch")
+    p.add_argument("--batch_size", type=int, default=8, help="max utterances per batch")
+    _flag(p, "--fp16", "store float16 instead of float32")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    p.add_argument(
+        "--num_threads", type=int, default=None, help="torch threads (default: cores, or cores / nj with --shard)"
+    )
+    _flag(p, "--overwrite", "delete features of an earlier, different extraction in out_dir first")
+    p.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
+    p.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"))
+    return p
+
+
+def default_threads(nj: int, sharded: bool) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // nj) if sharded else cores
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    import torch
+
+    threads = args.num_threads or default_threads(args.nj, args.shard is not None)
+    torch.set_num_threads(threads)
+    if len(args.data_dir) != len(args.out_dir):
+        logging.error("give one --out_dir per --data_dir (got %d and %d)", len(args.data_dir), len(args.out_dir))
+        sys.exit(1)
+    from pathlib import Path
+
+    from espnet_delta.feature_cache import ExtractionConfig
+
+    extractor = None
+    try:
+        config = ExtractionConfig.from_config(args.config)
+        for data_dir, out_dir in zip(args.data_dir, args.out_dir):
+            # one process serves several sets: the models are loaded once, and only when needed
+            if extractor is None and not args.merge_only and not (Path(out_dir) / "feats.scp").is_file():
+                extractor = config.build_extractor()
+            result = extract_features(
+                config,
+                data_dir,
+                out_dir,
+                nj=args.nj,
+                shard=args.shard,
+                batch_seconds=args.batch_seconds,
+                batch_size=args.batch_size,
+                fp16=args.fp16,
+                device=args.device,
+                overwrite=args.overwrite,
+                merge_only=args.merge_only,
+                progress=args.progress,
+                extractor=extractor,
+            )
+            report(result, threads)
+    except (LayoutMismatchError, ShardBusyError, ValueError, FileNotFoundError, RuntimeError) as e:
+        logging.error("%s", e)
+        logging.debug("traceback", exc_info=True)
+        sys.exit(1)
+
+
+def report(result, threads: int) -> None:
+    if result.num_utts:
+        rate = result.compute_seconds / (result.audio_seconds / 60) if result.audio_seconds else float("nan")
+        logging.info(
+            "%s: extracted %d utterances (%.1f min of audio) in %.1f s on %d thread(s) (%.2f s per minute of audio)",
+            result.out_dir,
+            result.num_utts,
+            result.audio_seconds / 60,
+            result.compute_seconds,
+            threads,
+            rate,
+        )
+
+if __name__ == "__main__":
+    main()

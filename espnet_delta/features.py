@@ -1,0 +1,329 @@
+"""Cached SSL feature matrices: the column layout and how to read streams back.
+
+Feature extraction (:mod:`espnet_delta.feature_cache`, ``python -m
+espnet_delta.bin.extract_features``) stores ONE float matrix ``(T, sum D_s)`` per
+utterance: the streams of :meth:`SSLEmbeddingExtractor.stream_names` concatenated
+along the feature axis, e.g. for a WavLM reference and HuBERT / wav2vec2 as the other
+models (``mode: delta``)::
+
+    wavlm_local.ft | hubert_local.pt | hubert_local.ft | wav2vec2_local.pt | wav2vec2_local.ft
+
+so that one extraction serves both fusion modes (delta = ``ft - pt`` computed from
+the columns, full = ``ft``) and every subset of the other models. The layout
+(stream names and their column ranges, plus provenance) is ``layout.json`` next to
+the features; :class:`FeatureLayout` reads it, or a plain dict of the same shape
+(e.g. from a YAML config), and slices a matrix -- numpy array or torch tensor, one
+utterance ``(T, D)`` or a padded batch ``(B, T, D)`` -- into streams.
+
+Deltas are computed in at least float32: a float16 cache (``--fp16``) stores E_ft and
+E_pt rounded to float16 each, and their difference is taken from those rounded values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+#: Version tag written into layout.json.
+LAYOUT_FORMAT = "espnet_delta.features/1"
+LAYOUT_FILE = "layout.json"
+DTYPES = ("float32", "float16")
+FT, PT = "ft", "pt"
+
+
+class LayoutError(ValueError):
+    """A layout (file or dict) is malformed, or a matrix/stream does not fit it."""
+
+
+def stream_name(model: str, kind: str) -> str:
+    """``stream_name("hubert_local", "ft") == "hubert_local.ft"``."""
+    return f"{model}.{kind}"
+
+
+def split_stream_name(name: str) -> Tuple[str, str]:
+    model, dot, kind = name.rpartition(".")
+    if not dot or not model or kind not in (FT, PT):
+        raise LayoutError(f"stream name {name!r} is not '<model>.ft' or '<model>.pt'")
+    return model, kind
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamColumns:
+    """Columns ``[start, end)`` of one stream in the stored matrix."""
+
+    name: str
+    start: int
+    end: int
+
+    @property
+    def dim(self) -> int:
+        return self.end - self.start
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start, self.end)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureLayout:
+    """Which columns of a cached feature matrix hold which stream.
+
+    ``streams`` are contiguous and cover ``[0, dim)``; the first one is the reference
+    model's fine-tuned stream. The other fields describe how the features were made
+    (``models`` holds the specs and checkpoint fingerprints) and are informational
+    for a reader. ``source`` (the file it was read from) is used in error messages
+    only.
+    """
+
+    streams: Tuple[StreamColumns, ...]
+    dtype: str = "float32"
+    mode: Optional[str] = None
+    layer: Union[str, int] = "last"
+    hidden_norm: str = "auto"
+    sample_rate: int = 16000
+    frame_shift: int = 320
+    models: Optional[Dict[str, Any]] = None
+    source: Optional[str] = dataclasses.field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        where = self._where()
+        if not self.streams:
+            raise LayoutError(f"{where}: no streams")
+        seen = set()
+        expected_start = 0
+        for s in self.streams:
+            split_stream_name(s.name)
+            if s.name in seen:
+                raise LayoutError(
+                    f"{where}: stream {s.name!r} appears twice; two models of one extraction need distinct names"
+                )
+            seen.add(s.name)
+            if s.start != expected_start or s.end <= s.start:
+                raise LayoutError(
+                    f"{where}: stream {s.name!r} has columns [{s.start}, {s.end}); streams must be contiguous "
+                    f"and non-empty, this one should start at {expected_start}"
+                )
+            expected_start = s.end
+        if split_stream_name(self.streams[0].name)[1] != FT:
+            raise LayoutError(
+                f"{where}: the first stream must be the reference's fine-tuned one, got {self.streams[0].name!r}"
+            )
+        if self.dtype not in DTYPES:
+            raise LayoutError(f"{where}: dtype={self.dtype!r}; expected one of {DTYPES}")
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], source: Optional[str] = None) -> "FeatureLayout":
+        """From :meth:`to_dict` output or a hand-written mapping.
+
+        ``streams`` is a list of ``{name, start, end}`` or ``{name, dim}`` (columns then
+        follow in list order); everything else is optional. Unknown keys are ignored, so
+        a layout.json written by a newer version still loads.
+        """
+        where = source or "feature layout"
+        if not isinstance(data, dict) or "streams" not in data:
+            raise LayoutError(f"{where}: expected a mapping with a 'streams' list, got {type(data).__name__}")
+        raw = data["streams"]
+        if not isinstance(raw, list):
+            raise LayoutError(f"{where}: 'streams' must be a list of {{name, start, end}} or {{name, dim}}")
+        streams, start = [], 0
+        for i, entry in enumerate(raw):
+            if not isinstance(entry, dict) or "name" not in entry:
+                raise LayoutError(f"{where}: streams[{i}] must be a mapping with 'name', got {entry!r}")
+            if "start" in entry and "end" in entry:
+                s, e = int(entry["start"]), int(entry["end"])
+                if "dim" in entry and int(entry["dim"]) != e - s:
+                    raise LayoutError(f"{where}: streams[{i}] ({entry['name']}): dim {entry['dim']} != end - start")
+            elif "dim" in entry:
+                s, e = start, start + int(entry["dim"])
+            else:
+                raise LayoutError(f"{where}: streams[{i}] ({entry['name']}) needs 'start' and 'end', or 'dim'")
+            streams.append(StreamColumns(str(entry["name"]), s, e))
+            start = e
+        if "dim" in data and int(data["dim"]) != start:
+            raise LayoutError(f"{where}: 'dim' is {data['dim']} but the streams cover {start} columns")
+        optional = ("dtype", "mode", "layer", "hidden_norm", "sample_rate", "frame_shift", "models")
+        kwargs = {f: data[f] for f in optional if f in data}
+        return cls(streams=tuple(streams), source=source, **kwargs)
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "FeatureLayout":
+        """Read ``layout.json`` (or a directory holding one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / LAYOUT_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"feature layout not found: {path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise LayoutError(f"{path}: invalid JSON: {e}") from e
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_config(cls, conf: Union[str, os.PathLike, Dict[str, Any], "FeatureLayout"]) -> "FeatureLayout":
+        """A layout from a path (file or feature dir), a dict, or a layout."""
+        if isinstance(conf, FeatureLayout):
+            return conf
+        if isinstance(conf, dict):
+            return cls.from_dict(conf)
+        if isinstance(conf, (str, os.PathLike)):
+            return cls.load(conf)
+        raise LayoutError(f"feature layout: expected a path to layout.json or a mapping, got {type(conf).__name__}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {
+            "format": LAYOUT_FORMAT,
+            "dim": self.dim,
+            "dtype": self.dtype,
+            "streams": [{"name": s.name, "start": s.start, "end": s.end, "dim": s.dim} for s in self.streams],
+            "reference": self.reference,
+            "others": self.others,
+            "mode": self.mode,
+            "layer": self.layer,
+            "hidden_norm": self.hidden_norm,
+            "sample_rate": self.sample_rate,
+            "frame_shift": self.frame_shift,
+            "frame_rate": self.frame_rate,
+        }
+        if self.models is not None:
+            out["models"] = self.models
+        return out
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write JSON atomically (temporary file, then rename)."""
+        return write_json_atomic(self.to_dict(), Path(path))
+
+    # ----------------------------------------------------------------- queries
+
+    @property
+    def names(self) -> List[str]:
+        return [s.name for s in self.streams]
+
+    @property
+    def dim(self) -> int:
+        return self.streams[-1].end
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.frame_shift
+
+    @property
+    def reference(self) -> str:
+        """Model name of the reference (the first stream)."""
+        return split_stream_name(self.streams[0].name)[0]
+
+    @property
+    def others(self) -> List[str]:
+        """Model names of the other models, in column order."""
+        out: List[str] = []
+        for s in self.streams[1:]:
+            model = split_stream_name(s.name)[0]
+            if model not in out:
+                out.append(model)
+        return out
+
+    def has(self, name: str) -> bool:
+        return any(s.name == name for s in self.streams)
+
+    def stream_columns(self, name: str) -> StreamColumns:
+        for s in self.streams:
+            if s.name == name:
+                return s
+        raise LayoutError(f"{self._where()}: no stream {name!r}; the layout has {self.names}")
+
+    def columns(self, name: str) -> slice:
+        """Column slice of a stream (``"hubert_local.ft"``)."""
+        return self.stream_columns(name).slice
+
+    def stream_dim(self, name: str) -> int:
+        return self.stream_columns(name).dim
+
+    # ----------------------------------------------------------------- reading
+
+    def check_matrix(self, matrix) -> None:
+        if matrix.shape[-1] != self.dim:
+            raise LayoutError(
+                f"{self._where()}: feature matrix has {matrix.shape[-1]} columns, the layout {self.dim} "
+                f"({', '.join(f'{s.name}:{s.dim}' for s in self.streams)})"
+            )
+
+    def stream(self, matrix, name: str):
+        """One stream of ``matrix`` (``(..., D_total)`` -> ``(..., D_s)``), a view."""
+        self.check_matrix(matrix)
+        return matrix[..., self.columns(name)]
+
+    def read_streams(self, matrix, names: Sequence[str]) -> list:
+        return [self.stream(matrix, n) for n in names]
+
+    def ft(self, matrix, model: str):
+        """E_ft of ``model``: a model name (its ``name``, default the S3PRL name, e.g.
+        ``"hubert_local"``) or a stream name (``"hubert_local.ft"``)."""
+        return self.stream(matrix, stream_name(_model_of(model), FT))
+
+    def pt(self, matrix, model: str):
+        name = stream_name(_model_of(model), PT)
+        if not self.has(name):
+            raise LayoutError(
+                f"{self._where()}: no pre-trained stream {name!r} (the features were extracted with "
+                f"mode: {self.mode}); extract with mode: delta to get E_pt"
+            )
+        return self.stream(matrix, name)
+
+    def delta(self, matrix, model: str):
+        """E_delta = E_ft - E_pt of ``model``, in at least float32."""
+        pt = self.pt(matrix, model)
+        ft = self.ft(matrix, model)
+        return _at_least_float32(ft) - _at_least_float32(pt)
+
+    def fusion_inputs(self, matrix, reference: str, others: Sequence[str], mode: str = "delta"):
+        """``(E_ft^ref, [E_delta^j or E_ft^j for j in others])`` as the fusion head takes them."""
+        if mode not in ("delta", "full"):
+            raise ValueError(f"mode={mode!r}; expected 'delta' or 'full'")
+        ref = self.ft(matrix, reference)
+        pick = self.delta if mode == "delta" else self.ft
+        return ref, [pick(matrix, o) for o in others]
+
+    def _where(self) -> str:
+        return self.source or "feature layout"
+
+
+def read_streams(matrix, layout: Union[FeatureLayout, Dict[str, Any], str, os.PathLike], names: Sequence[str]) -> list:
+    """The named streams (``"wavlm_local.ft"``, ...) of a cached feature matrix."""
+    return FeatureLayout.from_config(layout).read_streams(matrix, names)
+
+
+def _model_of(name: str) -> str:
+    if name.endswith(f".{FT}") or name.endswith(f".{PT}"):
+        return split_stream_name(name)[0]
+    return name
+
+
+def _at_least_float32(x):
+    if hasattr(x, "is_floating_point"):  # torch
+        import torch
+
+        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    import numpy as np
+
+    return x.astype(np.float32) if x.dtype == np.float16 else x
+
+
+def write_json_atomic(data: Dict[str, Any], out: Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
