@@ -43,6 +43,10 @@ test_sets="dev test"
 upstreams="wavlm hubert wav2vec2"   # entries of --upstream_conf to fine-tune; the first is the fusion reference
 upstream_conf=conf/upstreams.yaml   # name -> {upstream, path_or_url}
 finetune_config=conf/finetune.yaml  # ESPnet config of CTC fine-tuning
+adult_train_set=                    # e.g. libri_train: also fine-tune the reference on adult speech (stage 3) for merging (stage 7)
+adult_valid_set=libri_dev
+merge_lambdas="0.1 0.2 0.3"         # selective attention merge grid (stage 7)
+merge_alphas="0.7 0.8 0.9"
 fusion_config=conf/fusion.yaml       # ESPnet config of fusion training on cached features
 fusion_systems=conf/fusion_systems.yaml
 feats_dir=dump/feats
@@ -82,13 +86,16 @@ fi
 token_list=${data_dir}/token_list/${token_type}/tokens.txt
 shape_dir=dump/shapes
 sets_with_audio=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | sort -u | tr '\n' ' ')
+adult_sets=
+[ -n "${adult_train_set}" ] && adult_sets="${adult_train_set} ${adult_valid_set}"
+reference=${upstreams%% *}
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     log "Stage 2: ${token_type} token list -> ${token_list}; speech shape files -> ${shape_dir}"
     [ "${token_type}" = char ] || { log "ERROR: only --token_type char is implemented"; exit 2; }
     ${python} -m espnet_delta.bin.make_tokens --text "${data_dir}/${train_set}/text" --out "${token_list}"
     # shellcheck disable=SC2086
-    ${python} -m espnet_delta.bin.make_shapes --data_dir "${data_dir}" --sets ${sets_with_audio} --out_dir "${shape_dir}"
+    ${python} -m espnet_delta.bin.make_shapes --data_dir "${data_dir}" --sets ${sets_with_audio} ${adult_sets} --out_dir "${shape_dir}"
 fi
 
 # render_espnet_config <base.yaml> <out.yaml> <train set> <valid set> [--set k=v ...]
@@ -112,6 +119,12 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
             --set-from "${upstream_conf}:${name}=frontend_conf.frontend_conf"
         jobs+=("${job}")
     done
+    if [ -n "${adult_train_set}" ]; then
+        job=${exp_dir}/ft_${reference}_adult
+        render_espnet_config "${finetune_config}" "${job}/train.yaml" "${adult_train_set}" "${adult_valid_set}" \
+            --set-from "${upstream_conf}:${reference}=frontend_conf.frontend_conf"
+        jobs+=("${job}")
+    fi
     run_parallel "${nj}" ${python} -m espnet_delta.bin.train_jobs --ngpu "${ngpu}" -- "${jobs[@]}"
 fi
 
@@ -127,7 +140,7 @@ fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     log "Stage 5: extracting E_ft of the reference and E_pt, E_ft of the other models -> ${feats_dir}"
-    read -r reference others <<<"${upstreams}"
+    others=${upstreams#* }
     extract_conf=${feats_dir}/extract.yaml
     # shellcheck disable=SC2086
     ${python} -m espnet_delta.bin.make_extract_config --upstream_conf "${upstream_conf}" \
@@ -140,6 +153,21 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     # shellcheck disable=SC2046
     run_parallel "${nj}" ${python} -m espnet_delta.bin.extract_features --config "${extract_conf}" \
         "${dirs[@]}" --nj "${nj}" "${fp16_flag[@]}" --shard -- $(seq 1 "${nj}")
+fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+    if [ -z "${adult_train_set}" ]; then
+        log "Stage 7: skipped: merging needs an adult model (--adult_train_set libri_train, with --librispeech)"
+    else
+    log "Stage 7: merging ft_${reference} (child) with ft_${reference}_adult: SA grid on ${valid_set}, baselines"
+    base=$(${python} -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]].get('path_or_url') or '')" \
+        "${upstream_conf}" "${reference}")
+    [ -n "${base}" ] || { log "ERROR: stage 7 needs the pre-trained checkpoint of ${reference} as path_or_url in ${upstream_conf}"; exit 2; }
+    # shellcheck disable=SC2086
+    ${python} -m espnet_delta.bin.merge_stage --child "${exp_dir}/ft_${reference}" --adult "${exp_dir}/ft_${reference}_adult" \
+        --base "${base}" --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
+        --lambdas ${merge_lambdas} --alphas ${merge_alphas} --exp_dir "${exp_dir}" --batch_size "${decode_batch_size}"
+    fi
 fi
 
 fusion_jobs=()
@@ -163,7 +191,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
         --input_type kaldi_ark --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" -- "${fusion_jobs[@]}"
     scored=()
     for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done
-    ${python} -m espnet_delta.bin.score --results_md RESULTS.md --scored "${scored[@]}" --baseline "ft_${upstreams%% *}"
+    ${python} -m espnet_delta.bin.score --results_md RESULTS.md --scored "${scored[@]}" --baseline "ft_${reference}"
     log "Wrote RESULTS.md ($(grep -c '^|' RESULTS.md) table rows)"
 fi
 

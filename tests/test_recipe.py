@@ -18,7 +18,7 @@ def run_engine(cwd: Path, *args: str) -> str:
     proc = subprocess.run(
         ["bash", str(REPO / "local" / "asr.sh"), "--mini_corpus_dir", "downloads/mini_myst",
          "--mini_corpus_scale", "0.03", "--tiny_upstream_dir", "downloads/upstreams", "--subset_hours", "",
-         "--nj", "2", *args],
+         "--nj", "2", "--adult_train_set", "libri_train", "--merge_lambdas", "0.2", "--merge_alphas", "0.8 0.9", *args],
         cwd=cwd, env=env, capture_output=True, text=True,
     )
     if proc.returncode != 0:
@@ -45,7 +45,8 @@ def test_all_stages_end_with_results_md(recipe):
     log = run_engine(recipe)
     results = (recipe / "RESULTS.md").read_text()
     for system in ("ft_wavlm", "ft_hubert", "ft_wav2vec2", "fusion_wavlm+dhubert_concat",
-                   "fusion_wavlm+dhubert+dw2v2_moe", "fusion_wavlm+hubert_concat_full"):
+                   "fusion_wavlm+dhubert+dw2v2_moe", "fusion_wavlm+hubert_concat_full",
+                   "merge_lerp_c0.5", "merge_ta", "merge_ties_k20"):
         assert system in results, f"{system} missing from RESULTS.md"
     for test_set in ("dev", "test"):
         assert (recipe / "exp" / "ft_wavlm" / "decode" / test_set / "score_wer" / "result.txt").is_file()
@@ -53,6 +54,10 @@ def test_all_stages_end_with_results_md(recipe):
     layout = (recipe / "dump" / "feats" / "train" / "layout.json").read_text()
     assert "hubert.pt" in layout and "wavlm.ft" in layout
     assert "Stage 8" in log
+    # the SA grid was searched on dev and the chosen merge decoded on test
+    grid = (recipe / "exp" / "merge_sa_grid.tsv").read_text()
+    assert "0.2\t0.8" in grid and "0.2\t0.9" in grid and "# best: lambda=0.2" in grid
+    assert re.search(r"merge_sa_l0\.2_a0\.[89]", results)
     # nothing was written into the generated corpus by preparation
     assert not list((recipe / "downloads" / "mini_myst").rglob("wav.scp"))
 

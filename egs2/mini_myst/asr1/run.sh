@@ -7,6 +7,7 @@ set -euo pipefail
     --mini_corpus_dir downloads/mini_myst \
     --tiny_upstream_dir downloads/upstreams \
     --subset_hours 0.1,0.2 \
+    --adult_train_set libri_train \
     --nj 2 \
     --ngpu 0 \
     "$@"
