@@ -7,7 +7,7 @@ set -euo pipefail
 help_message() {
     cat <<HELP
 Usage: $0 [options]
-  --stage N --stop_stage M   run stages N..M (default 1..9)
+  --stage N --stop_stage M   run stages N..M (default 1..8)
   --myst DIR                 MyST root (data/{train,development,test}/...)
   --librispeech DIR          LibriSpeech root (adult speech), optional
   --mini_corpus_dir DIR      generate the synthetic mini corpus here in stage 1 and use it
@@ -23,7 +23,7 @@ HELP
 . "$(dirname "${BASH_SOURCE[0]}")/utils.sh"
 
 stage=1
-stop_stage=9
+stop_stage=8
 myst=
 librispeech=
 mini_corpus_dir=

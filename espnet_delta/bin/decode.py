@@ -95,7 +95,7 @@ def decode_job(job: Path, model_name: str, tests, args) -> None:
                 system=job.name,
                 test_set=name,
             )
-            logging.info("%s %s: %s", job, name, summary)
+            logging.info("%s %s: WER %.2f %% (%d words)", job, name, summary.wer, summary.counts.words)
 
 if __name__ == "__main__":
     main()
