@@ -36,11 +36,20 @@ HIDDEN_NORMS = ("auto", "layer_norm", "none")
 
 @dataclasses.dataclass(frozen=True)
 class UpstreamSpec:
-    """One SSL model as named in a config: S3PRL name, local checkpoint, fine-tuned weights."""
+    """One SSL model as named in a config: S3PRL name, local checkpoint, fine-tuned weights.
+
+    ``name`` (optional) labels the model's cached feature streams (``<name>.ft``,
+    ``<name>.pt``); it defaults to the S3PRL name.
+    """
 
     upstream: str
     path_or_url: Optional[str] = None
     finetuned: Optional[str] = None
+    name: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.upstream
 
     @classmethod
     def from_config(cls, conf: Union[dict, "UpstreamSpec"], where: str) -> "UpstreamSpec":
@@ -165,9 +174,11 @@ class SSLEmbeddingExtractor(torch.nn.Module):
             return [mask_padding(o, lengths) for o in outs], lengths
 
     def stream_names(self) -> List[str]:
-        names = [f"{self.reference_spec.upstream}.ft"]
+        names = [f"{self.reference_spec.label}.ft"]
         for spec in self.other_specs:
-            names += ([f"{spec.upstream}.pt"] if self.mode == "delta" else []) + [f"{spec.upstream}.ft"]
+            names += ([f"{spec.label}.pt"] if self.mode == "delta" else []) + [f"{spec.label}.ft"]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stream names must be unique, got {names}: give the models distinct 'name's")
         return names
 
     def forward(

@@ -24,9 +24,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from espnet_delta.fileio import write_text_atomic
 
 #: Version tag written into layout.json.
 LAYOUT_FORMAT = "espnet_delta.features/1"
@@ -315,15 +316,4 @@ def _at_least_float32(x):
 
 
 def write_json_atomic(data: Dict[str, Any], out: Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_text_atomic(out, json.dumps(data, indent=2) + "\n")

@@ -56,6 +56,13 @@ decode_batch_size=8
 
 parse_options "$@"
 
+decode_device=cpu
+[ "${ngpu}" -gt 0 ] && decode_device=cuda
+mkdir -p "${exp_dir}/logs"
+run_log=${exp_dir}/logs/asr.$(date '+%Y%m%dT%H%M%S').log
+# every stage's output also goes to exp/logs/
+exec > >(tee -a "${run_log}") 2>&1
+
 # shellcheck source=path.sh
 . "$(dirname "${BASH_SOURCE[0]}")/path.sh"
 export python
@@ -135,7 +142,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     jobs=()
     for name in ${upstreams}; do jobs+=("${exp_dir}/ft_${name}"); done
     ${python} -m espnet_delta.bin.decode "${jobs[@]}" --model_name valid.cer_ctc.best.pth "${tests[@]}" \
-        --input_type sound --batch_size "${decode_batch_size}" --ref_dir "${data_dir}"
+        --input_type sound --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}"
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
@@ -166,7 +173,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     # shellcheck disable=SC2086
     ${python} -m espnet_delta.bin.merge_stage --child "${exp_dir}/ft_${reference}" --adult "${exp_dir}/ft_${reference}_adult" \
         --base "${base}" --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
-        --lambdas ${merge_lambdas} --alphas ${merge_alphas} --exp_dir "${exp_dir}" --batch_size "${decode_batch_size}"
+        --lambdas ${merge_lambdas} --alphas ${merge_alphas} --exp_dir "${exp_dir}" --batch_size "${decode_batch_size}" --device "${decode_device}"
     fi
 fi
 
@@ -188,7 +195,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     tests=()
     for t in ${test_sets}; do tests+=(--test "${t}=${feats_dir}/${t}/feats.scp"); done
     run_parallel "${nj}" ${python} -m espnet_delta.bin.decode --model_name valid.cer_ctc.best.pth "${tests[@]}" \
-        --input_type kaldi_ark --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" -- "${fusion_jobs[@]}"
+        --input_type kaldi_ark --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}" -- "${fusion_jobs[@]}"
     scored=()
     for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done
     ${python} -m espnet_delta.bin.score --results_md RESULTS.md --scored "${scored[@]}" --baseline "ft_${reference}"

@@ -69,3 +69,20 @@ def test_rerun_skips_finished_work(recipe):
     assert "not decoding again" in log
     after = (recipe / "exp" / "fusion_wavlm+dhubert_concat" / "valid.cer_ctc.best.pth").stat().st_mtime
     assert before == after
+
+
+def test_merged_checkpoint_decodes_with_espnet_speech2text(recipe):
+    """A merged checkpoint is a plain ESPnet model file: ESPnet's own inference loads it."""
+    import soundfile
+
+    from espnet_delta.inference import Speech2Text
+
+    job = recipe / "exp" / "merge_ta"
+    s2t = Speech2Text(asr_train_config=str(job / "config.yaml"), asr_model_file=str(job / "valid.cer_ctc.best.pth"),
+                      ctc_weight=1.0, beam_size=2, lm_weight=0.0, device="cpu")
+    utt, path = (recipe / "data" / "test" / "wav.scp").read_text().splitlines()[0].split(maxsplit=1)
+    if not Path(path).is_absolute():
+        path = recipe / path
+    wav, _ = soundfile.read(path, dtype="float32")
+    text, *_ = s2t(wav)[0]
+    assert isinstance(text, str)

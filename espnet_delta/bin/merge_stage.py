@@ -39,11 +39,11 @@ def merge_into(job: Path, child: Path, adult: Path, base: Path, config) -> Path:
     return job
 
 
-def decode_and_score(job: Path, sets: List[Tuple[str, Path]], data_dir: Path, batch_size: int) -> Dict[str, float]:
+def decode_and_score(job: Path, sets: List[Tuple[str, Path]], data_dir: Path, batch_size: int, device: str) -> Dict[str, float]:
     from espnet_delta.bin.decode import decode_job
     from espnet_delta.scoring import load_score
 
-    args = SimpleNamespace(input_type="sound", batch_size=batch_size, device="cpu", ref_dir=data_dir, no_sctk=False)
+    args = SimpleNamespace(input_type="sound", batch_size=batch_size, device=device, ref_dir=data_dir, no_sctk=False)
     decode_job(job, MODEL_NAME, sets, args)
     return {name: load_score(job / "decode" / name / "score_wer").counts.wer for name, _ in sets}
 
@@ -62,6 +62,7 @@ def main(argv=None) -> None:
     p.add_argument("--ties_topk", type=float, default=20.0)
     p.add_argument("--exp_dir", type=Path, required=True)
     p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (merge_stage) %(levelname)s: %(message)s")
     from espnet_delta.merge import MergeConfig
@@ -79,7 +80,7 @@ def main(argv=None) -> None:
         for alpha in args.alphas:
             job = merge_into(args.exp_dir / f"merge_sa_grid/l{lam:g}_a{alpha:g}", *merge_args,
                              MergeConfig("sa", sa_lambda=lam, sa_alpha=alpha, schedule=args.schedule))
-            wer = decode_and_score(job, dev, args.data_dir, args.batch_size)[args.dev_set]
+            wer = decode_and_score(job, dev, args.data_dir, args.batch_size, args.device)[args.dev_set]
             grid.append((wer, lam, alpha))
             logging.info("SA lambda=%g alpha=%g: dev WER %.2f", lam, alpha, wer)
     best_wer, best_lam, best_alpha = min(grid)
@@ -95,7 +96,7 @@ def main(argv=None) -> None:
     }
     for name, config in finals.items():
         job = merge_into(args.exp_dir / name, *merge_args, config)
-        wers = decode_and_score(job, every, args.data_dir, args.batch_size)
+        wers = decode_and_score(job, every, args.data_dir, args.batch_size, args.device)
         logging.info("%s: %s", name, ", ".join(f"{k} WER {v:.2f}" for k, v in wers.items()))
 
 
