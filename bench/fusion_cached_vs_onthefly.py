@@ -133,7 +133,7 @@ def main() -> None:
 
         start = time.perf_counter()
         for b in range(len(data)):
-            mats = [torch.from_numpy(table[k]) for k in keys if k.startswith(f"utt{b:03d}_")]
+            mats = [torch.tensor(table[k]) for k in keys if k.startswith(f"utt{b:03d}_")]
             lens = torch.tensor([m.size(0) for m in mats])
             x = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True).to(device)
             ref, pt, ft = torch.split(x, dims, dim=-1)
