@@ -131,6 +131,7 @@ class SSLEmbeddingExtractor(torch.nn.Module):
         for i, spec in enumerate(self.other_specs):
             if spec.finetuned is None:
                 raise ValueError(f"deltas[{i}] ({spec.upstream}): 'finetuned' is required")
+        self.stream_names()  # refuse clashing labels before loading any model
 
         self.reference_ft = FrozenUpstream(_load(self.reference_spec, finetuned=True))
         self.others_ft = torch.nn.ModuleList(FrozenUpstream(_load(s, finetuned=True)) for s in self.other_specs)

@@ -7,8 +7,13 @@ from conftest import perturb_layer, write_espnet_checkpoint
 from espnet_delta.embeddings import SSLEmbeddingExtractor
 
 
-def spec(arch, upstreams, finetuned=None):
-    return {"upstream": f"{arch}_local", "path_or_url": str(upstreams[arch]), "finetuned": finetuned and str(finetuned)}
+def spec(arch, upstreams, finetuned=None, name=None):
+    return {
+        "upstream": f"{arch}_local",
+        "path_or_url": str(upstreams[arch]),
+        "finetuned": finetuned and str(finetuned),
+        "name": name,
+    }
 
 
 def batch(lengths, seed=0):
@@ -22,9 +27,15 @@ def batch(lengths, seed=0):
 @pytest.mark.parametrize("arch", ["wavlm", "hubert", "wav2vec2"])
 def test_delta_is_exactly_zero_when_finetuned_equals_pretrained(tiny_upstreams, tmp_path, arch):
     same = write_espnet_checkpoint(tiny_upstreams[arch], tmp_path / "same.pth")
-    ext = SSLEmbeddingExtractor(spec("wavlm", tiny_upstreams), [spec(arch, tiny_upstreams, same)])
+    ext = SSLEmbeddingExtractor(spec("wavlm", tiny_upstreams), [spec(arch, tiny_upstreams, same, name="other")])
     _, (delta,), _ = ext(*batch([7000, 5000]))
     assert torch.count_nonzero(delta) == 0
+
+
+def test_same_upstream_twice_without_names_is_refused_with_a_hint(tiny_upstreams):
+    """Two unnamed wavlm_local models would share cache stream names: say so and how to fix it."""
+    with pytest.raises(ValueError, match="distinct 'name'"):
+        SSLEmbeddingExtractor(spec("wavlm", tiny_upstreams), [spec("wavlm", tiny_upstreams, tiny_upstreams["wavlm"])])
 
 
 @pytest.mark.parametrize("hidden_norm", ["none", "auto"])
