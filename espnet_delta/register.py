@@ -3,7 +3,8 @@
 ESPnet has no plugin hook; its ASR task keeps module-level ``ClassChoices`` whose
 ``.classes`` dicts are read when the argument parser is built and when a saved
 config is turned back into a model. Calling :func:`register` before either makes
-``frontend: delta_fusion`` (or ``cached_fusion``) and ``encoder: identity`` valid in any ESPnet ASR config.
+``frontend: delta_fusion`` (or ``cached_fusion``), ``encoder: identity`` and
+``model: espnet_ctc_wer`` valid in any ESPnet ASR config.
 """
 
 from espnet_delta.cached_frontend import CachedFusionFrontend
@@ -15,10 +16,13 @@ ENCODERS = {"identity": IdentityEncoder}
 
 
 def register() -> None:
-    """Idempotently add the plugin's frontends and encoders to ESPnet's ASR task."""
-    from espnet2.tasks.asr import encoder_choices, frontend_choices
+    """Idempotently add the plugin's frontends, encoder and model to ESPnet's ASR task."""
+    from espnet2.tasks.asr import encoder_choices, frontend_choices, model_choices
 
-    for choices, classes in ((frontend_choices, FRONTENDS), (encoder_choices, ENCODERS)):
+    from espnet_delta.ctc_wer_model import CTCWERModel
+
+    models = {"espnet_ctc_wer": CTCWERModel}
+    for choices, classes in ((frontend_choices, FRONTENDS), (encoder_choices, ENCODERS), (model_choices, models)):
         for name, cls in classes.items():
             existing = choices.classes.get(name)
             if existing is not None and existing is not cls:

@@ -141,7 +141,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     for t in ${test_sets}; do tests+=(--test "${t}=${data_dir}/${t}/wav.scp"); done
     jobs=()
     for name in ${upstreams}; do jobs+=("${exp_dir}/ft_${name}"); done
-    ${python} -m espnet_delta.bin.decode "${jobs[@]}" --model_name valid.cer_ctc.best.pth "${tests[@]}" \
+    ${python} -m espnet_delta.bin.decode "${jobs[@]}" --model_name valid.wer_ctc.best.pth "${tests[@]}" \
         --input_type sound --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}"
 fi
 
@@ -152,7 +152,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     # shellcheck disable=SC2086
     ${python} -m espnet_delta.bin.make_extract_config --upstream_conf "${upstream_conf}" \
         --reference "${reference}" --others ${others} \
-        --finetuned "${exp_dir}/ft_{name}/valid.cer_ctc.best.pth" --out "${extract_conf}"
+        --finetuned "${exp_dir}/ft_{name}/valid.wer_ctc.best.pth" --out "${extract_conf}"
     fp16_flag=()
     [ "${extract_fp16}" = true ] && fp16_flag=(--fp16)
     dirs=()
@@ -194,7 +194,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     log "Stage 8: decoding + scoring the fusion systems; RESULTS.md"
     tests=()
     for t in ${test_sets}; do tests+=(--test "${t}=${feats_dir}/${t}/feats.scp"); done
-    run_parallel "${nj}" ${python} -m espnet_delta.bin.decode --model_name valid.cer_ctc.best.pth "${tests[@]}" \
+    run_parallel "${nj}" ${python} -m espnet_delta.bin.decode --model_name valid.wer_ctc.best.pth "${tests[@]}" \
         --input_type kaldi_ark --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}" -- "${fusion_jobs[@]}"
     scored=()
     for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done

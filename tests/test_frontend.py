@@ -92,6 +92,7 @@ def test_espnet_trainer_runs_and_saved_model_decodes(tiny_upstreams, finetuned, 
         "normalize": None,
         "encoder": "identity",
         "decoder": "none",
+        "model": "espnet_ctc_wer",
         "model_conf": {"ctc_weight": 1.0},
         "optim": "adamw",
         "optim_conf": {"lr": 0.005},
@@ -99,7 +100,7 @@ def test_espnet_trainer_runs_and_saved_model_decodes(tiny_upstreams, finetuned, 
         "max_epoch": 2,
         "batch_type": "unsorted",
         "batch_size": 4,
-        "best_model_criterion": [["valid", "loss", "min"]],
+        "best_model_criterion": [["valid", "wer_ctc", "min"]],
         "num_workers": 0,
     }
     (tmp_path / "conf.yaml").write_text(yaml.safe_dump(config))
@@ -114,7 +115,7 @@ def test_espnet_trainer_runs_and_saved_model_decodes(tiny_upstreams, finetuned, 
         "--valid_data_path_and_name_and_type", f"{mini_data}/dev/text,text,text",
         "--train_shape_file", str(shapes["train"]), "--valid_shape_file", str(shapes["dev"]),
     ])
-    model_file = exp / "valid.loss.best.pth"
+    model_file = exp / "valid.wer_ctc.best.pth"  # selected by the dev WER that espnet_ctc_wer reports
     assert model_file.is_file()
     saved = torch.load(model_file, weights_only=True)
     assert not any("upstream" in k for k in saved)  # the frozen SSL models are not in the checkpoint

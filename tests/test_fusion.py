@@ -38,7 +38,7 @@ def test_output_dims(name, k, other_dim, expected):
 def test_weighted_is_a_convex_combination_that_stays_in_unit_interval():
     ref, others = tensors()
     fusion = build_fusion("weighted", D, [D])
-    assert float(fusion.weight) == 0.5
+    assert float(fusion.weight.detach()) == 0.5
     torch.testing.assert_close(fusion(ref, others, LENGTHS), 0.5 * ref + 0.5 * others[0])
     opt = torch.optim.SGD(fusion.parameters(), lr=1000.0)
     for sign in (1.0, -1.0):  # push lambda hard towards 1, then towards 0
@@ -46,7 +46,7 @@ def test_weighted_is_a_convex_combination_that_stays_in_unit_interval():
             opt.zero_grad()
             (sign * -(fusion(ref, others, LENGTHS) * ref).sum()).backward()
             opt.step()
-            assert 0.0 <= float(fusion.weight) <= 1.0
+            assert 0.0 <= float(fusion.weight.detach()) <= 1.0
     lam = fusion.weight.detach()
     torch.testing.assert_close(fusion(ref, others, LENGTHS), lam * ref + (1 - lam) * others[0])
 

@@ -63,11 +63,11 @@ def test_all_stages_end_with_results_md(recipe):
 
 
 def test_rerun_skips_finished_work(recipe):
-    before = (recipe / "exp" / "fusion_wavlm+dhubert_concat" / "valid.cer_ctc.best.pth").stat().st_mtime
+    before = (recipe / "exp" / "fusion_wavlm+dhubert_concat" / "valid.wer_ctc.best.pth").stat().st_mtime
     log = run_engine(recipe, "--stage", "3", "--stop_stage", "8")
     assert "already trained" in log
     assert "not decoding again" in log
-    after = (recipe / "exp" / "fusion_wavlm+dhubert_concat" / "valid.cer_ctc.best.pth").stat().st_mtime
+    after = (recipe / "exp" / "fusion_wavlm+dhubert_concat" / "valid.wer_ctc.best.pth").stat().st_mtime
     assert before == after
 
 
@@ -83,9 +83,9 @@ def test_merged_checkpoint_decodes_with_espnet_speech2text(recipe, monkeypatch):
 
     monkeypatch.chdir(recipe)
     job = Path("exp") / "merge_ta"
-    s2t = Speech2Text(asr_train_config=str(job / "config.yaml"), asr_model_file=str(job / "valid.cer_ctc.best.pth"),
+    s2t = Speech2Text(asr_train_config=str(job / "config.yaml"), asr_model_file=str(job / "valid.wer_ctc.best.pth"),
                       ctc_weight=1.0, beam_size=2, lm_weight=0.0, device="cpu")
-    merged = torch.load(job / "valid.cer_ctc.best.pth", map_location="cpu", weights_only=True)
+    merged = torch.load(job / "valid.wer_ctc.best.pth", map_location="cpu", weights_only=True)
     loaded = s2t.asr_model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in merged.items() if k in loaded)
     assert sum(k in loaded for k in merged) > 0.9 * len(merged)

@@ -1,6 +1,6 @@
 """Greedy CTC decoding (and scoring) of ESPnet ASR models on several test sets, in one process.
 
-    python -m espnet_delta.bin.decode exp/ft_wavlm exp/ft_hubert --model_name valid.cer_ctc.best.pth \\
+    python -m espnet_delta.bin.decode exp/ft_wavlm exp/ft_hubert --model_name valid.wer_ctc.best.pth \\
         --test dev=data/dev/wav.scp --test test=data/test/wav.scp --input_type sound --ref_dir data
 
 For each job directory (holding ESPnet's ``config.yaml`` and the model file) writes
@@ -51,7 +51,7 @@ def write_text(hyps, out: Path) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("jobs", nargs="+", type=Path, help="job directories with config.yaml and the model file")
-    p.add_argument("--model_name", default="valid.cer_ctc.best.pth", help="model file inside each job directory")
+    p.add_argument("--model_name", default="valid.wer_ctc.best.pth", help="model file inside each job directory")
     p.add_argument("--test", action="append", required=True, metavar="NAME=SCP", help="test set name and its wav.scp or feats.scp")
     p.add_argument("--input_type", default="sound", choices=["sound", "kaldi_ark"])
     p.add_argument("--ref_dir", type=Path, default=None, help="score against <ref_dir>/<set>/text (and utt2spk)")

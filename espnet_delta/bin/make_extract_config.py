@@ -2,7 +2,7 @@
 
     python -m espnet_delta.bin.make_extract_config --upstream_conf conf/upstreams.yaml \\
         --reference wavlm --others hubert wav2vec2 \\
-        --finetuned 'exp/ft_{name}/valid.cer_ctc.best.pth' --out dump/feats/extract.yaml
+        --finetuned 'exp/ft_{name}/valid.wer_ctc.best.pth' --out dump/feats/extract.yaml
 """
 
 import argparse

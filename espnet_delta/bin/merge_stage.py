@@ -5,7 +5,7 @@
         --lambdas 0.1 0.2 0.3 --alphas 0.7 0.8 0.9 --exp_dir exp
 
 Writes one job directory per merged model (``exp/merge_<method>...``: ESPnet's
-``config.yaml`` of the child model and the merged ``valid.cer_ctc.best.pth``), decodes
+``config.yaml`` of the child model and the merged ``valid.wer_ctc.best.pth``), decodes
 every SA grid point on the dev set, takes the (lambda, alpha) with the lowest dev WER,
 decodes it and the baselines (lerp, task arithmetic, TIES) on every set, and records
 the choice in ``<exp_dir>/merge_sa_grid.tsv``. All in one process; finished merges and
@@ -23,7 +23,7 @@ from typing import Dict, List, Tuple
 
 from espnet_delta.fileio import write_text_atomic
 
-MODEL_NAME = "valid.cer_ctc.best.pth"
+MODEL_NAME = "valid.wer_ctc.best.pth"
 
 
 def merge_into(job: Path, child: Path, adult: Path, base: Path, config) -> Path:

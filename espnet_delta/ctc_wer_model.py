@@ -1,0 +1,61 @@
+"""ESPnet's ASR model plus a validation word error rate of greedy CTC (``wer_ctc``).
+
+For CTC-only models ESPnet reports ``cer_ctc`` but no WER, while the papers pick the
+checkpoint by dev WER. With ``model: espnet_ctc_wer`` the trainer's validation also
+logs ``wer_ctc`` (word errors / reference words of each batch, greedy decoding over
+each utterance's valid frames only), so ``best_model_criterion: [[valid, wer_ctc, min]]``
+selects ``valid.wer_ctc.best.pth``. Training and the saved weights are unchanged:
+the class adds no parameters, so its checkpoints load into ESPnet's plain model too.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import editdistance
+from espnet2.asr.espnet_model import ESPnetASRModel
+
+from espnet_delta.greedy_ctc import ids_to_text
+
+
+def word_errors(hyps: Sequence[str], refs: Sequence[str]) -> tuple:
+    """(word edit distance, reference words) summed over utterance pairs."""
+    errors = sum(editdistance.eval(h.split(), r.split()) for h, r in zip(hyps, refs))
+    return errors, sum(len(r.split()) for r in refs)
+
+
+def tokens_to_text(ids: Sequence[int], token_list: Sequence[str]) -> str:
+    """A reference token sequence as words (no CTC collapsing: repeats are real)."""
+    return " ".join("".join(" " if token_list[i] == "<space>" else token_list[i] for i in ids).split())
+
+
+class CTCWERModel(ESPnetASRModel):
+    """``ESPnetASRModel`` whose validation stats add ``wer_ctc`` (greedy CTC, per batch)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._wer_ctc: Optional[float] = None
+
+    def _calc_ctc_loss(self, encoder_out, encoder_out_lens, ys_pad, ys_pad_lens):
+        loss_ctc, cer_ctc = super()._calc_ctc_loss(encoder_out, encoder_out_lens, ys_pad, ys_pad_lens)
+        if not self.training and self._wer_ctc is None:  # the main CTC branch comes first
+            self._wer_ctc = self._greedy_wer(encoder_out, encoder_out_lens, ys_pad, ys_pad_lens)
+        return loss_ctc, cer_ctc
+
+    def _greedy_wer(self, encoder_out, encoder_out_lens, ys_pad, ys_pad_lens) -> Optional[float]:
+        best = self.ctc.argmax(encoder_out).cpu()
+        hyps: List[str] = []
+        refs: List[str] = []
+        for b in range(best.size(0)):
+            hyps.append(ids_to_text(best[b, : int(encoder_out_lens[b])].tolist(), self.token_list))
+            refs.append(tokens_to_text(ys_pad[b, : int(ys_pad_lens[b])].tolist(), self.token_list))
+        errors, words = word_errors(hyps, refs)
+        return errors / words if words else None
+
+    def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
+        self._wer_ctc = None
+        loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
+        if self._wer_ctc is not None:
+            stats["wer_ctc"] = self._wer_ctc
+        self._wer_ctc = None
+        return loss, stats, weight

@@ -1,0 +1,65 @@
+"""The espnet_ctc_wer model: validation stats carry the greedy-CTC word error rate."""
+
+import torch
+
+from espnet_delta.identity_encoder import IdentityEncoder
+
+TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "<sos/eos>"]
+ID = {t: i for i, t in enumerate(TOKENS)}
+
+
+def build_model():
+    from espnet2.asr.ctc import CTC
+
+    from espnet_delta.ctc_wer_model import CTCWERModel
+
+    V = len(TOKENS)
+    ctc = CTC(odim=V, encoder_output_size=V)
+    with torch.no_grad():  # logits = input frames: one-hot frames spell the greedy output
+        ctc.ctc_lo.weight.copy_(torch.eye(V))
+        ctc.ctc_lo.bias.zero_()
+    return CTCWERModel(
+        vocab_size=V, token_list=TOKENS, frontend=None, specaug=None, normalize=None, preencoder=None,
+        encoder=IdentityEncoder(V), postencoder=None, decoder=None, ctc=ctc, joint_network=None, ctc_weight=1.0,
+    )
+
+
+def frames(symbols, length):
+    """One-hot frames for a greedy CTC path, zero-padded to ``length`` with blanks."""
+    x = torch.zeros(length, len(TOKENS))
+    x[:, ID["<blank>"]] = 1.0
+    for t, s in enumerate(symbols):
+        x[t] = 0.0
+        x[t, ID[s]] = 10.0
+    return x
+
+
+def text(symbols, length):
+    ids = torch.full((length,), -1, dtype=torch.long)
+    ids[: len(symbols)] = torch.tensor([ID[s] for s in symbols])
+    return ids
+
+
+def test_validation_stats_report_word_errors_over_reference_words():
+    model = build_model().eval()
+    # utt 0: "AB A" (frames A B <space> A) vs reference "AB B": 1 substitution in 2 words
+    # utt 1: "BB" needs a blank between the two Bs; padding frames past the length say "A" and are ignored
+    hyp1 = frames(["B", "<blank>", "B"], 8)
+    hyp1[4:, :] = 0.0
+    hyp1[4:, ID["A"]] = 10.0
+    speech = torch.stack([frames(["A", "B", "<space>", "A"], 8), hyp1])
+    lengths = torch.tensor([8, 4])
+    refs = torch.stack([text(["A", "B", "<space>", "B"], 5), text(["B", "B"], 5)])
+    ref_lens = torch.tensor([4, 2])
+    with torch.no_grad():
+        _, stats, _ = model(speech, lengths, refs, ref_lens)
+    # 1 error / 3 reference words; repeated reference characters are not collapsed
+    assert abs(float(stats["wer_ctc"]) - 1 / 3) < 1e-9
+    assert "cer_ctc" in stats
+
+
+def test_training_steps_do_not_decode():
+    model = build_model().train()
+    speech = torch.stack([frames(["A"], 3)])
+    _, stats, _ = model(speech, torch.tensor([3]), text(["A"], 1)[None], torch.tensor([1]))
+    assert "wer_ctc" not in stats
