@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from espnet_delta.bin import setup_logging
+
 
 def load_model(asr_config: Path, model_file: Path, device: str):
     """Build an ESPnet ASR model (plugin registered) and load its weights strictly, weights_only."""
@@ -59,7 +61,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no_sctk", action="store_true", help="do not cross-check with SCTK's sclite")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (decode) %(levelname)s: %(message)s")
+    setup_logging()
     tests = []
     for item in args.test:
         name, sep, scp = item.partition("=")

@@ -41,6 +41,7 @@ from typing import Optional, Sequence
 
 from espnet2.utils.types import str2bool
 
+from espnet_delta.bin import setup_logging
 from espnet_delta.feature_cache import LayoutMismatchError, ShardBusyError, extract_features
 
 
@@ -78,7 +79,7 @@ def default_threads(nj: int, sharded: bool) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     import torch
 
     threads = args.num_threads or default_threads(args.nj, args.shard is not None)

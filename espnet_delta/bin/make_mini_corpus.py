@@ -10,6 +10,7 @@ import logging
 import sys
 import time
 
+from espnet_delta.bin import setup_logging
 from espnet_delta.data.mini_corpus import make_mini_corpus
 
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     if args.scale <= 0:
         logging.error("--scale must be positive")
         return 2

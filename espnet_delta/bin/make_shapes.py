@@ -9,6 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from espnet_delta.bin import setup_logging
 from espnet_delta.data.shapes import write_speech_shape
 
 
@@ -18,7 +19,7 @@ def main(argv=None) -> None:
     p.add_argument("--sets", nargs="+", required=True)
     p.add_argument("--out_dir", type=Path, required=True)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     for name in args.sets:
         scp = args.data_dir / name / "wav.scp"
         if not scp.is_file():

@@ -10,6 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from espnet_delta.bin import setup_logging
 from espnet_delta.tiny_upstreams import ARCHITECTURES, LOCAL_UPSTREAM, TinyConfig, make_tiny_upstream
 
 
@@ -32,7 +33,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     config = TinyConfig(
         num_layers=args.num_layers,
         embed_dim=args.embed_dim,

@@ -7,6 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from espnet_delta.bin import setup_logging
 from espnet_delta.data.tokens import char_token_list, write_token_list
 
 
@@ -15,7 +16,7 @@ def main(argv=None) -> None:
     p.add_argument("--text", type=Path, nargs="+", required=True, help="Kaldi text file(s): <utt> <transcript>")
     p.add_argument("--out", type=Path, required=True, help="token list to write (one token per line)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     for path in args.text:
         if not path.is_file():
             p.error(f"text file not found: {path}")

@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 from espnet2.utils.config_argparse import ArgumentParser
 from espnet2.utils.types import str2bool, str_or_none
 
+from espnet_delta.bin import setup_logging
 from espnet_delta.merge import METHODS, SCHEDULES, MergeConfig, MergeError, merge_files
 
 
@@ -63,10 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for name in ("method", "models", "out"):
         if getattr(args, name) is None:
             parser.error(f"--{name} is required")
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
-    )
+    setup_logging(args.log_level)
     try:
         config = MergeConfig(
             method=args.method,

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List, Tuple
 
+from espnet_delta.bin import setup_logging
 from espnet_delta.fileio import write_text_atomic
 
 MODEL_NAME = "valid.wer_ctc.best.pth"
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (merge_stage) %(levelname)s: %(message)s")
+    setup_logging()
     from espnet_delta.merge import MergeConfig
 
     for job in (args.child, args.adult):

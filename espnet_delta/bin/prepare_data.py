@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 
+from espnet_delta.bin import setup_logging
 from espnet_delta.data.prepare import SUMMARY_NAME, PrepConfig, prepare_data
 from espnet_delta.data.report import format_summary
 from espnet_delta.data.subsets import parse_hours
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     config = PrepConfig(
         max_duration=args.max_duration,
         min_words=args.min_words,

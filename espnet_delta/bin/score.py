@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from espnet_delta.bin import setup_logging
 from espnet_delta.scoring import (
     ScoringInputError,
     SctkError,
@@ -114,7 +115,7 @@ def _compare(args: argparse.Namespace) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     modes = [args.results_md is not None, args.compare is not None, args.hyp is not None or args.ref is not None]
     if sum(modes) != 1:
         parser.error("give exactly one of: --ref/--hyp/--out_dir, --results_md with --scored, --compare")

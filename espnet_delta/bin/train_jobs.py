@@ -17,6 +17,8 @@ import logging
 import time
 from pathlib import Path
 
+from espnet_delta.bin import setup_logging
+
 DONE = ".done"
 
 
@@ -47,7 +49,7 @@ def main(argv=None) -> None:
     p.add_argument("--ngpu", type=int, default=0)
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more asr_train options for every job")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging()
     for job in args.jobs:
         if (job / DONE).is_file():
             logging.info("%s: already trained (%s), skipping", job, job / DONE)
