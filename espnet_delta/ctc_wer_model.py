@@ -10,23 +10,12 @@ the class adds no parameters, so its checkpoints load into ESPnet's plain model 
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import editdistance
 from espnet2.asr.espnet_model import ESPnetASRModel
 
 from espnet_delta.greedy_ctc import ids_to_text
-
-
-def word_errors(hyps: Sequence[str], refs: Sequence[str]) -> tuple:
-    """(word edit distance, reference words) summed over utterance pairs."""
-    errors = sum(editdistance.eval(h.split(), r.split()) for h, r in zip(hyps, refs))
-    return errors, sum(len(r.split()) for r in refs)
-
-
-def tokens_to_text(ids: Sequence[int], token_list: Sequence[str]) -> str:
-    """A reference token sequence as words (no CTC collapsing: repeats are real)."""
-    return " ".join("".join(" " if token_list[i] == "<space>" else token_list[i] for i in ids).split())
 
 
 class CTCWERModel(ESPnetASRModel):
@@ -48,8 +37,9 @@ class CTCWERModel(ESPnetASRModel):
         refs: List[str] = []
         for b in range(best.size(0)):
             hyps.append(ids_to_text(best[b, : int(encoder_out_lens[b])].tolist(), self.token_list))
-            refs.append(tokens_to_text(ys_pad[b, : int(ys_pad_lens[b])].tolist(), self.token_list))
-        errors, words = word_errors(hyps, refs)
+            refs.append(ids_to_text(ys_pad[b, : int(ys_pad_lens[b])].tolist(), self.token_list, collapse=False))
+        errors = sum(editdistance.eval(h.split(), r.split()) for h, r in zip(hyps, refs))
+        words = sum(len(r.split()) for r in refs)
         return errors / words if words else None
 
     def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):

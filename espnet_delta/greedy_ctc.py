@@ -18,12 +18,15 @@ import torch
 BLANK = 0
 
 
-def ids_to_text(ids: Sequence[int], token_list: Sequence[str]) -> str:
-    """Collapse repeats, drop blanks, join characters; ``<space>`` separates words."""
+def ids_to_text(ids: Sequence[int], token_list: Sequence[str], collapse: bool = True) -> str:
+    """Drop blanks, join characters; ``<space>`` separates words.
+
+    ``collapse`` merges repeats, as CTC paths need; reference token sequences keep them.
+    """
     out: List[str] = []
     prev = None
     for i in ids:
-        if i != prev and i != BLANK:
+        if (i != prev or not collapse) and i != BLANK:
             token = token_list[i]
             out.append(" " if token == "<space>" else token)
         prev = i
