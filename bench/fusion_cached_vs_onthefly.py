@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from espnet_delta.tiny_upstreams import TinyConfig, build_checkpoint, save_atomic, weights_of
+from espnet_delta.ssl.tiny import TinyConfig, build_checkpoint, save_atomic, weights_of
 
 SIZES = {
     "base": TinyConfig(num_layers=12, embed_dim=768, ffn_dim=3072, num_heads=12, conv_channels=512, conv_pos=128, conv_pos_groups=16),
@@ -89,7 +89,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import kaldiio
 
-    from espnet_delta.frontend import DeltaFusionFrontend
+    from espnet_delta.asr.frontend import DeltaFusionFrontend
 
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:

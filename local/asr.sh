@@ -100,16 +100,16 @@ reference=${upstreams%% *}
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     log "Stage 2: ${token_type} token list -> ${token_list}; speech shape files -> ${shape_dir}"
     [ "${token_type}" = char ] || { log "ERROR: only --token_type char is implemented"; exit 2; }
-    ${python} -m espnet_delta.bin.make_tokens --text "${data_dir}/${train_set}/text" --out "${token_list}"
+    ${python} -m espnet_delta.recipe.make_tokens --text "${data_dir}/${train_set}/text" --out "${token_list}"
     # shellcheck disable=SC2086
-    ${python} -m espnet_delta.bin.make_shapes --data_dir "${data_dir}" --sets ${sets_with_audio} ${adult_sets} --out_dir "${shape_dir}"
+    ${python} -m espnet_delta.recipe.make_shapes --data_dir "${data_dir}" --sets ${sets_with_audio} ${adult_sets} --out_dir "${shape_dir}"
 fi
 
 # render_espnet_config <base.yaml> <out.yaml> <train set> <valid set> [--set k=v ...]
 render_espnet_config() {
     local base=$1 out=$2 tr=$3 va=$4
     shift 4
-    ${python} -m espnet_delta.bin.render_config --base "${base}" --out "${out}" \
+    ${python} -m espnet_delta.recipe.render_config --base "${base}" --out "${out}" \
         --set "token_type=${token_type}" --set "token_list=${token_list}" --set use_preprocessor=true \
         --set "train_data_path_and_name_and_type=[[${data_dir}/${tr}/wav.scp, speech, sound], [${data_dir}/${tr}/text, text, text]]" \
         --set "valid_data_path_and_name_and_type=[[${data_dir}/${va}/wav.scp, speech, sound], [${data_dir}/${va}/text, text, text]]" \
@@ -132,7 +132,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
             --set-from "${upstream_conf}:${reference}=frontend_conf.frontend_conf"
         jobs+=("${job}")
     fi
-    run_parallel "${nj}" ${python} -m espnet_delta.bin.train_jobs --ngpu "${ngpu}" -- "${jobs[@]}"
+    run_parallel "${nj}" ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" -- "${jobs[@]}"
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
@@ -150,7 +150,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     others=${upstreams#* }
     extract_conf=${feats_dir}/extract.yaml
     # shellcheck disable=SC2086
-    ${python} -m espnet_delta.bin.make_extract_config --upstream_conf "${upstream_conf}" \
+    ${python} -m espnet_delta.recipe.make_extract_config --upstream_conf "${upstream_conf}" \
         --reference "${reference}" --others ${others} \
         --finetuned "${exp_dir}/ft_{name}/valid.wer_ctc.best.pth" --out "${extract_conf}"
     fp16_flag=()
@@ -171,7 +171,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
         "${upstream_conf}" "${reference}")
     [ -n "${base}" ] || { log "ERROR: stage 7 needs the pre-trained checkpoint of ${reference} as path_or_url in ${upstream_conf}"; exit 2; }
     # shellcheck disable=SC2086
-    ${python} -m espnet_delta.bin.merge_stage --child "${exp_dir}/ft_${reference}" --adult "${exp_dir}/ft_${reference}_adult" \
+    ${python} -m espnet_delta.recipe.merge_stage --child "${exp_dir}/ft_${reference}" --adult "${exp_dir}/ft_${reference}_adult" \
         --base "${base}" --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
         --lambdas ${merge_lambdas} --alphas ${merge_alphas} --exp_dir "${exp_dir}" --batch_size "${decode_batch_size}" --device "${decode_device}"
     fi
@@ -179,7 +179,7 @@ fi
 
 fusion_jobs=()
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 6 ]; then
-    mapfile -t fusion_jobs < <(${python} -m espnet_delta.bin.fusion_jobs --systems "${fusion_systems}" \
+    mapfile -t fusion_jobs < <(${python} -m espnet_delta.recipe.fusion_jobs --systems "${fusion_systems}" \
         --base_config "${fusion_config}" --feats_dir "${feats_dir}" --data_dir "${data_dir}" \
         --train_set "${train_set}" --valid_set "${valid_set}" --token_type "${token_type}" \
         --token_list "${token_list}" --exp_dir "${exp_dir}")
@@ -187,7 +187,7 @@ fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     log "Stage 6: training ${#fusion_jobs[@]} fusion systems on cached features"
-    run_parallel "${nj}" ${python} -m espnet_delta.bin.train_jobs --ngpu "${ngpu}" -- "${fusion_jobs[@]}"
+    run_parallel "${nj}" ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" -- "${fusion_jobs[@]}"
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from espnet_delta.cached_frontend import CachedFusionFrontend
-from espnet_delta.features import LayoutError
-from espnet_delta.frontend import DeltaFusionFrontend
+from espnet_delta.asr.cached_frontend import CachedFusionFrontend
+from espnet_delta.features.layout import LayoutError
+from espnet_delta.asr.frontend import DeltaFusionFrontend
 
 
 def spec(arch, tiny_upstreams, finetuned, name):
@@ -24,7 +24,7 @@ def test_cached_matches_on_the_fly(tiny_upstreams, finetuned, fusion, mode):
     ).eval()
     ext = online.extractor
     # the cache always holds E_pt and E_ft (delta-mode extraction), whatever the fusion mode
-    from espnet_delta.embeddings import SSLEmbeddingExtractor
+    from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
 
     cache_ext = SSLEmbeddingExtractor(ext.reference_spec, ext.other_specs, mode="delta")
     wavs = 0.1 * torch.randn(2, 7000, generator=torch.Generator().manual_seed(3))

@@ -2,7 +2,7 @@
 
 import torch
 
-from espnet_delta.identity_encoder import IdentityEncoder
+from espnet_delta.asr.identity_encoder import IdentityEncoder
 
 TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "<sos/eos>"]
 ID = {t: i for i, t in enumerate(TOKENS)}
@@ -11,7 +11,7 @@ ID = {t: i for i, t in enumerate(TOKENS)}
 def build_model():
     from espnet2.asr.ctc import CTC
 
-    from espnet_delta.ctc_wer_model import CTCWERModel
+    from espnet_delta.asr.ctc_wer_model import CTCWERModel
 
     V = len(TOKENS)
     ctc = CTC(odim=V, encoder_output_size=V)

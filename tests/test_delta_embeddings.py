@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import perturb_layer, write_espnet_checkpoint
-from espnet_delta.embeddings import SSLEmbeddingExtractor
+from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
 
 
 def spec(arch, upstreams, finetuned=None, name=None):

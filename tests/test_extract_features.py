@@ -14,18 +14,12 @@ import soundfile
 import torch
 
 from conftest import write_espnet_checkpoint, perturb_all
-from espnet_delta import feature_cache
-from espnet_delta.feature_cache import (
-    ExtractionConfig,
-    LayoutMismatchError,
-    ShardBusyError,
-    ShardFiles,
-    _ShardLock,
-    extract_features,
-    read_wav_scp,
-    shard_items,
-)
-from espnet_delta.features import FeatureLayout, LayoutError, read_streams
+from espnet_delta.features import extract as feature_extract
+from espnet_delta.features.audio import read_wav_scp, shard_items
+from espnet_delta.features.config import ExtractionConfig, LayoutMismatchError
+from espnet_delta.features.extract import extract_features
+from espnet_delta.features.shards import ShardBusyError, ShardFiles, _ShardLock
+from espnet_delta.features.layout import FeatureLayout, LayoutError, read_streams
 
 #: small batches so that each shard has several padded batches of different lengths
 BATCH = dict(batch_seconds=4.0, batch_size=3, progress=False, device="cpu")
@@ -123,7 +117,7 @@ def test_shape_files_are_espnet_csv_shapes(clean):
 def test_kill_midway_and_rerun_gives_identical_features(conf, extractor, data, clean, tmp_path, monkeypatch):
     out = tmp_path / "feats"
     shard2 = [it.utt for it in shard_items(read_wav_scp(data / "wav.scp"), 2, 2)]
-    real_write = feature_cache.write_matrix
+    real_write = feature_extract.write_matrix
     calls = []
 
     def dying_write(fd, utt, matrix):
@@ -132,7 +126,7 @@ def test_kill_midway_and_rerun_gives_identical_features(conf, extractor, data, c
             raise KeyboardInterrupt("killed")
         return real_write(fd, utt, matrix)
 
-    monkeypatch.setattr(feature_cache, "write_matrix", dying_write)
+    monkeypatch.setattr(feature_extract, "write_matrix", dying_write)
     with pytest.raises(KeyboardInterrupt):
         extract_features(conf, data, out, nj=2, extractor=extractor, **BATCH)
     assert (out / "feats.1.scp").is_file() and not (out / "feats.2.scp").exists()
@@ -140,7 +134,7 @@ def test_kill_midway_and_rerun_gives_identical_features(conf, extractor, data, c
     done1 = {p: (out / p).stat().st_mtime_ns for p in ("feats.1.ark", "feats.1.scp", "feats.1.shape")}
 
     calls.clear()
-    monkeypatch.setattr(feature_cache, "write_matrix", lambda fd, utt, m: calls.append(utt) or real_write(fd, utt, m))
+    monkeypatch.setattr(feature_extract, "write_matrix", lambda fd, utt, m: calls.append(utt) or real_write(fd, utt, m))
     result = extract_features(conf, data, out, nj=2, extractor=extractor, **BATCH)
     assert result.skipped == [1] and result.written == [2] and result.merged
     assert sorted(calls) == sorted(shard2)  # only shard 2 recomputed

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from espnet_delta.frontend import DeltaFusionFrontend
+from espnet_delta.asr.frontend import DeltaFusionFrontend
 
 
 def conf(tiny_upstreams, finetuned, fusion="concat", mode="delta", archs=("hubert",)):
@@ -38,8 +38,17 @@ def test_output_dims_per_fusion_and_mode(tiny_upstreams, finetuned, fusion, arch
 
 def test_only_fusion_parameters_are_trainable_and_saved(tiny_upstreams, finetuned):
     fe = DeltaFusionFrontend(**conf(tiny_upstreams, finetuned, "moe"))
-    assert sorted(fe.state_dict()) == ["head.fusion.gate.weight", "head.norm.bias", "head.norm.weight"]
-    assert all(p.requires_grad for p in fe.parameters())
+    names = ["head.fusion.gate.weight", "head.norm.bias", "head.norm.weight"]
+    assert sorted(fe.state_dict()) == names
+    assert sorted(name for name, _ in fe.named_parameters()) == names
+    # a backward pass reaches every head parameter and none of the frozen upstream weights
+    feats, _ = fe(torch.randn(2, 6000), torch.tensor([6000, 4000]))
+    (feats * torch.randn(feats.shape, generator=torch.Generator().manual_seed(0))).sum().backward()
+    for name, p in fe.named_parameters():
+        assert p.grad is not None and torch.count_nonzero(p.grad) > 0, name
+    upstreams = [fe.extractor.reference_ft, *fe.extractor.others_ft, *fe.extractor.others_pt]
+    for up in upstreams:
+        assert all(not p.requires_grad and p.grad is None for p in up.upstream.parameters())
 
 
 def test_espnet_initialiser_does_not_clobber_upstreams(tiny_upstreams, finetuned):
@@ -59,11 +68,24 @@ def test_espnet_initialiser_does_not_clobber_upstreams(tiny_upstreams, finetuned
 
 
 def test_frontend_dropout_only_in_head(tiny_upstreams, finetuned):
-    fe = DeltaFusionFrontend(**conf(tiny_upstreams, finetuned), head_dropout=0.0).train()
+    """In train mode the upstreams stay deterministic; only the head's dropout varies the output."""
+    p = 0.5
+    fe = DeltaFusionFrontend(**conf(tiny_upstreams, finetuned), head_dropout=p)
     wav, lens = torch.randn(2, 7000), torch.tensor([7000, 6000])
+    # the upstream features are the same in train and eval mode (upstream dropout stays off)
+    ref_train, (other_train,), _ = fe.train().extractor(wav, lens)
+    ref_eval, (other_eval,), _ = fe.eval().extractor(wav, lens)
+    assert torch.equal(ref_train, ref_eval) and torch.equal(other_train, other_eval)
+    clean, _ = fe.eval()(wav, lens)  # eval: no dropout anywhere
+    fe.train()
     a, _ = fe(wav, lens)
     b, _ = fe(wav, lens)
-    assert torch.equal(a, b)  # upstream dropout stays off in train mode
+    assert not torch.equal(a, b)  # the head's dropout is on in train mode
+    for out in (a, b):
+        # inverted dropout of the eval output, and nothing else: each entry is 0 or clean / (1 - p)
+        dropped = out == 0
+        torch.testing.assert_close(out[~dropped], clean[~dropped] / (1 - p))
+        assert 0.4 < dropped.float().mean() < 0.6  # about p of 2 x 22 x 64 entries
 
 
 def test_bad_options_are_named(tiny_upstreams, finetuned):
@@ -83,7 +105,7 @@ def test_espnet_trainer_runs_and_saved_model_decodes(tiny_upstreams, finetuned, 
     """ESPnet's own trainer on mini_myst data with frontend: delta_fusion; the saved model decodes."""
     from espnet_delta.bin.asr_train import main as asr_train
     from espnet_delta.data.shapes import write_speech_shape
-    from espnet_delta.inference import Speech2Text
+    from espnet_delta.asr.inference import Speech2Text
 
     config = {
         "frontend": "delta_fusion",
@@ -126,8 +148,18 @@ def test_espnet_trainer_runs_and_saved_model_decodes(tiny_upstreams, finetuned, 
     import soundfile
     utt, path = (mini_data / "test" / "wav.scp").read_text().splitlines()[0].split(maxsplit=1)
     wav, sr = soundfile.read(path, dtype="float32")
-    text, tokens, *_ = s2t(torch.from_numpy(wav))[0]
-    assert isinstance(text, str)
+    speech = torch.from_numpy(wav)
+    text, tokens, token_ids, _ = s2t(speech)[0]
+    token_list = (mini_data / "tokens.txt").read_text().splitlines()
+    assert tokens == [token_list[i] for i in token_ids]
+    assert text == "".join(tokens).replace("<space>", " ").strip()
+    # the hypothesis is the best CTC path of the model's own log-probabilities, recomputed here:
+    # argmax per frame, merge repeats, drop blanks (id 0)
+    with torch.no_grad():
+        enc, enc_lens = s2t.asr_model.encode(speech[None], torch.tensor([speech.numel()]))
+        best = s2t.asr_model.ctc.argmax(enc)[0, : int(enc_lens[0])].tolist()
+    greedy = [i for k, i in enumerate(best) if i != 0 and (k == 0 or i != best[k - 1])]
+    assert list(token_ids) == greedy
     # the decoded model carries the trained weights, not a fresh initialisation
     for key, value in s2t.asr_model.state_dict().items():
         torch.testing.assert_close(value, saved[key])

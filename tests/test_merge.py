@@ -29,7 +29,7 @@ from espnet_delta.merge import (
     merge_files,
     ops,
 )
-from espnet_delta.tiny_upstreams import weights_of
+from espnet_delta.ssl.tiny import weights_of
 
 NEW = "frontend.upstream.upstream.model."
 OLD = "frontend.upstream.model."
@@ -145,6 +145,20 @@ def test_schedule_linear_exponent_4_layers():
     assert layer_coefficients(4, 0.2, 0.8, "linear_exponent") == pytest.approx(expected, abs=1e-12)
 
 
+# lambda = 0.3, alpha = 0.7, L = 3 (the tiny upstreams' depth), by hand with `bc -l`:
+#   depth_power     c_i = 0.3 ** (0.7 ** (2 - i)): exponents 0.49, 0.7, 1
+#                   -> e(0.49 * l(0.3)) = 0.554356845513105, e(0.7 * l(0.3)) = 0.430511620249934, 0.3
+#   linear_exponent c_i = 0.3 ** (0.7 * i):       exponents 0, 0.7, 1.4
+#                   -> 1, 0.430511620249934, e(1.4 * l(0.3)) = 0.185340255170224
+DEPTH_POWER_L3 = [0.554356845513105, 0.430511620249934, 0.3]
+LINEAR_EXPONENT_L3 = [1.0, 0.430511620249934, 0.185340255170224]
+
+
+def test_schedule_3_layers():
+    assert layer_coefficients(3, 0.3, 0.7, "depth_power") == pytest.approx(DEPTH_POWER_L3, abs=1e-12)
+    assert layer_coefficients(3, 0.3, 0.7, "linear_exponent") == pytest.approx(LINEAR_EXPONENT_L3, abs=1e-12)
+
+
 def test_schedule_12_layers():
     # lambda = 0.5, alpha = 0.9. depth_power: 0.5 ** (0.9 ** (11 - i)), top layer = lambda.
     depth_power = [
@@ -183,6 +197,46 @@ def test_ties_hand_computed():
     ]
     merged = ops.ties(base, [base + t for t in taus], topk=50, scale=0.5)
     assert torch.equal(merged, torch.tensor([2.5, -2, 1, 2.375, -0.5, -2.5]))
+
+
+def ties_two_models(base: torch.Tensor, theta_1: torch.Tensor, theta_2: torch.Tensor, topk: float) -> torch.Tensor:
+    """TIES of two models from its definition, case by case (no exact magnitude ties in random weights).
+
+    Each task vector keeps its ceil(n * topk / 100) largest magnitudes. Where both kept
+    entries agree in sign: their mean; where they disagree: the one with the larger
+    magnitude (it decides the sign of the sum, the other is not averaged); where only
+    one is kept: that one; else 0. Scale 1.
+    """
+    taus = [theta_1 - base, theta_2 - base]
+    k = math.ceil(base.numel() * topk / 100)
+    kept = [t.abs() >= t.abs().flatten().sort(descending=True).values[k - 1] for t in taus]
+    t1, t2 = (torch.where(m, t, torch.zeros_like(t)) for m, t in zip(kept, taus))
+    both, agree = kept[0] & kept[1], torch.sign(t1) == torch.sign(t2)
+    larger = torch.where(t1.abs() >= t2.abs(), t1, t2)
+    merged = torch.where(both & agree, (t1 + t2) / 2, torch.where(both, larger, t1 + t2))
+    return base + merged
+
+
+def test_ties_through_merge_hand_computed():
+    """One tensor of a checkpoint merged with ties_topk=50, ties_scale=0.5, by hand."""
+    # 6 entries, top 50 % = 3 kept per task vector; base 0.5 everywhere.
+    #   tau1 = [ 1, -4,    0.5, 2,   -0.1, 3] -> trimmed [ 0, -4,   0, 2, 0, 3]
+    #   tau2 = [-3,  1.5, -0.2, 0.3, -1,   4] -> trimmed [-3,  1.5, 0, 0, 0, 4]
+    # trimmed sum [-3, -2.5, 0, 2, 0, 7] -> elected sign [-, -, 0, +, 0, +]
+    # disjoint mean of the agreeing values [-3, -4, 0, 2, 0, (3 + 4) / 2] = [-3, -4, 0, 2, 0, 3.5]
+    # 0.5 + 0.5 * that = [-1, -1.5, 0.5, 1.5, 0.5, 2.25]
+    key = "encoder.layers.0.fc1.weight"
+    base, m1, m2 = synthetic(0), synthetic(1), synthetic(2)
+    base[key] = torch.full((2, 3), 0.5)
+    m1[key] = base[key] + torch.tensor([[1, -4, 0.5], [2, -0.1, 3]])
+    m2[key] = base[key] + torch.tensor([[-3, 1.5, -0.2], [0.3, -1, 4]])
+    out, report = merge([from_object(m1), from_object(m2)], MergeConfig("ties", ties_topk=50, ties_scale=0.5),
+                        from_object(base))  # fmt: skip
+    torch.testing.assert_close(out[key], torch.tensor([[-1, -1.5, 0.5], [1.5, 0.5, 2.25]]), rtol=0, atol=1e-6)
+    # the default top 20 % keeps ceil(1.2) = 2 entries each: tau1 [0, -4, 0, 0, 0, 3], tau2 [-3, 0, 0, 0, 0, 4]
+    # -> merged [-3, -4, 0, 0, 0, 3.5], so 0.5 + 1.0 * that
+    out, _ = merge([from_object(m1), from_object(m2)], MergeConfig("ties"), from_object(base))
+    torch.testing.assert_close(out[key], torch.tensor([[-2.5, -3.5, 0.5], [0.5, 0.5, 4.0]]), rtol=0, atol=1e-6)
 
 
 def test_trim_keeps_ties_at_threshold():
@@ -237,8 +291,9 @@ def test_sa_merge_only_changes_qkv(arch, tiny_upstreams, tmp_path):
     )
     assert report.architecture == arch
     num_layers = 1 + max(int(k.split(".")[2]) for k in bare if k.startswith("encoder.layers."))
-    c = [0.3 ** (0.7 ** (num_layers - 1 - i)) for i in range(num_layers)]
-    assert report.layer_coefs == {"encoder": pytest.approx(c)}
+    assert num_layers == 3
+    c = DEPTH_POWER_L3  # hand-computed above for lambda = 0.3, alpha = 0.7
+    assert report.layer_coefs == {"encoder": pytest.approx(c, abs=1e-12)}
     merged = 0
     for key, value in out.items():
         layer = qkv_layer(key)
@@ -293,7 +348,7 @@ def test_ta_ties_transfer_on_checkpoints(wavlm_files):
         assert bits_equal(out[head], m1[head])
 
     out, report = merge([from_object(m1), from_object(m2)], MergeConfig("ties", ties_topk=30), base)
-    torch.testing.assert_close(out[key], ops.ties(b, [m1[key], m2[key]], 30, 1.0))
+    torch.testing.assert_close(out[key], ties_two_models(b, m1[key], m2[key], 30))
     assert bits_equal(out["ctc.ctc_lo.bias"], m1["ctc.ctc_lo.bias"])
     assert report.actions["head_from_m1"] == 3
 
@@ -367,7 +422,9 @@ def test_s3prl_container_in_s3prl_container_out(tiny_upstreams, tmp_path):
     from s3prl.upstream.hubert.convert import load_converted_model
 
     model, _ = load_converted_model(str(tmp_path / "out.pt"))  # strict load_state_dict inside
-    assert sum(p.numel() for p in model.parameters()) > 0
+    loaded = model.state_dict()
+    assert set(loaded) == set(out["model_weight"])
+    assert all(torch.equal(loaded[k], v) for k, v in out["model_weight"].items())
 
 
 # --------------------------------------------------------------------------- refusals
@@ -490,17 +547,30 @@ def test_cli_end_to_end(wavlm_files, tmp_path, caplog):
     merged = torch.load(out, weights_only=True)
     m1 = torch.load(wavlm_files["m1"], weights_only=True)
     assert list(merged) == list(m1)
-    # the per-layer table is logged: 3 layers, c = 0.2 ** (0.8 * i)
+    # the per-layer table is logged: 3 layers, c = 0.2 ** (0.8 * i) = 1, 0.2^0.8, 0.2^1.6 (bc -l)
     table = [r.getMessage() for r in caplog.records if r.getMessage().startswith("encoder ")]
     assert [float(line.split()[2]) for line in table] == pytest.approx(
-        [0.2 ** (0.8 * i) for i in range(3)], abs=1e-6
+        [1.0, 0.275945932292243, 0.076146157548635], abs=1e-6
     )
+    # ... and used: layer 2's query weight is base + c_2 * tau_1 + (1 - c_2) * tau_2
+    key = NEW + "encoder.layers.2.self_attn.q_proj.weight"
+    b = wavlm_files["bare"]["encoder.layers.2.self_attn.q_proj.weight"]
+    m2 = torch.load(wavlm_files["m2"], weights_only=True)
+    c2 = 0.076146157548635
+    torch.testing.assert_close(merged[key], b + c2 * (m1[key] - b) + (1 - c2) * (m2[key] - b), rtol=1e-5, atol=1e-6)
 
     config = tmp_path / "merge.yaml"
     config.write_text(f"method: ties\nties_topk: 50\nbase: {wavlm_files['base']}\nprogress: false\n")
     merge_cli.main(["--config", str(config), "--models", str(wavlm_files["m1"]), str(wavlm_files["m2"]),
                     "--out", str(tmp_path / "ties.pth")])  # fmt: skip
-    assert (tmp_path / "ties.pth").is_file()
+    from_yaml = torch.load(tmp_path / "ties.pth", weights_only=True)
+    for name, topk in (("top50.pth", 50.0), ("top20.pth", 20.0)):
+        merge_files([wavlm_files["m1"], wavlm_files["m2"]], tmp_path / name, MergeConfig("ties", ties_topk=topk),
+                    base_path=wavlm_files["base"], progress=False)  # fmt: skip
+    top50 = torch.load(tmp_path / "top50.pth", weights_only=True)
+    top20 = torch.load(tmp_path / "top20.pth", weights_only=True)
+    assert list(from_yaml) == list(top50) and all(bits_equal(from_yaml[k], top50[k]) for k in top50)
+    assert not torch.equal(from_yaml[key], top20[key])  # ties_topk: 50 was used, not the default 20
 
     with pytest.raises(SystemExit) as err:  # wrong number of models for SA
         merge_cli.main(["--method", "sa", "--base", str(wavlm_files["base"]),

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 from pathlib import Path
 
 import pytest
 import soundfile
 
+from conftest import needs_mini_corpus_tools
 from espnet_delta.bin import make_mini_corpus as mini_cli
 from espnet_delta.data.kaldi_dir import read_data_dir
 from espnet_delta.data.mini_corpus import MARKER, make_mini_corpus, make_sentence
@@ -18,10 +18,7 @@ from espnet_delta.data.prepare import PrepConfig, prepare_data
 from espnet_delta.data.report import BAD_INPUT_REASONS
 from espnet_delta.data.text_norm import normalize_transcript
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
-    reason="espeak-ng and sox are required (installed by `make install`)",
-)
+pytestmark = needs_mini_corpus_tools
 
 TINY = 0.01  # 2 + 1 + 1 child speakers, 2 + 1 + 1 adult speakers, 26 utterances
 

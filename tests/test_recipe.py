@@ -79,7 +79,7 @@ def test_merged_checkpoint_decodes_with_espnet_speech2text(recipe, monkeypatch):
     import soundfile
     import torch
 
-    from espnet_delta.inference import Speech2Text
+    from espnet_delta.asr.inference import Speech2Text
 
     monkeypatch.chdir(recipe)
     job = Path("exp") / "merge_ta"

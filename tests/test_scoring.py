@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 import subprocess
@@ -74,8 +75,9 @@ def _utt(utt: str, spk: str, ref: list[str], hyp: list[str]) -> ScoredUtterance:
         ("A B", "X A Y B Z", (2, 0, 0, 3)),  # every extra word an insertion
         ("A B C D", "A X D", (2, 1, 1, 0)),  # substitution + deletion
         ("", "", (0, 0, 0, 0)),
-        # sclite's weights (sub 4, ins/del 3) keep the two matches: 3 I + 3 D (cost 18)
-        # where plain Levenshtein would take 5 substitutions (cost 20, one error fewer)
+        # sclite's weights (sub 4, ins/del 3) keep the two matches: 3 I + 3 D, weighted cost
+        # 6 * 3 = 18, where plain Levenshtein takes 5 substitutions (5 errors, one fewer, but
+        # weighted cost 5 * 4 = 20); hand count: insert P Q R, match A B, delete C X Y
         ("A B C X Y", "P Q R A B", (2, 0, 3, 3)),
     ],
 )
@@ -87,8 +89,13 @@ def test_tie_breaking_matches_sclite():
     # equal cost (7): "del A, sub B->C" or "sub A->C, del B"; sclite backtraces
     # from the end preferring the diagonal step, so B->C is the substitution
     assert [op for op, _, _ in align_words(["A", "B"], ["C"])] == ["D", "S"]
-    # del vs ins tie in a cell: sclite takes the insertion
+    # diagonal vs deletion tie in the last cell (both cost 3): the diagonal (the match) is
+    # taken, so the first A is the deleted one (real sclite: "REF: A a / HYP: * a")
     assert [op for op, _, _ in align_words(["A", "A"], ["A"])] == ["D", "C"]
+    # deletion vs insertion tie in the last cell: ref A B / hyp B A, cost 6 either way
+    # ("del A, B, ins A" or "ins B, A, del B"); the substitution path costs 8. sclite takes
+    # the insertion (real sclite: "REF: A b * / HYP: * b A")
+    assert [op for op, _, _ in align_words(["A", "B"], ["B", "A"])] == ["D", "C", "I"]
     assert align_words(["A", "B"], ["B", "C"]) == [("D", "A", None), ("C", "B", "B"), ("I", None, "C")]
 
 
@@ -377,7 +384,9 @@ def test_results_md_and_cli(tmp_path, capsys):
     assert "|system|test|\n|---|---|\n|base|0.0|\n|worse|55.6|" in text
     assert "|system|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|p vs base|" in text
     assert "|base|4|9|100.0|0.0|0.0|0.0|0.0|0.0|-|" in text
-    assert re.search(r"\|worse\|4\|9\|44\.4\|11\.1\|44\.4\|0\.0\|55\.6\|75\.0\|[0-9.<]+\|", text)
+    row = re.search(r"^\|worse\|4\|9\|44\.4\|11\.1\|44\.4\|0\.0\|55\.6\|75\.0\|([^|]*)\|$", text, re.M)
+    assert row, text
+    p_cell = row.group(1)
     assert not list(tmp_path.glob(".RESULTS.md*"))
     with pytest.raises(ScoringInputError, match="scored twice"):
         format_results_md([load_score(dirs[0]), load_score(dirs[0])])
@@ -389,5 +398,16 @@ def test_results_md_and_cli(tmp_path, capsys):
     assert "paired bootstrap (200 resamples, seed 0)" in capsys.readouterr().out
     result = json.loads(out.read_text())
     assert result["bootstrap"]["delta"] == pytest.approx(500 / 9) and "mapsswe" not in result
+    # the RESULTS.md p-value: a probability, printed as 0.xxx or <0.001, equal to the one
+    # --compare computes with the same resamples and seed. With 200 resamples p = (1 + k) / 201
+    # (k resamples as extreme as the observed delta), so it is at least 1/201 > 0.001.
+    p = result["bootstrap"]["p_value"]
+    assert any(math.isclose(p, (1 + k) / 201) for k in range(201)), p
+    assert re.fullmatch(r"<0\.001|[01]\.\d{3}", p_cell), p_cell
+    assert p_cell != "<0.001" and 0.0 <= float(p_cell) <= 1.0
+    assert float(p_cell) == pytest.approx(p, abs=5e-4)
+    # worse is worse on every utterance with reference words: only resamples drawing the
+    # empty-reference utterance 4 times (probability 4 ** -4) reach delta <= 0, so p is small
+    assert p < 0.05
     with pytest.raises(SystemExit):
         score_cli.main(["--compare", str(dirs[0]), str(tmp_path / "missing")])

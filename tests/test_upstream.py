@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import perturb_all, write_espnet_checkpoint
-from espnet_delta.tiny_upstreams import LOCAL_UPSTREAM, make_tiny_upstream
-from espnet_delta.upstream import CheckpointMismatchError, load_upstream, read_upstream_weights
+from espnet_delta.ssl.tiny import LOCAL_UPSTREAM, make_tiny_upstream
+from espnet_delta.ssl.upstream import CheckpointMismatchError, load_upstream, read_upstream_weights
 
 
 @pytest.mark.parametrize("arch", ["wavlm", "hubert", "wav2vec2"])

@@ -1,6 +1,6 @@
 """ESPnet's ``asr_inference`` with the plugin registered, so saved delta-fusion models load."""
 
-from espnet_delta.register import register
+from espnet_delta.asr.register import register
 
 
 def main(cmd=None) -> None:

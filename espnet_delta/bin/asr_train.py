@@ -5,7 +5,7 @@ uses it with ``asr.sh --python "python -m espnet_delta.bin.asr_train"``-style
 wrappers or by calling it in place of espnet2.bin.asr_train.
 """
 
-from espnet_delta.register import register
+from espnet_delta.asr.register import register
 
 
 def main(cmd=None) -> None:

@@ -15,18 +15,20 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
+from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import setup_logging
+from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
 
 
 def load_model(asr_config: Path, model_file: Path, device: str):
     """Build an ESPnet ASR model (plugin registered) and load its weights strictly, weights_only."""
     import yaml
 
-    from espnet_delta.register import register
-    from espnet_delta.upstream import use_exact_frame_mask
+    from espnet_delta.asr.register import register
+    from espnet_delta.ssl.upstream import use_exact_frame_mask
 
     register()
     from espnet2.tasks.asr import ASRTask
@@ -50,30 +52,39 @@ def write_text(hyps, out: Path) -> None:
     write_text_atomic(out, "".join(f"{key} {hyps[key]}".rstrip() + "\n" for key in sorted(hyps)))
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("jobs", nargs="+", type=Path, help="job directories with config.yaml and the model file")
-    p.add_argument("--model_name", default="valid.wer_ctc.best.pth", help="model file inside each job directory")
-    p.add_argument("--test", action="append", required=True, metavar="NAME=SCP", help="test set name and its wav.scp or feats.scp")
-    p.add_argument("--input_type", default="sound", choices=["sound", "kaldi_ark"])
-    p.add_argument("--ref_dir", type=Path, default=None, help="score against <ref_dir>/<set>/text (and utt2spk)")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no_sctk", action="store_true", help="do not cross-check with SCTK's sclite")
-    args = p.parse_args(argv)
-    setup_logging()
+def get_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("jobs", nargs="+", type=Path, help="job directories with config.yaml and the model file")
+    parser.add_argument("--model_name", default="valid.wer_ctc.best.pth", help="model file inside each job directory")
+    parser.add_argument("--test", action="append", default=None, metavar="NAME=SCP",
+                        help="test set name and its wav.scp or feats.scp (repeatable; required)")
+    parser.add_argument("--input_type", default="sound", choices=["sound", "kaldi_ark"])
+    parser.add_argument("--ref_dir", type=Path, default=None, help="score against <ref_dir>/<set>/text (and utt2spk)")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    add_bool_argument(parser, "--no_sctk", help="do not cross-check with SCTK's sclite")
+    add_log_level_argument(parser)
+    return parser
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    parser = get_parser()
+    args = parser.parse_args(cmd)
+    if not args.test:
+        parser.error("--test NAME=SCP is required")
+    setup_logging(args.log_level)
     tests = []
     for item in args.test:
         name, sep, scp = item.partition("=")
         if not sep or not Path(scp).is_file():
-            p.error(f"--test expects NAME=SCP with an existing file, got {item!r}")
+            parser.error(f"--test expects NAME=SCP with an existing file, got {item!r}")
         tests.append((name, Path(scp)))
     for job in args.jobs:
         decode_job(job, args.model_name, tests, args)
 
 
 def decode_job(job: Path, model_name: str, tests, args) -> None:
-    from espnet_delta.greedy_ctc import decode_batches, read_scp
+    from espnet_delta.asr.greedy_ctc import decode_batches, read_scp
 
     model = None
     for name, scp in tests:
@@ -98,6 +109,7 @@ def decode_job(job: Path, model_name: str, tests, args) -> None:
                 test_set=name,
             )
             logging.info("%s %s: WER %.2f %% (%d words)", job, name, summary.wer, summary.counts.words)
+
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ conf/extract.yaml (paths relative to the current directory)::
     hidden_norm: auto
 
 Per utterance one matrix (T, sum of the stream dims) is stored; <out_dir>/layout.json
-names the column range of each stream (see espnet_delta.features.FeatureLayout).
+names the column range of each stream (see espnet_delta.features.layout.FeatureLayout).
 
 Parallel shards, run.pl style: start `--shard k` for k = 1..nj (each writes only
 feats.<k>.ark/.scp; threads default to cores / nj), then the last one to finish
@@ -39,18 +39,14 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from espnet2.utils.types import str2bool
-
-from espnet_delta.bin import setup_logging
-from espnet_delta.feature_cache import LayoutMismatchError, ShardBusyError, extract_features
-
-
-def _flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
-    """``--name`` alone means true; ``--name true|false`` as ESPnet's shell scripts pass it."""
-    parser.add_argument(name, type=str2bool, nargs="?", const=True, default=False, help=help)
+from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.features.config import LayoutMismatchError
+from espnet_delta.features.extract import extract_features
+from espnet_delta.features.shards import ShardBusyError
 
 
 def get_parser() -> argparse.ArgumentParser:
+    # plain argparse: --config is the extraction YAML here, not espnet2's option file
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="extraction YAML: reference, others, mode, layer, hidden_norm")
     p.add_argument("--data_dir", required=True, action="append",
@@ -58,17 +54,17 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--out_dir", required=True, action="append", help="output directory, e.g. dump/feats/train")
     p.add_argument("--nj", type=int, default=1, help="number of shards")
     p.add_argument("--shard", type=int, default=None, help="write only shard K (1..nj)")
-    _flag(p, "--merge_only", "only merge complete shards into feats.scp (fails if one is missing)")
+    add_bool_argument(p, "--merge_only", help="only merge complete shards into feats.scp (fails if one is missing)")
     p.add_argument("--batch_seconds", type=float, default=60.0, help="max padded audio seconds per batch")
     p.add_argument("--batch_size", type=int, default=8, help="max utterances per batch")
-    _flag(p, "--fp16", "store float16 instead of float32")
+    add_bool_argument(p, "--fp16", help="store float16 instead of float32")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument(
         "--num_threads", type=int, default=None, help="torch threads (default: cores, or cores / nj with --shard)"
     )
-    _flag(p, "--overwrite", "delete features of an earlier, different extraction in out_dir first")
-    p.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
-    p.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"))
+    add_bool_argument(p, "--overwrite", help="delete features of an earlier, different extraction in out_dir first")
+    add_bool_argument(p, "--progress", default=True, help="show a progress bar")
+    add_log_level_argument(p)
     return p
 
 
@@ -77,8 +73,8 @@ def default_threads(nj: int, sharded: bool) -> int:
     return max(1, cores // nj) if sharded else cores
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    args = get_parser().parse_args(cmd)
     setup_logging(args.log_level)
     import torch
 
@@ -89,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sys.exit(1)
     from pathlib import Path
 
-    from espnet_delta.feature_cache import ExtractionConfig
+    from espnet_delta.features.config import ExtractionConfig
 
     extractor = None
     try:
@@ -132,6 +128,7 @@ def report(result, threads: int) -> None:
             threads,
             rate,
         )
+
 
 if __name__ == "__main__":
     main()

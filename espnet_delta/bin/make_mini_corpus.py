@@ -9,27 +9,34 @@ import argparse
 import logging
 import sys
 import time
+from typing import Optional, Sequence
 
-from espnet_delta.bin import setup_logging
+from espnet2.utils.config_argparse import ArgumentParser
+
+from espnet_delta.bin import add_log_level_argument, setup_logging
 from espnet_delta.data.mini_corpus import make_mini_corpus
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def get_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
         prog="python -m espnet_delta.bin.make_mini_corpus",
         description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", required=True, help="corpus folder to create (left alone if already complete)")
+    p.add_argument("--out", default=None, help="(required) corpus folder to create (left alone if already complete)")
     p.add_argument("--scale", type=float, default=1.0, help="size factor; speakers and utterances per speaker scale with sqrt(scale)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sentence grammar and voice choices")
     p.add_argument("--nj", type=int, default=2, help="parallel espeak-ng/sox jobs")
-    p.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
+    add_log_level_argument(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(cmd: Optional[Sequence[str]] = None) -> int:
+    """Returns the exit status (0 on success, 2 on a bad argument)."""
+    parser = get_parser()
+    args = parser.parse_args(cmd)
+    if args.out is None:
+        parser.error("--out is required")
     setup_logging(args.log_level)
     if args.scale <= 0:
         logging.error("--scale must be positive")

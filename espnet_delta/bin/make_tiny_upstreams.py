@@ -9,15 +9,18 @@ recipe stage can call it every time).
 import argparse
 import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
-from espnet_delta.bin import setup_logging
-from espnet_delta.tiny_upstreams import ARCHITECTURES, LOCAL_UPSTREAM, TinyConfig, make_tiny_upstream
+from espnet2.utils.config_argparse import ArgumentParser
+
+from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.ssl.tiny import ARCHITECTURES, LOCAL_UPSTREAM, TinyConfig, make_tiny_upstream
 
 
 def get_parser() -> argparse.ArgumentParser:
     defaults = TinyConfig()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out_dir", type=Path, required=True, help="directory for <arch>.pt")
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out_dir", type=Path, default=None, help="directory for <arch>.pt (required)")
     p.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
     p.add_argument("--seed", type=int, default=0, help="base seed; arch k uses seed + k")
     p.add_argument("--num_layers", type=int, default=defaults.num_layers)
@@ -27,13 +30,17 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--conv_channels", type=int, default=defaults.conv_channels)
     p.add_argument("--feature_extractor", choices=["stack", "single"], default=defaults.feature_extractor,
                    help="stack: the real 7-layer CNN; single: one 400/320 conv (see TinyConfig)")
-    p.add_argument("--overwrite", action="store_true", help="rewrite existing checkpoints")
+    add_bool_argument(p, "--overwrite", help="rewrite existing checkpoints")
+    add_log_level_argument(p)
     return p
 
 
-def main(argv=None) -> None:
-    args = get_parser().parse_args(argv)
-    setup_logging()
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    parser = get_parser()
+    args = parser.parse_args(cmd)
+    if args.out_dir is None:
+        parser.error("--out_dir is required")
+    setup_logging(args.log_level)
     config = TinyConfig(
         num_layers=args.num_layers,
         embed_dim=args.embed_dim,

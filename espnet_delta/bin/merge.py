@@ -26,9 +26,9 @@ import sys
 from typing import Optional, Sequence
 
 from espnet2.utils.config_argparse import ArgumentParser
-from espnet2.utils.types import str2bool, str_or_none
+from espnet2.utils.types import str_or_none
 
-from espnet_delta.bin import setup_logging
+from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
 from espnet_delta.merge import METHODS, SCHEDULES, MergeConfig, MergeError, merge_files
 
 
@@ -51,16 +51,15 @@ def get_parser() -> argparse.ArgumentParser:
                         help="regex of tensors copied from M1 unchecked (repeatable), e.g. '^ctc\\.'")
     parser.add_argument("--upstream_prefix", type=str_or_none, default=None,
                         help="upstream prefix inside ESPnet checkpoints (default: detected)")
-    parser.add_argument("--allow_pickle", type=str2bool, default=False,
-                        help="load with weights_only=False (trusted files only)")
-    parser.add_argument("--progress", type=str2bool, default=True, help="show a progress bar")
-    parser.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"))
+    add_bool_argument(parser, "--allow_pickle", help="load with weights_only=False (trusted files only)")
+    add_bool_argument(parser, "--progress", default=True, help="show a progress bar")
+    add_log_level_argument(parser)
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(cmd: Optional[Sequence[str]] = None) -> None:
     parser = get_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(cmd)
     for name in ("method", "models", "out"):
         if getattr(args, name) is None:
             parser.error(f"--{name} is required")

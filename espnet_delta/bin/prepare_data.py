@@ -10,36 +10,44 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Optional, Sequence
 
-from espnet_delta.bin import setup_logging
+from espnet2.utils.config_argparse import ArgumentParser
+
+from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
 from espnet_delta.data.prepare import SUMMARY_NAME, PrepConfig, prepare_data
 from espnet_delta.data.report import format_summary
 from espnet_delta.data.subsets import parse_hours
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def get_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
         prog="python -m espnet_delta.bin.prepare_data",
         description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--myst", required=True, help="MyST root (holding data/{train,development,test}) or its data/ folder")
+    p.add_argument("--myst", default=None, help="(required) MyST root (holding data/{train,development,test}) or its data/ folder")
     p.add_argument("--librispeech", default=None, help="LibriSpeech root holding train-clean-100, dev-clean, test-clean")
     p.add_argument("--whisper_hyp", default=None, help="file of 'utt_id<TAB>hypothesis' lines; enables the Whisper WER filter")
-    p.add_argument("--out", required=True, help="output folder for the data dirs (never inside a corpus)")
+    p.add_argument("--out", default=None, help="(required) output folder for the data dirs (never inside a corpus)")
     p.add_argument("--max_duration", type=float, default=30.0, help="drop utterances longer than this (seconds)")
     p.add_argument("--min_words", type=int, default=3, help="drop MyST utterances with fewer words after cleaning")
     p.add_argument("--max_wer", type=float, default=0.5, help="drop MyST utterances whose Whisper WER exceeds this (0.5 = 50%%)")
-    p.add_argument("--keep_long_test", action="store_true", help="do not apply --max_duration to the MyST test set")
+    add_bool_argument(p, "--keep_long_test", help="do not apply --max_duration to the MyST test set")
     p.add_argument("--subset_hours", default="1,5,10", help="comma-separated sizes (hours) of nested train subsets; '' for none")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset shuffle")
-    p.add_argument("--decode_audio", action="store_true", help="decode every file fully to catch truncated audio (slow)")
-    p.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
+    add_bool_argument(p, "--decode_audio", help="decode every file fully to catch truncated audio (slow)")
+    add_log_level_argument(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(cmd: Optional[Sequence[str]] = None) -> int:
+    """Returns the exit status (0 ok, 1 no usable training data, 2 bad arguments)."""
+    parser = get_parser()
+    args = parser.parse_args(cmd)
+    for name in ("myst", "out"):
+        if getattr(args, name) is None:
+            parser.error(f"--{name} is required")
     setup_logging(args.log_level)
     config = PrepConfig(
         max_duration=args.max_duration,

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
-from espnet_delta.upstream import ESPNET_UPSTREAM_PREFIXES
+from espnet_delta.ssl.upstream import ESPNET_UPSTREAM_PREFIXES
 
 from .errors import CheckpointFormatError
 

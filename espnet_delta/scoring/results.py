@@ -1,19 +1,36 @@
-"""``score.json`` of a scored dir, WER numbers, and the RESULTS.md table.
+"""``score.json`` of a scored dir, WER and CER numbers, and RESULTS.md.
 
 ``score.json`` is the machine-readable twin of ``result.txt``: names, input
 paths, the Sum counts, whether sclite confirmed them, and every utterance
-(normalised reference and hypothesis, alignment ops), so that significance tests
-and RESULTS.md need nothing else.  It is written last, so a dir with a
-``score.json`` is a finished one.
+(normalised reference and hypothesis, word and character alignment ops), so
+that significance tests and RESULTS.md need nothing else.  It is written last,
+so a dir with a ``score.json`` is a finished one.
+
+CER follows ESPnet's recipes (``asr.sh`` scores ``score_cer`` by running sclite
+on ``tokenize_text.py --token_type char`` output): the *normalised* words are
+split into characters and every word boundary becomes one ``<space>`` token,
+which counts like a character (ref ``AB CD`` = 5 tokens ``A B <space> C D``;
+hyp ``AB CE`` has 1 substitution: CER 20 %).  The tokens are aligned with the
+same sclite costs as words (:func:`~espnet_delta.scoring.align.alignment_ops`);
+the ``Wrd`` column of a CER table counts these reference tokens.
+
+RESULTS.md starts with an environment block like ESPnet's (date, versions,
+git commit, machine, the producing command; :func:`collect_environment`).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import logging
 import os
+import platform
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .align import Counts
 from .files import ScoringInputError, write_text_atomic
@@ -22,16 +39,26 @@ from .report import round_half_up
 from .significance import compare_utterances, paired_bootstrap
 
 __all__ = [
+    "CHAR_SPACE",
     "SCORE_JSON",
     "ScoreSummary",
+    "char_tokens",
+    "char_utterances",
+    "collect_environment",
+    "format_environment",
     "format_results_md",
+    "git_commit",
     "load_score",
     "wer_numbers",
     "write_results_md",
     "write_score_json",
 ]
 
+logger = logging.getLogger(__name__)
+
 SCORE_JSON = "score.json"
+#: ESPnet's word-boundary token of character token lists and CER scoring.
+CHAR_SPACE = "<space>"
 _FORMAT = 1
 COLUMNS = ("Snt", "Wrd", "Corr", "Sub", "Del", "Ins", "Err", "S.Err")
 
@@ -45,9 +72,28 @@ def wer_numbers(counts: Counts) -> dict[str, float | int]:
     return dict(zip(COLUMNS, values))
 
 
+def char_tokens(words: Sequence[str]) -> list[str]:
+    """ESPnet's character tokens of normalised words: ``["AB", "CD"]`` -> ``A B <space> C D``."""
+    tokens: list[str] = []
+    for k, word in enumerate(words):
+        if k:
+            tokens.append(CHAR_SPACE)
+        tokens.extend(word)
+    return tokens
+
+
+def char_utterances(utterances: Sequence[ScoredUtterance]) -> list[ScoredUtterance]:
+    """The utterances re-aligned on character tokens (sclite costs), for CER."""
+    return [ScoredUtterance.align(u.utt_id, u.spk_id, char_tokens(u.ref), char_tokens(u.hyp)) for u in utterances]
+
+
 @dataclass
 class ScoreSummary:
-    """What ``score.json`` holds (``utterances`` may be empty when not needed)."""
+    """What ``score.json`` holds (``utterances`` may be empty when not needed).
+
+    ``char_utterances`` (character-level alignments, for CER) is computed from
+    ``utterances`` on first use unless ``score.json`` stored it.
+    """
 
     system: str
     test_set: str
@@ -56,24 +102,47 @@ class ScoreSummary:
     utterances: list[ScoredUtterance] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)  # input paths, tool versions, ...
     score_dir: Path | None = None
+    char_utterances: list[ScoredUtterance] | None = None
 
     @property
     def wer(self) -> float:
         return self.counts.wer
 
+    def char_level(self) -> list[ScoredUtterance]:
+        if self.char_utterances is None:
+            self.char_utterances = char_utterances(self.utterances)
+        return self.char_utterances
+
+    @property
+    def char_counts(self) -> Counts:
+        """Sum counts over character tokens (``<space>`` included; module docstring)."""
+        return sum((u.counts for u in self.char_level()), Counts())
+
+    @property
+    def cer(self) -> float:
+        return self.char_counts.wer
+
+
+_KEYS = ("format", "system", "test_set", "wer", "counts", "cer", "char_counts", "sctk_checked", "utterances")
+
 
 def write_score_json(path: str | os.PathLike[str], summary: ScoreSummary) -> Path:
+    """Write ``score.json``; the character alignment (CER) is computed here, once per scored dir."""
+    chars = summary.char_level()
     data = {
         "format": _FORMAT,
         "system": summary.system,
         "test_set": summary.test_set,
         "wer": summary.counts.wer,
         "counts": summary.counts.as_dict(),
+        "cer": summary.cer,
+        "char_counts": summary.char_counts.as_dict(),
         "sctk_checked": summary.sctk_checked,
         **summary.info,
         "utterances": [
-            {"utt": u.utt_id, "spk": u.spk_id, "ref": " ".join(u.ref), "hyp": " ".join(u.hyp), "ops": u.ops}
-            for u in summary.utterances
+            {"utt": u.utt_id, "spk": u.spk_id, "ref": " ".join(u.ref), "hyp": " ".join(u.hyp), "ops": u.ops,
+             "char_ops": c.ops}
+            for u, c in zip(summary.utterances, chars)
         ],
     }
     return write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
@@ -88,15 +157,19 @@ def load_score(score_dir: str | os.PathLike[str]) -> ScoreSummary:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != _FORMAT:
             raise ScoringInputError(f"{path}: unknown score.json format {data.get('format')!r}")
-        utts = []
+        utts, chars = [], []
         for u in data["utterances"]:
             utt = ScoredUtterance(u["utt"], u["spk"], tuple(u["ref"].split()), tuple(u["hyp"].split()), u["ops"])
             utt.steps()  # checks that the ops fit the words
             utts.append(utt)
-        info = {k: v for k, v in data.items()
-                if k not in ("format", "system", "test_set", "wer", "counts", "sctk_checked", "utterances")}
+            if "char_ops" in u:  # absent in score.json files written before CER: realigned on use
+                c = ScoredUtterance(utt.utt_id, utt.spk_id, tuple(char_tokens(utt.ref)), tuple(char_tokens(utt.hyp)),
+                                    u["char_ops"])
+                c.steps()
+                chars.append(c)
+        info = {k: v for k, v in data.items() if k not in _KEYS}
         return ScoreSummary(data["system"], data["test_set"], Counts(**data["counts"]), bool(data["sctk_checked"]),
-                            utts, info, path.parent)
+                            utts, info, path.parent, chars if len(chars) == len(utts) else None)
     except FileNotFoundError as e:
         raise ScoringInputError(f"{path}: not found (is this a scored dir? run espnet_delta.bin.score first)") from e
     except (KeyError, TypeError, ValueError) as e:

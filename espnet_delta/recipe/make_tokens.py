@@ -1,6 +1,6 @@
 """Write ESPnet's character token list from Kaldi ``text`` files (stage 2).
 
-    python -m espnet_delta.bin.make_tokens --text data/train/text --out data/token_list/char/tokens.txt
+    python -m espnet_delta.recipe.make_tokens --text data/train/text --out data/token_list/char/tokens.txt
 """
 
 import argparse

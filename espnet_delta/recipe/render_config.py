@@ -1,6 +1,6 @@
 """Write an ESPnet config: a base YAML with dotted-key overrides.
 
-    python -m espnet_delta.bin.render_config --base conf/finetune.yaml --out exp/ft_wavlm/train.yaml \\
+    python -m espnet_delta.recipe.render_config --base conf/finetune.yaml --out exp/ft_wavlm/train.yaml \\
         --set frontend_conf.frontend_conf.upstream=wavlm_local --set-from conf/upstreams.yaml:wavlm=frontend_conf.frontend_conf
 
 Values after ``=`` are parsed as YAML (``3`` is an int, ``[a, b]`` a list).
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from espnet_delta.configs import load_yaml, set_dotted, write_yaml_atomic
+from espnet_delta.fileio import load_yaml, set_dotted, write_yaml_atomic
 
 
 def main(argv=None) -> None:

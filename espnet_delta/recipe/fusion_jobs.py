@@ -1,12 +1,12 @@
 """Render the ESPnet configs of the fusion systems trained on cached features (stage 6).
 
-    python -m espnet_delta.bin.fusion_jobs --systems conf/fusion_systems.yaml \\
+    python -m espnet_delta.recipe.fusion_jobs --systems conf/fusion_systems.yaml \\
         --base_config conf/fusion.yaml --feats_dir dump/feats --data_dir data \\
         --train_set train --valid_set dev --token_list data/token_list/char/tokens.txt \\
         --exp_dir exp
 
 writes ``<exp_dir>/fusion_<system>/train.yaml`` per system and prints the job
-directories (one per line) for ``espnet_delta.bin.train_jobs``. A system entry is
+directories (one per line) for ``espnet_delta.recipe.train_jobs``. A system entry is
 ``{fusion, mode, deltas: [model names], fusion_conf: {...}}``; the reference is the
 layout's reference model. ``warmup_fraction`` in the base config becomes a
 ``piecewiselinearwarmuplr`` schedule: linear warm-up over that fraction of all
@@ -21,8 +21,8 @@ import math
 import sys
 from pathlib import Path
 
-from espnet_delta.configs import load_yaml, write_yaml_atomic
-from espnet_delta.features import FeatureLayout
+from espnet_delta.fileio import load_yaml, write_yaml_atomic
+from espnet_delta.features.layout import FeatureLayout
 
 SYSTEM_KEYS = {"fusion", "mode", "deltas", "fusion_conf", "reference"}
 

@@ -15,7 +15,7 @@ from typing import List, Optional
 import editdistance
 from espnet2.asr.espnet_model import ESPnetASRModel
 
-from espnet_delta.greedy_ctc import ids_to_text
+from espnet_delta.asr.greedy_ctc import ids_to_text
 
 
 class CTCWERModel(ESPnetASRModel):

@@ -1,6 +1,6 @@
 """Python-side inference: ESPnet's Speech2Text with the plugin registered first."""
 
-from espnet_delta.register import register
+from espnet_delta.asr.register import register
 
 register()
 

@@ -1,6 +1,6 @@
 """Write ESPnet speech shape files (``<utt> <num_samples>``) for Kaldi data dirs.
 
-    python -m espnet_delta.bin.make_shapes --data_dir data --sets train dev test --out_dir dump/shapes
+    python -m espnet_delta.recipe.make_shapes --data_dir data --sets train dev test --out_dir dump/shapes
 
 writes ``<out_dir>/<set>/speech_shape`` for each set.
 """

@@ -13,7 +13,7 @@ Used from any ESPnet ASR config once the plugin is registered
       layer: last
 
 All upstreams are frozen, run in eval mode under ``no_grad`` and are kept out of the
-model's parameters and state dict (see :class:`espnet_delta.upstream.FrozenUpstream`):
+model's parameters and state dict (see :class:`espnet_delta.ssl.upstream.FrozenUpstream`):
 only the fusion module and the head normalisation are trained and saved. A saved
 model therefore rebuilds its upstreams from the paths in its config.yaml when it is
 loaded for inference; those files must still exist.
@@ -28,7 +28,7 @@ import humanfriendly
 import torch
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 
-from espnet_delta.embeddings import SSLEmbeddingExtractor
+from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
 from espnet_delta.fusion import FusionHead
 
 

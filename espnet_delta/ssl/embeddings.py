@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from espnet_delta.upstream import FrozenUpstream, load_upstream
+from espnet_delta.ssl.upstream import FrozenUpstream, load_upstream
 
 MODES = ("delta", "full")
 HIDDEN_NORMS = ("auto", "layer_norm", "none")

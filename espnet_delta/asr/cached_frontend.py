@@ -1,11 +1,11 @@
 """CachedFusionFrontend: the fusion head on cached SSL feature matrices (stage 6).
 
 Stage 5 stores, per utterance, one matrix holding the reference E_ft and every other
-model's E_pt and E_ft (see :mod:`espnet_delta.features`). ESPnet's ``kaldi_ark``
+model's E_pt and E_ft (see :mod:`espnet_delta.features.layout`). ESPnet's ``kaldi_ark``
 loader hands this frontend the padded ``(B, T, D_total)`` batch; it picks the
 reference, computes deltas (``mode: delta``) or takes fine-tuned streams
 (``mode: full``) and applies the same :class:`~espnet_delta.fusion.FusionHead` as
-:class:`~espnet_delta.frontend.DeltaFusionFrontend`, so a head trained here is the
+:class:`~espnet_delta.asr.frontend.DeltaFusionFrontend`, so a head trained here is the
 head the on-the-fly frontend would train, without running any encoder.
 """
 
@@ -17,7 +17,7 @@ import humanfriendly
 import torch
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 
-from espnet_delta.features import FeatureLayout
+from espnet_delta.features.layout import FeatureLayout
 from espnet_delta.fusion import FusionHead
 
 

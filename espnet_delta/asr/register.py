@@ -7,9 +7,9 @@ config is turned back into a model. Calling :func:`register` before either makes
 ``model: espnet_ctc_wer`` valid in any ESPnet ASR config.
 """
 
-from espnet_delta.cached_frontend import CachedFusionFrontend
-from espnet_delta.frontend import DeltaFusionFrontend
-from espnet_delta.identity_encoder import IdentityEncoder
+from espnet_delta.asr.cached_frontend import CachedFusionFrontend
+from espnet_delta.asr.frontend import DeltaFusionFrontend
+from espnet_delta.asr.identity_encoder import IdentityEncoder
 
 FRONTENDS = {"delta_fusion": DeltaFusionFrontend, "cached_fusion": CachedFusionFrontend}
 ENCODERS = {"identity": IdentityEncoder}
@@ -19,7 +19,7 @@ def register() -> None:
     """Idempotently add the plugin's frontends, encoder and model to ESPnet's ASR task."""
     from espnet2.tasks.asr import encoder_choices, frontend_choices, model_choices
 
-    from espnet_delta.ctc_wer_model import CTCWERModel
+    from espnet_delta.asr.ctc_wer_model import CTCWERModel
 
     models = {"espnet_ctc_wer": CTCWERModel}
     for choices, classes in ((frontend_choices, FRONTENDS), (encoder_choices, ENCODERS), (model_choices, models)):

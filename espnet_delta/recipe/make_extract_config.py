@@ -1,6 +1,6 @@
 """Write the feature-extraction config of stage 5 from the recipe's upstream table.
 
-    python -m espnet_delta.bin.make_extract_config --upstream_conf conf/upstreams.yaml \\
+    python -m espnet_delta.recipe.make_extract_config --upstream_conf conf/upstreams.yaml \\
         --reference wavlm --others hubert wav2vec2 \\
         --finetuned 'exp/ft_{name}/valid.wer_ctc.best.pth' --out dump/feats/extract.yaml
 """
@@ -8,7 +8,7 @@
 import argparse
 from pathlib import Path
 
-from espnet_delta.configs import load_yaml, write_yaml_atomic
+from espnet_delta.fileio import load_yaml, write_yaml_atomic
 
 
 def main(argv=None) -> None:

@@ -1,6 +1,6 @@
 """Stage 7: merge the child and adult fine-tuned models, pick SA's (lambda, alpha) on dev, decode.
 
-    python -m espnet_delta.bin.merge_stage --child exp/ft_wavlm --adult exp/ft_wavlm_adult \\
+    python -m espnet_delta.recipe.merge_stage --child exp/ft_wavlm --adult exp/ft_wavlm_adult \\
         --base downloads/upstreams/wavlm.pt --data_dir data --dev_set dev --test_sets test \\
         --lambdas 0.1 0.2 0.3 --alphas 0.7 0.8 0.9 --exp_dir exp
 

@@ -1,6 +1,6 @@
 """Run several ESPnet ASR trainings one after another in one process.
 
-    python -m espnet_delta.bin.train_jobs --ngpu 0 exp/ft_wavlm exp/ft_hubert
+    python -m espnet_delta.recipe.train_jobs --ngpu 0 exp/ft_wavlm exp/ft_hubert
 
 Each job directory holds a complete ESPnet config ``train.yaml`` (data paths,
 shape files, token list and model options: an ESPnet config file may set any

@@ -1,6 +1,6 @@
 """Cached SSL feature matrices: the column layout and how to read streams back.
 
-Feature extraction (:mod:`espnet_delta.feature_cache`, ``python -m
+Feature extraction (:mod:`espnet_delta.features.extract`, ``python -m
 espnet_delta.bin.extract_features``) stores ONE float matrix ``(T, sum D_s)`` per
 utterance: the streams of :meth:`SSLEmbeddingExtractor.stream_names` concatenated
 along the feature axis, e.g. for a WavLM reference and HuBERT / wav2vec2 as the other
@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from espnet_delta.fileio import write_text_atomic
 
 #: Version tag written into layout.json.
-LAYOUT_FORMAT = "espnet_delta.features/1"
+LAYOUT_FORMAT = "espnet_delta.features.layout/1"
 LAYOUT_FILE = "layout.json"
 DTYPES = ("float32", "float16")
 FT, PT = "ft", "pt"

@@ -1,0 +1,53 @@
+"""The feature cache: SSL feature streams extracted once, into sharded, resumable kaldiio ark/scp files.
+
+One pass over a data dir runs every upstream of an extraction config (the
+reference's fine-tuned model and, per other model, its pre-trained and fine-tuned
+models) and stores per utterance ONE matrix ``(T, sum D_s)``: the streams of
+:meth:`SSLEmbeddingExtractor.stream_names` side by side. :mod:`espnet_delta.features.layout`
+(:class:`~espnet_delta.features.layout.FeatureLayout`) slices it back into streams and
+computes deltas.
+
+Output directory (``dump/feats/<set>/``)::
+
+    layout.json          stream names and columns, dtype, layer, hidden_norm, mode, frame
+                         shift, the model specs with their checkpoints' paths, sizes, mtimes
+    shards.json          nj and a fingerprint of the utterance list (wav.scp)
+    feats.<k>.ark        shard k = 1..nj: the matrices (float32 Kaldi "FM", or float16 as
+                         kaldiio's NPY-in-ark record with --fp16)
+    feats.<k>.shape      "utt T,D" for shard k
+    feats.<k>.scp        "utt <out_dir>/feats.<k>.ark:<offset>": written LAST, by rename,
+                         so a shard is complete iff its scp exists
+    feats.scp            all shards merged, sorted by utterance id (C byte order)
+    feats_shape          "utt T,D" (ESPnet's csv shape files: the samplers sort by T and
+                         the numel sampler counts T*D elements per utterance)
+    utt2num_frames       "utt T"
+
+The merged files are written by whichever call finds every shard complete (so the
+last of nj parallel ``--shard k`` calls merges), or by ``--merge_only``; ``feats.scp``
+is written last. Utterances are sorted by id and dealt round-robin into shards
+(utterance i goes to shard i % nj + 1). A shard being written holds an exclusive
+lock (``.feats.<k>.lock``); a killed run leaves ``*.tmp`` files or an ark without
+scp, which the next run removes before redoing that shard. Within a shard,
+utterances are processed longest first in batches of at most ``batch_size``
+utterances and ``batch_seconds`` of padded audio; each utterance's matrix is trimmed
+to its own frame count and written as soon as its batch is done.
+
+The ark paths in the scp files are ``out_dir`` as given: relative to the recipe
+directory when ``out_dir`` is relative (ESPnet's convention), so run training from
+there. A redone shard is byte-identical to an uninterrupted run with the same batch
+settings, device and number of threads; another thread count changes values by
+about 1e-6, another batch composition by up to about 1e-4 (float summation order).
+
+An existing ``out_dir`` is reused only when its layout.json matches the config
+(stream names, dtype, mode, layer, hidden_norm, and each checkpoint's absolute path,
+size and mtime: a retrained checkpoint is a different model) and shards.json the
+data (same utterances and paths; same nj unless already merged). Otherwise the call
+fails naming the file and the differing keys; ``overwrite`` deletes the earlier
+features first.
+
+Modules: :mod:`.layout` (which columns hold which stream; read side),
+:mod:`.config` (what to extract, and the identity checks of an existing cache),
+:mod:`.audio` (wav.scp items, reading and batching audio), :mod:`.shards` (shard
+files, locks, merging) and :mod:`.extract` (the driver).
+
+"""

@@ -1,0 +1,105 @@
+"""The utterances of a wav.scp as extraction reads them: sorted items, shards, audio, batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import soundfile
+
+from espnet_delta.features.config import SAMPLE_RATE
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioItem:
+    utt: str
+    path: str
+    lineno: int  # in wav.scp, for error messages
+
+
+def read_wav_scp(wav_scp: Path) -> List[AudioItem]:
+    """``utt path`` lines, sorted by id in C byte order; pipes and duplicate ids refused."""
+    items, seen = [], {}
+    with open(wav_scp, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            utt, _, path = line.rstrip("\n").partition(" ")
+            path = path.strip()
+            if not path or path.endswith("|"):
+                raise ValueError(f"{wav_scp}:{lineno}: expected '<utt> <audio file>' (no pipes), got {line.strip()!r}")
+            if utt in seen:
+                raise ValueError(f"{wav_scp}:{lineno}: utterance {utt} already on line {seen[utt]}")
+            seen[utt] = lineno
+            items.append(AudioItem(utt, path, lineno))
+    if not items:
+        raise ValueError(f"{wav_scp}: no utterances")
+    return sorted(items, key=lambda it: it.utt.encode("utf-8"))
+
+
+def shard_items(items: Sequence[AudioItem], nj: int, shard: int) -> List[AudioItem]:
+    """Round-robin: the i-th utterance (sorted by id) goes to shard i % nj + 1."""
+    return list(items[shard - 1 :: nj])
+
+
+def _utts_fingerprint(items: Sequence[AudioItem]) -> str:
+    h = hashlib.sha256()
+    for it in items:
+        h.update(f"{it.utt} {it.path}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+class AudioReader:
+    def __init__(self, wav_scp: Path) -> None:
+        self.wav_scp = wav_scp
+
+    def _where(self, item: AudioItem) -> str:
+        return f"{self.wav_scp}:{item.lineno}: {item.utt}"
+
+    def num_samples(self, item: AudioItem) -> int:
+        try:
+            info = soundfile.info(item.path)
+        except Exception as e:  # soundfile raises several types
+            raise ValueError(f"{self._where(item)}: cannot read {item.path}: {e}") from e
+        self._check_format(item, info.samplerate, info.channels)
+        if info.frames <= 0 or info.frames >= 1 << 62:  # FLAC header without a length
+            return len(self.read(item))
+        return int(info.frames)
+
+    def read(self, item: AudioItem) -> np.ndarray:
+        try:
+            wav, rate = soundfile.read(item.path, dtype="float32", always_2d=True)
+        except Exception as e:
+            raise ValueError(f"{self._where(item)}: cannot read {item.path}: {e}") from e
+        self._check_format(item, rate, wav.shape[1])
+        if wav.shape[0] == 0:
+            raise ValueError(f"{self._where(item)}: {item.path} holds no samples")
+        return wav[:, 0]
+
+    def _check_format(self, item: AudioItem, rate: int, channels: int) -> None:
+        if rate != SAMPLE_RATE or channels != 1:
+            raise ValueError(
+                f"{self._where(item)}: {item.path} is {rate} Hz with {channels} channel(s); "
+                f"the upstreams take {SAMPLE_RATE} Hz mono (data preparation resamples)"
+            )
+
+
+def make_batches(
+    items: Sequence[AudioItem], lengths: Sequence[int], batch_samples: int, batch_size: int
+) -> List[List[Tuple[AudioItem, int]]]:
+    """Longest first; a batch holds at most ``batch_size`` utterances and ``batch_samples``
+    padded samples (one utterance longer than that forms a batch alone)."""
+    order = sorted(zip(items, lengths), key=lambda p: (-p[1], p[0].utt.encode("utf-8")))
+    batches: List[List[Tuple[AudioItem, int]]] = []
+    current: List[Tuple[AudioItem, int]] = []
+    for item, n in order:
+        if current and (len(current) >= batch_size or (len(current) + 1) * current[0][1] > batch_samples):
+            batches.append(current)
+            current = []
+        current.append((item, n))
+    if current:
+        batches.append(current)
+    return batches
