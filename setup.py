@@ -13,7 +13,6 @@ setup(
         "espnet==202511",
         "espnet-s3prl",
         "sentencepiece",
-        "jiwer",
         "kaldiio",
         "soundfile",
         "tqdm",

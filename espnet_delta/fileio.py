@@ -1,5 +1,6 @@
 """Files the stages write and read: atomic writes (a temporary sibling, then a rename, so
-readers never see half a file) and YAML configs with file names in their errors."""
+readers never see half a file), Kaldi ``<key> <value>`` tables with file:line in their
+errors, and YAML configs with file names in their errors."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Union
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Type, Union
 
 import yaml
 
@@ -21,11 +22,15 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
-    The file gets the usual mode (0666 & ~umask), not mkstemp's 0600.
+    The temporary name is unique (mkstemp), so two processes writing the same file
+    at once cannot mix their bytes; the last rename wins. On an exception the
+    temporary file is removed and ``path`` is left as it was. The file gets the
+    usual mode (0666 & ~umask), not mkstemp's 0600. ``fsync`` flushes the data to
+    disk before the rename, for files whose presence marks other work as complete
+    (a shard's scp), so that a crash cannot leave the marker with lost contents.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +38,12 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
@@ -40,11 +51,81 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def write_text_atomic(path: PathLike, text: str) -> Path:
+def write_text_atomic(path: PathLike, text: str, fsync: bool = False) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, fsync) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def write_lines_atomic(path: PathLike, lines: Iterable[str], fsync: bool = False) -> Path:
+    """Write UTF-8 ``lines`` (each ending in a newline) to ``path`` atomically."""
+    with atomic_path(path, fsync) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+    return Path(path)
+
+
+class TableError(ValueError):
+    """A Kaldi table (``text``, ``wav.scp``, ``utt2spk``, ...) is malformed.
+
+    ``path`` and ``line`` (1-based, ``None`` when not tied to a line) name the
+    offending spot; both are part of the message.
+    """
+
+    def __init__(self, message: str, path: Optional[PathLike] = None, line: Optional[int] = None) -> None:
+        self.path = None if path is None else str(path)
+        self.line = line
+        where = "" if path is None else (f"{path}:{line}: " if line is not None else f"{path}: ")
+        super().__init__(where + message)
+
+
+class TableRow(NamedTuple):
+    lineno: int
+    key: str
+    value: str
+
+
+def read_table(
+    path: PathLike,
+    *,
+    what: str = "table",
+    skip_blank: bool = False,
+    error: Type[TableError] = TableError,
+) -> List[TableRow]:
+    """The ``<key> <value>`` lines of a Kaldi table, in file order.
+
+    The key is the first whitespace-separated field, the value the rest of the line
+    with surrounding whitespace stripped (possibly empty), as ESPnet's
+    ``read_2columns_text`` splits them; unlike it, errors name the file and line and
+    the rows keep their line numbers. A repeated key, a blank line (unless
+    ``skip_blank``), a missing file or non-UTF-8 bytes raise ``error`` (a
+    :class:`TableError` subclass, so that each caller raises its own type).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found", path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{what} is not valid UTF-8 ({e})", path) from None
+    rows: List[TableRow] = []
+    first: Dict[str, int] = {}
+    lines = text.split("\n")  # not splitlines(): a transcript may hold U+2028 and the like
+    if lines[-1] == "":
+        lines.pop()
+    for lineno, line in enumerate(lines, 1):
+        parts = line.split(maxsplit=1)
+        if not parts:
+            if skip_blank:
+                continue
+            raise error(f"empty line in {what}", path, lineno)
+        key, value = parts[0], (parts[1].strip() if len(parts) > 1 else "")
+        if key in first:
+            raise error(f"duplicate id {key!r} in {what} (first on line {first[key]})", path, lineno)
+        first[key] = lineno
+        rows.append(TableRow(lineno, key, value))
+    return rows
 
 
 def load_yaml(path: Path) -> Dict[str, Any]:

@@ -13,14 +13,18 @@ frames (``t >= lengths[b]``) never influence valid frames.
 * ``moe``: a frame-wise gate w_t = softmax(E_ref,t W), W in R^{D x (1+K)} (no bias),
   Z_t = w_t,0 E_ref,t + sum_j w_t,j E_j,t. All dimensions equal. The last gate
   weights are kept in ``last_gate`` (B,T,1+K) for analysis.
+
+Constructors are type-checked (typeguard): ``fusion_conf`` entries of a YAML config
+become keyword arguments of the fusion module (``num_heads``, ``dropout`` of xattn).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Dict, List, Optional, Sequence, Type
+from typing import Any, Dict, List, Optional, Sequence, Type
 
 import torch
+from typeguard import typechecked
 
 
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -43,6 +47,7 @@ class AbsFusion(torch.nn.Module, ABC):
 
 
 class ConcatFusion(AbsFusion):
+    @typechecked
     def __init__(self, ref_size: int, other_sizes: Sequence[int]) -> None:
         super().__init__()
         self._size = ref_size + sum(other_sizes)
@@ -71,6 +76,7 @@ def _require_one_other(name: str, other_sizes: Sequence[int]) -> None:
 
 
 class WeightedFusion(AbsFusion):
+    @typechecked
     def __init__(self, ref_size: int, other_sizes: Sequence[int]) -> None:
         super().__init__()
         _require_one_other("weighted", other_sizes)
@@ -92,6 +98,7 @@ class WeightedFusion(AbsFusion):
 
 
 class CrossAttentionFusion(AbsFusion):
+    @typechecked
     def __init__(
         self, ref_size: int, other_sizes: Sequence[int], num_heads: int = 8, dropout: float = 0.0
     ) -> None:
@@ -120,6 +127,7 @@ class CrossAttentionFusion(AbsFusion):
 
 
 class MoEFusion(AbsFusion):
+    @typechecked
     def __init__(self, ref_size: int, other_sizes: Sequence[int]) -> None:
         super().__init__()
         _require_same_dims("moe", ref_size, other_sizes)
@@ -145,7 +153,8 @@ FUSIONS: Dict[str, Type[AbsFusion]] = {
 }
 
 
-def build_fusion(name: str, ref_size: int, other_sizes: List[int], **conf) -> AbsFusion:
+def build_fusion(name: str, ref_size: int, other_sizes: List[int], **conf: Any) -> AbsFusion:
+    """``FUSIONS[name](ref_size, other_sizes, **conf)``; ``conf`` is a config's ``fusion_conf``."""
     if name not in FUSIONS:
         raise ValueError(f"fusion={name!r}; expected one of {sorted(FUSIONS)}")
     return FUSIONS[name](ref_size, other_sizes, **conf)
@@ -159,12 +168,13 @@ class FusionHead(torch.nn.Module):
     here for every fusion method (``head_norm: false`` turns the LayerNorm off).
     """
 
+    @typechecked
     def __init__(
         self,
         fusion: str,
         ref_size: int,
-        other_sizes: List[int],
-        fusion_conf: Optional[dict] = None,
+        other_sizes: Sequence[int],
+        fusion_conf: Optional[Dict[str, Any]] = None,
         head_norm: bool = True,
         head_dropout: float = 0.1,
     ) -> None:

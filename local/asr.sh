@@ -1,60 +1,124 @@
 #!/usr/bin/env bash
-# The shared stage engine of every espnet_delta recipe (see ../README.md, "Stages").
+# The shared stage engine of every espnet_delta recipe (see README.md, "Recipes and stages").
 # A recipe's run.sh sets corpus options and calls this script; any option can be
-# overridden on the command line: ./run.sh --stage 3 --stop_stage 4 --nj 4
+# overridden on the command line: ./run.sh --stage 4 --stop_stage 5 --nj 4
 set -euo pipefail
-
-help_message() {
-    cat <<HELP
-Usage: $0 [options]
-  --stage N --stop_stage M   run stages N..M (default 1..8)
-  --myst DIR                 MyST root (data/{train,development,test}/...)
-  --librispeech DIR          LibriSpeech root (adult speech), optional
-  --mini_corpus_dir DIR      generate the synthetic mini corpus here in stage 1 and use it
-  --tiny_upstream_dir DIR    write tiny random upstream checkpoints here in stage 1
-  --whisper_hyp FILE         utt_id<TAB>hypothesis file for the MyST WER filter
-  --subset_hours LIST        nested train subsets, e.g. 1,5,10
-  --data_dir DIR --exp_dir DIR   outputs (default data, exp)
-  --nj N  --ngpu N  --train_set NAME
-HELP
-}
 
 # shellcheck source=utils.sh
 . "$(dirname "${BASH_SOURCE[0]}")/utils.sh"
 
-stage=1
-stop_stage=8
-myst=
-librispeech=
-mini_corpus_dir=
-mini_corpus_scale=1.0
-tiny_upstream_dir=
-tiny_upstream_opts="--feature_extractor single --conv_channels 512"
-whisper_hyp=
-subset_hours=1,5,10
-keep_long_test=false
-data_dir=data
-exp_dir=exp
-nj=2
-ngpu=0
+# Options: every variable assigned here is an option (--name value); all are listed in help_message.
+# General
+stage=1                 # first stage to run
+stop_stage=9            # last stage to run
+nj=2                    # parallel processes per stage (trainings, feature shards, decoding)
+ngpu=0                  # GPUs per training process (0: CPU); decoding uses cuda when > 0
+data_dir=data           # Kaldi-style data dirs (stage 1)
+exp_dir=exp             # trained models, decodings, logs
+# Corpora and data preparation (stage 1)
+myst=                   # MyST root: data/{train,development,test}/<student>/<session>/
+librispeech=            # LibriSpeech root (adult speech), optional
+mini_corpus_dir=        # generate the synthetic mini corpus here and use it as --myst/--librispeech
+mini_corpus_scale=1.0   # size factor of the mini corpus (1.0: ~30 min)
+tiny_upstream_dir=      # write tiny random upstream checkpoints here
+tiny_upstream_opts="--feature_extractor single --conv_channels 512"  # options of make_tiny_upstreams
+whisper_hyp=            # utt_id<TAB>hypothesis file: enables the Whisper WER filter
+max_duration=30         # drop utterances longer than this (seconds)
+min_words=3             # drop MyST utterances with fewer words after cleaning
+max_wer=0.5             # drop MyST utterances whose Whisper WER exceeds this
+keep_long_test=false    # true: do not apply --max_duration to the MyST test set
+subset_hours=1,5,10     # nested train subsets train_<h>h ('' for none)
+subset_seed=0           # seed of the subset shuffle
+# Data sets
 train_set=train
 valid_set=dev
 test_sets="dev test"
+adult_train_set=        # e.g. libri_train: also fine-tune the reference on adult speech (stage 4) for merging (stage 8)
+adult_valid_set=libri_dev
+# Tokens and shapes (stage 2)
+token_type=char         # only char is implemented
+shape_dir=dump/shapes   # speech_shape files per set
+# SSL models and CTC fine-tuning (stages 4-5)
 upstreams="wavlm hubert wav2vec2"   # entries of --upstream_conf to fine-tune; the first is the fusion reference
 upstream_conf=conf/upstreams.yaml   # name -> {upstream, path_or_url}
 finetune_config=conf/finetune.yaml  # ESPnet config of CTC fine-tuning
-adult_train_set=                    # e.g. libri_train: also fine-tune the reference on adult speech (stage 3) for merging (stage 7)
-adult_valid_set=libri_dev
-merge_lambdas="0.1 0.2 0.3"         # selective attention merge grid (stage 7)
+# Feature extraction (stage 6)
+feats_dir=dump/feats    # cached E_ft / E_pt matrices per set
+extract_fp16=false      # true: run the upstreams in float16 (GPU)
+# Fusion training (stage 7)
+fusion_config=conf/fusion.yaml           # ESPnet config of fusion training on cached features
+fusion_systems=conf/fusion_systems.yaml  # the fusion systems to train
+# Model merging (stage 8)
+merge_lambdas="0.1 0.2 0.3"   # selective attention merge grid, searched on --valid_set
 merge_alphas="0.7 0.8 0.9"
-fusion_config=conf/fusion.yaml       # ESPnet config of fusion training on cached features
-fusion_systems=conf/fusion_systems.yaml
-feats_dir=dump/feats
-extract_fp16=false
-token_type=char
-decode_batch_size=8
+# Decoding (stages 5, 8, 9)
+decode_batch_size=8     # utterances per greedy-CTC batch
+
+help_message() {
+    cat <<HELP
+Usage: $0 [options]   (--name value or --name=value; recipe values shown as defaults)
+
+General
+  --stage N --stop_stage M  run stages N..M (default: ${stage}..${stop_stage}); stage 3 is reserved
+  --nj N                    parallel processes per stage (default: ${nj})
+  --ngpu N                  GPUs per training process, 0 = CPU (default: ${ngpu})
+  --data_dir DIR            data dirs (default: ${data_dir})
+  --exp_dir DIR             models, decodings, logs (default: ${exp_dir})
+
+Corpora and data preparation (stage 1)
+  --myst DIR                MyST root (default: '${myst}')
+  --librispeech DIR         LibriSpeech root, adult speech, optional (default: '${librispeech}')
+  --mini_corpus_dir DIR     generate the synthetic mini corpus here and use it (default: '${mini_corpus_dir}')
+  --mini_corpus_scale X     mini corpus size factor (default: ${mini_corpus_scale})
+  --tiny_upstream_dir DIR   write tiny random upstream checkpoints here (default: '${tiny_upstream_dir}')
+  --tiny_upstream_opts STR  options of make_tiny_upstreams (default: '${tiny_upstream_opts}')
+  --whisper_hyp FILE        utt_id<TAB>hypothesis file for the Whisper WER filter (default: '${whisper_hyp}')
+  --max_duration SEC        drop longer utterances (default: ${max_duration})
+  --min_words N             drop MyST utterances with fewer words (default: ${min_words})
+  --max_wer X               drop MyST utterances with a higher Whisper WER (default: ${max_wer})
+  --keep_long_test BOOL     keep long MyST test utterances (default: ${keep_long_test})
+  --subset_hours LIST       nested train subsets, e.g. 1,5,10 (default: '${subset_hours}')
+  --subset_seed N           seed of the subset shuffle (default: ${subset_seed})
+
+Data sets
+  --train_set NAME          (default: ${train_set})
+  --valid_set NAME          model selection and the merge grid (default: ${valid_set})
+  --test_sets "A B"         decoded and scored sets (default: '${test_sets}')
+  --adult_train_set NAME    fine-tune the reference on it too, for merging (default: '${adult_train_set}')
+  --adult_valid_set NAME    (default: ${adult_valid_set})
+
+Tokens and shapes (stage 2)
+  --token_type TYPE         char only (default: ${token_type})
+  --shape_dir DIR           speech_shape files (default: ${shape_dir})
+
+SSL models and CTC fine-tuning (stages 4-5)
+  --upstreams "A B C"       models to fine-tune; the first is the fusion reference (default: '${upstreams}')
+  --upstream_conf FILE      name -> {upstream, path_or_url} (default: ${upstream_conf})
+  --finetune_config FILE    ESPnet config of CTC fine-tuning (default: ${finetune_config})
+
+Feature extraction (stage 6)
+  --feats_dir DIR           cached features (default: ${feats_dir})
+  --extract_fp16 BOOL       upstreams in float16 (default: ${extract_fp16})
+
+Fusion training (stage 7)
+  --fusion_config FILE      ESPnet config of fusion training (default: ${fusion_config})
+  --fusion_systems FILE     systems to train (default: ${fusion_systems})
+
+Model merging (stage 8, needs --adult_train_set)
+  --merge_lambdas "X Y"     selective attention merge lambda grid (default: '${merge_lambdas}')
+  --merge_alphas "X Y"      selective attention merge alpha grid (default: '${merge_alphas}')
+
+Decoding (stages 5, 8, 9)
+  --decode_batch_size N     utterances per greedy-CTC batch (default: ${decode_batch_size})
+
+Stages: 1 data preparation, 2 token list + shapes, 3 (reserved: SSL pre-training),
+4 CTC fine-tuning, 5 decoding + scoring of the fine-tuned models, 6 feature extraction,
+7 fusion training, 8 model merging, 9 decoding + scoring of the fusion systems, RESULTS.md
+HELP
+}
 
 parse_options "$@"
+[ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
 
 decode_device=cpu
 [ "${ngpu}" -gt 0 ] && decode_device=cuda
@@ -72,38 +136,11 @@ if [ -n "${mini_corpus_dir}" ]; then
     librispeech=${mini_corpus_dir}/librispeech
 fi
 
-if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
-    log "Stage 1: data preparation -> ${data_dir}"
-    if [ -n "${mini_corpus_dir}" ]; then
-        log "Generating the synthetic mini corpus in ${mini_corpus_dir} (skipped when complete)"
-        ${python} -m espnet_delta.bin.make_mini_corpus --out "${mini_corpus_dir}" --scale "${mini_corpus_scale}" --nj "${nj}"
-    fi
-    if [ -n "${tiny_upstream_dir}" ]; then
-        log "Writing tiny random upstreams to ${tiny_upstream_dir} (skipped when present)"
-        # shellcheck disable=SC2086
-        ${python} -m espnet_delta.bin.make_tiny_upstreams --out_dir "${tiny_upstream_dir}" ${tiny_upstream_opts}
-    fi
-    [ -n "${myst}" ] || { log "ERROR: --myst <root> (or --mini_corpus_dir) is required for stage 1"; exit 2; }
-    data_args=(--myst "${myst}" --data_dir "${data_dir}" --subset_hours "${subset_hours}" --keep_long_test "${keep_long_test}")
-    [ -n "${librispeech}" ] && data_args+=(--librispeech "${librispeech}")
-    [ -n "${whisper_hyp}" ] && data_args+=(--whisper_hyp "${whisper_hyp}")
-    "${repo_root}/local/data.sh" "${data_args[@]}"
-fi
-
 token_list=${data_dir}/token_list/${token_type}/tokens.txt
-shape_dir=dump/shapes
 sets_with_audio=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | sort -u | tr '\n' ' ')
 adult_sets=
 [ -n "${adult_train_set}" ] && adult_sets="${adult_train_set} ${adult_valid_set}"
 reference=${upstreams%% *}
-
-if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
-    log "Stage 2: ${token_type} token list -> ${token_list}; speech shape files -> ${shape_dir}"
-    [ "${token_type}" = char ] || { log "ERROR: only --token_type char is implemented"; exit 2; }
-    ${python} -m espnet_delta.recipe.make_tokens --text "${data_dir}/${train_set}/text" --out "${token_list}"
-    # shellcheck disable=SC2086
-    ${python} -m espnet_delta.recipe.make_shapes --data_dir "${data_dir}" --sets ${sets_with_audio} ${adult_sets} --out_dir "${shape_dir}"
-fi
 
 # render_espnet_config <base.yaml> <out.yaml> <train set> <valid set> [--set k=v ...]
 render_espnet_config() {
@@ -117,8 +154,48 @@ render_espnet_config() {
         --set "valid_shape_file=[${shape_dir}/${va}/speech_shape]" "$@"
 }
 
-if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
-    log "Stage 3: CTC fine-tuning of ${upstreams} on ${train_set} -> ${exp_dir}/ft_<name>"
+# list_fusion_jobs: renders exp/fusion_<system>/train.yaml for every system (needs stage 6's
+# feature layout) and fills the array fusion_jobs with the job directories.
+list_fusion_jobs() {
+    mapfile -t fusion_jobs < <(${python} -m espnet_delta.recipe.fusion_jobs --systems "${fusion_systems}" \
+        --base_config "${fusion_config}" --feats_dir "${feats_dir}" --data_dir "${data_dir}" \
+        --train_set "${train_set}" --valid_set "${valid_set}" --token_type "${token_type}" \
+        --token_list "${token_list}" --exp_dir "${exp_dir}")
+    [ ${#fusion_jobs[@]} -gt 0 ] || { log "ERROR: no fusion systems from ${fusion_systems}"; exit 1; }
+}
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    log "Stage 1: data preparation -> ${data_dir}"
+    if [ -n "${mini_corpus_dir}" ]; then
+        log "Generating the synthetic mini corpus in ${mini_corpus_dir} (skipped when complete)"
+        ${python} -m espnet_delta.bin.make_mini_corpus --out "${mini_corpus_dir}" --scale "${mini_corpus_scale}" --nj "${nj}"
+    fi
+    if [ -n "${tiny_upstream_dir}" ]; then
+        log "Writing tiny random upstreams to ${tiny_upstream_dir} (skipped when present)"
+        # shellcheck disable=SC2086
+        ${python} -m espnet_delta.bin.make_tiny_upstreams --out_dir "${tiny_upstream_dir}" ${tiny_upstream_opts}
+    fi
+    [ -n "${myst}" ] || { log "ERROR: --myst <root> (or --mini_corpus_dir) is required for stage 1 (a recipe sets MYST in db.sh)"; exit 2; }
+    data_args=(--myst "${myst}" --data_dir "${data_dir}" --subset_hours "${subset_hours}" --seed "${subset_seed}"
+               --max_duration "${max_duration}" --min_words "${min_words}" --max_wer "${max_wer}"
+               --keep_long_test "${keep_long_test}")
+    [ -n "${librispeech}" ] && data_args+=(--librispeech "${librispeech}")
+    [ -n "${whisper_hyp}" ] && data_args+=(--whisper_hyp "${whisper_hyp}")
+    "${repo_root}/local/data.sh" "${data_args[@]}"
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    log "Stage 2: ${token_type} token list -> ${token_list}; speech shape files -> ${shape_dir}"
+    [ "${token_type}" = char ] || { log "ERROR: only --token_type char is implemented"; exit 2; }
+    ${python} -m espnet_delta.recipe.make_tokens --text "${data_dir}/${train_set}/text" --out "${token_list}"
+    # shellcheck disable=SC2086
+    ${python} -m espnet_delta.recipe.make_shapes --data_dir "${data_dir}" --sets ${sets_with_audio} ${adult_sets} --out_dir "${shape_dir}"
+fi
+
+# Stage 3 (SSL pre-training) is added with espnet_delta/ssl/pretrain.py
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    log "Stage 4: CTC fine-tuning of ${upstreams} on ${train_set} -> ${exp_dir}/ft_<name>"
     jobs=()
     for name in ${upstreams}; do
         job=${exp_dir}/ft_${name}
@@ -135,8 +212,8 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
     run_parallel "${nj}" ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" -- "${jobs[@]}"
 fi
 
-if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
-    log "Stage 4: greedy CTC decoding + scoring of the fine-tuned models on ${test_sets}"
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+    log "Stage 5: greedy CTC decoding + scoring of the fine-tuned models on ${test_sets}"
     tests=()
     for t in ${test_sets}; do tests+=(--test "${t}=${data_dir}/${t}/wav.scp"); done
     jobs=()
@@ -145,8 +222,8 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
         --input_type sound --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}"
 fi
 
-if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
-    log "Stage 5: extracting E_ft of the reference and E_pt, E_ft of the other models -> ${feats_dir}"
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+    log "Stage 6: extracting E_ft of the reference and E_pt, E_ft of the other models -> ${feats_dir}"
     others=${upstreams#* }
     extract_conf=${feats_dir}/extract.yaml
     # shellcheck disable=SC2086
@@ -163,35 +240,29 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
-    if [ -z "${adult_train_set}" ]; then
-        log "Stage 7: skipped: merging needs an adult model (--adult_train_set libri_train, with --librispeech)"
-    else
-    log "Stage 7: merging ft_${reference} (child) with ft_${reference}_adult: SA grid on ${valid_set}, baselines"
-    base=$(${python} -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]].get('path_or_url') or '')" \
-        "${upstream_conf}" "${reference}")
-    [ -n "${base}" ] || { log "ERROR: stage 7 needs the pre-trained checkpoint of ${reference} as path_or_url in ${upstream_conf}"; exit 2; }
-    # shellcheck disable=SC2086
-    ${python} -m espnet_delta.recipe.merge_stage --child "${exp_dir}/ft_${reference}" --adult "${exp_dir}/ft_${reference}_adult" \
-        --base "${base}" --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
-        --lambdas ${merge_lambdas} --alphas ${merge_alphas} --exp_dir "${exp_dir}" --batch_size "${decode_batch_size}" --device "${decode_device}"
-    fi
-fi
-
-fusion_jobs=()
-if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 6 ]; then
-    mapfile -t fusion_jobs < <(${python} -m espnet_delta.recipe.fusion_jobs --systems "${fusion_systems}" \
-        --base_config "${fusion_config}" --feats_dir "${feats_dir}" --data_dir "${data_dir}" \
-        --train_set "${train_set}" --valid_set "${valid_set}" --token_type "${token_type}" \
-        --token_list "${token_list}" --exp_dir "${exp_dir}")
-fi
-
-if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
-    log "Stage 6: training ${#fusion_jobs[@]} fusion systems on cached features"
+    list_fusion_jobs
+    log "Stage 7: training ${#fusion_jobs[@]} fusion systems of ${fusion_systems} on cached features"
     run_parallel "${nj}" ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" -- "${fusion_jobs[@]}"
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
-    log "Stage 8: decoding + scoring the fusion systems; RESULTS.md"
+    if [ -z "${adult_train_set}" ]; then
+        log "Stage 8: skipped: merging needs an adult model (--adult_train_set libri_train, with --librispeech)"
+    else
+        log "Stage 8: merging ft_${reference} (child) with ft_${reference}_adult: SA grid on ${valid_set}, baselines"
+        base=$(${python} -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]].get('path_or_url') or '')" \
+            "${upstream_conf}" "${reference}")
+        [ -n "${base}" ] || { log "ERROR: stage 8 needs the pre-trained checkpoint of ${reference} as path_or_url in ${upstream_conf}"; exit 2; }
+        # shellcheck disable=SC2086
+        ${python} -m espnet_delta.recipe.merge_stage --child "${exp_dir}/ft_${reference}" --adult "${exp_dir}/ft_${reference}_adult" \
+            --base "${base}" --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
+            --lambdas ${merge_lambdas} --alphas ${merge_alphas} --exp_dir "${exp_dir}" --batch_size "${decode_batch_size}" --device "${decode_device}"
+    fi
+fi
+
+if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
+    list_fusion_jobs
+    log "Stage 9: decoding + scoring ${#fusion_jobs[@]} fusion systems on ${test_sets}; RESULTS.md"
     tests=()
     for t in ${test_sets}; do tests+=(--test "${t}=${feats_dir}/${t}/feats.scp"); done
     run_parallel "${nj}" ${python} -m espnet_delta.bin.decode --model_name valid.wer_ctc.best.pth "${tests[@]}" \

@@ -1,19 +1,14 @@
 #!/usr/bin/env bash
-# Data preparation stage: MyST (+ LibriSpeech) -> Kaldi data dirs under --data_dir.
-#
-# Usage (from a recipe directory, with the venv python on PATH or ${python} set):
-#   local/data.sh --myst <root> [--librispeech <root>] [--whisper_hyp <file>] \
-#       [--data_dir data] [--max_duration 30] [--min_words 3] [--max_wer 0.5] \
-#       [--keep_long_test true|false] [--subset_hours 1,5,10] [--seed 0]
+# Data preparation (stage 1 of local/asr.sh): MyST (+ LibriSpeech) -> Kaldi data dirs under
+# --data_dir, as ESPnet recipes' local/data.sh. Also usable alone from a recipe directory:
+#   local/data.sh --myst <root> [--librispeech <root>] [--whisper_hyp <file>] [--data_dir data]
 # Writes <data_dir>/{train,dev,test,libri_*,train_*}/ and <data_dir>/prep_summary.tsv.
 set -euo pipefail
 
-log() {
-    local fname=${BASH_SOURCE[1]##*/}
-    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
+# shellcheck source=utils.sh
+. "$(dirname "${BASH_SOURCE[0]}")/utils.sh"
 
-python=${python:-python3}
+python=${python:-python3}  # the interpreter command (local/asr.sh exports its own)
 myst=
 librispeech=
 whisper_hyp=
@@ -25,26 +20,26 @@ keep_long_test=false
 subset_hours=1,5,10
 seed=0
 
-usage() { sed -n '4,7p' "$0" | sed 's/^# \{0,1\}//' >&2; }
+help_message() {
+    cat <<HELP
+Usage: $0 --myst DIR [options]
+  --myst DIR              MyST root (required)
+  --librispeech DIR       LibriSpeech root, adult speech (default: '${librispeech}')
+  --whisper_hyp FILE      utt_id<TAB>hypothesis file for the Whisper WER filter (default: '${whisper_hyp}')
+  --data_dir DIR          output data dirs (default: ${data_dir})
+  --max_duration SEC      drop longer utterances (default: ${max_duration})
+  --min_words N           drop MyST utterances with fewer words (default: ${min_words})
+  --max_wer X             drop MyST utterances with a higher Whisper WER (default: ${max_wer})
+  --keep_long_test BOOL   keep long MyST test utterances (default: ${keep_long_test})
+  --subset_hours LIST     nested train subsets, e.g. 1,5,10 (default: '${subset_hours}')
+  --seed N                seed of the subset shuffle (default: ${seed})
+  --python CMD            python command (default: '${python}')
+HELP
+}
 
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --myst|--librispeech|--whisper_hyp|--data_dir|--max_duration|--min_words|--max_wer|--keep_long_test|--subset_hours|--seed)
-            [ $# -ge 2 ] || { log "Error: $1 needs a value"; usage; exit 2; }
-            key=${1#--}
-            printf -v "${key}" '%s' "$2"
-            shift 2
-            ;;
-        -h|--help) usage; exit 0 ;;
-        *) log "Error: unknown option $1"; usage; exit 2 ;;
-    esac
-done
-
-if [ -z "${myst}" ]; then
-    log "Error: --myst <root> is required"
-    usage
-    exit 2
-fi
+parse_options "$@"
+[ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
+[ -n "${myst}" ] || { help_message >&2; log "ERROR: --myst <root> is required"; exit 2; }
 
 args=(--myst "${myst}" --out "${data_dir}" --max_duration "${max_duration}" --min_words "${min_words}"
       --max_wer "${max_wer}" --subset_hours "${subset_hours}" --seed "${seed}")
@@ -53,9 +48,10 @@ args=(--myst "${myst}" --out "${data_dir}" --max_duration "${max_duration}" --mi
 case "${keep_long_test}" in
     true) args+=(--keep_long_test) ;;
     false) ;;
-    *) log "Error: --keep_long_test must be true or false, got ${keep_long_test}"; exit 2 ;;
+    *) log "ERROR: --keep_long_test must be true or false, got ${keep_long_test}"; exit 2 ;;
 esac
 
 log "Preparing data in ${data_dir}: ${python} -m espnet_delta.bin.prepare_data ${args[*]}"
-"${python}" -m espnet_delta.bin.prepare_data "${args[@]}"
+# shellcheck disable=SC2086  # ${python} may be a command with arguments
+${python} -m espnet_delta.bin.prepare_data "${args[@]}"
 log "Data preparation done: ${data_dir}"

@@ -7,6 +7,8 @@ if [ ! -f "${repo_root}/.venv/.installed" ]; then
 fi
 export PATH="${repo_root}/.venv/bin:${PATH}"
 export PYTHONUNBUFFERED=1
-# Never reach for a model hub or NLTK data from inside a recipe unless the user asks for it.
-export NLTK_DATA="${NLTK_DATA:-${repo_root}/.venv/nltk_data}"
-python="${repo_root}/.venv/bin/python"
+# Every python command of the stages goes through the plugin's launcher, as a stock ESPnet
+# recipe would with --python: the plugin is registered whenever ESPnet's ASR task is
+# imported, and g2p_en's NLTK download attempt at import is skipped (see espnet_delta/launch.py).
+# Use it unquoted: ${python} -m module args...
+python="${repo_root}/.venv/bin/python -m espnet_delta.launch"

@@ -5,9 +5,10 @@ log() {
     echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
 }
 
-# parse_options "$@": every --name value pair sets the already-declared shell variable
-# ${name}; an unknown option or a missing value is an error. Remaining args are left in
-# the array `positional`.
+# parse_options "$@": every --name value (or --name=value) pair sets the already-declared
+# shell variable ${name} (dashes in name read as underscores); --help/-h calls the caller's
+# help_message and exits; an unknown option or a missing value is an error. Other
+# arguments are left in the array `positional`.
 parse_options() {
     positional=()
     while [ $# -gt 0 ]; do
@@ -18,11 +19,11 @@ parse_options() {
                 local name=${1#--}
                 name=${name//-/_}
                 if ! declare -p "${name}" >/dev/null 2>&1; then
-                    echo "ERROR: unknown option $1" >&2
                     help_message >&2
+                    log "ERROR: unknown option $1 (see the list above)" >&2
                     exit 2
                 fi
-                [ $# -ge 2 ] || { echo "ERROR: $1 needs a value" >&2; exit 2; }
+                [ $# -ge 2 ] || { log "ERROR: $1 needs a value" >&2; exit 2; }
                 printf -v "${name}" '%s' "$2"
                 shift 2
                 ;;

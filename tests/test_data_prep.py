@@ -308,3 +308,73 @@ def test_failed_write_keeps_previous_dir(good_dir) -> None:
     assert (good_dir / "text").read_text() == before
     assert sorted(p.name for p in good_dir.parent.iterdir()) == ["d"]
     shutil.rmtree(good_dir)
+
+
+# ----------------------------------------------------------------- ids with whitespace, CTC feasibility
+def write_samples(path: Path, samples: int) -> Path:
+    """A 16 kHz FLAC of exactly ``samples`` samples."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wave = 0.1 * np.sin(2 * np.pi * 220 * np.arange(samples) / 16000)
+    soundfile.write(str(path), wave, 16000, format="FLAC", subtype="PCM_16")
+    return path
+
+
+def myst_file(root: Path, split: str, student: str, name: str, text: str, samples: int = 16000) -> Path:
+    """``<root>/data/<split>/<student>/<student>_s/<name>.{flac,trn}``."""
+    base = root / "data" / split / student / f"{student}_s" / name
+    write_samples(base.with_name(base.name + ".flac"), samples)
+    base.with_name(base.name + ".trn").write_text(text + "\n", encoding="utf-8")
+    return base
+
+
+def test_ids_with_whitespace_are_dropped_and_counted(tmp_path, caplog) -> None:
+    root = tmp_path / "myst"
+    myst_file(root, "train", "myst_001", "myst_001_s_000", "the magnet sticks to the nail")
+    myst_file(root, "train", "myst_001", "myst_001_s_001 copy", "the wire is hot")  # space in the file name
+    myst_file(root, "train", "myst 002", "myst 002_s_000", "plants need water")  # space in the student folder
+    caplog.set_level(logging.WARNING)
+    stats = stats_by_name(prepare_data(tmp_path / "data", root, config=PrepConfig(subset_hours=())))
+    assert stats["train"].kept == 1 and dict(stats["train"].dropped) == {"bad_utt_id": 2}
+    assert [u.utt_id for u in read_data_dir(tmp_path / "data" / "train")] == ["myst_001-myst_001_s_000"]
+    assert "myst_001_s_001 copy.flac" in caplog.text and "myst 002_s_000.flac" in caplog.text
+    assert "(bad_utt_id)" in caplog.text
+    rows = (tmp_path / "data" / SUMMARY_NAME).read_text().splitlines()
+    train_row = dict(zip(rows[0].split("\t"), rows[1].split("\t")))
+    assert train_row["split"] == "train" and train_row["bad_utt_id"] == "2"
+
+
+def test_utterances_too_short_for_ctc(tmp_path, caplog) -> None:
+    # SSL frames = floor((samples - 400) / 320) + 1 (none below 400 samples).
+    # "ADD ALL TOOLS": 13 labels (A D D <space> A L L <space> T O O L S) and 3 equal
+    # neighbours (DD, LL, OO) that each need a blank between them: 16 frames.
+    # 5200 samples: floor(4800 / 320) + 1 = 16 frames (enough); 5199: floor(4799 / 320) + 1 = 15.
+    # "THE MAGNET IS SMALL": 19 labels + 1 (LL) = 20 frames; 0.01 s = 160 samples: 0 frames.
+    root = tmp_path / "myst"
+    myst_file(root, "train", "myst_001", "myst_001_s_000", "add all tools", samples=5200)
+    myst_file(root, "train", "myst_001", "myst_001_s_001", "add all tools", samples=5199)
+    myst_file(root, "train", "myst_001", "myst_001_s_002", "the magnet is small", samples=160)
+    myst_file(root, "development", "myst_002", "myst_002_s_000", "the magnet is small", samples=160)
+    myst_file(root, "development", "myst_002", "myst_002_s_001", "the magnet is small")
+    myst_file(root, "test", "myst_003", "myst_003_s_000", "the magnet is small", samples=160)
+    myst_file(root, "test", "myst_003", "myst_003_s_001", "add all tools", samples=5199)
+    myst_file(root, "test", "myst_003", "myst_003_s_002", "the magnet is small")
+    caplog.set_level(logging.WARNING)
+    out = tmp_path / "data"
+    stats = stats_by_name(prepare_data(out, root, config=PrepConfig(subset_hours=())))
+
+    assert dict(stats["train"].dropped) == {"too_short_for_ctc": 2}
+    assert [u.utt_id for u in read_data_dir(out / "train")] == ["myst_001-myst_001_s_000"]
+    assert dict(stats["dev"].dropped) == {"too_short_for_ctc": 1} and stats["dev"].kept == 1
+    assert "myst_001_s_001.flac" in caplog.text and "15 frames for 16" in caplog.text
+
+    # test sets keep them (every reference counts in a WER) and the summary names them
+    test = stats["test"]
+    assert test.kept == 3 and not test.dropped and test.notes["kept_too_short_for_ctc"] == 2
+    assert len(read_data_dir(out / "test")) == 3
+    rows = (out / SUMMARY_NAME).read_text().splitlines()
+    header = rows[0].split("\t")
+    test_row = dict(zip(header, next(r for r in rows if r.startswith("test\t")).split("\t")))
+    assert test_row["kept_too_short_for_ctc"] == "2" and test_row["too_short_for_ctc"] == "0"
+    assert test_row["comment"] == "kept, too short for CTC: myst_003-myst_003_s_000 myst_003-myst_003_s_001"
+    train_row = dict(zip(header, next(r for r in rows if r.startswith("train\t")).split("\t")))
+    assert train_row["too_short_for_ctc"] == "2" and train_row["kept_too_short_for_ctc"] == "0"

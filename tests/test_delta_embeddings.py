@@ -5,6 +5,7 @@ import torch
 
 from conftest import perturb_layer, write_espnet_checkpoint
 from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
+from espnet_delta.ssl.upstream import load_upstream
 
 
 def spec(arch, upstreams, finetuned=None, name=None):
@@ -34,7 +35,7 @@ def test_delta_is_exactly_zero_when_finetuned_equals_pretrained(tiny_upstreams, 
 
 def test_same_upstream_twice_without_names_is_refused_with_a_hint(tiny_upstreams):
     """Two unnamed wavlm_local models would share cache stream names: say so and how to fix it."""
-    with pytest.raises(ValueError, match="distinct 'name'"):
+    with pytest.raises(ValueError, match=r"wavlm_local\.ft.*distinct names"):
         SSLEmbeddingExtractor(spec("wavlm", tiny_upstreams), [spec("wavlm", tiny_upstreams, tiny_upstreams["wavlm"])])
 
 
@@ -83,16 +84,17 @@ def test_full_mode_returns_finetuned_embeddings(tiny_upstreams, finetuned):
     full = SSLEmbeddingExtractor(
         spec("wavlm", tiny_upstreams), [spec("hubert", tiny_upstreams, finetuned["hubert"])], mode="full"
     )
-    pt_only = SSLEmbeddingExtractor(
-        spec("wavlm", tiny_upstreams), [spec("hubert", tiny_upstreams, finetuned["hubert"])], mode="full"
-    )
     assert len(full.others_pt) == 0  # full mode never builds the pre-trained model
     wavs, lens = batch([5000])
     _, (d,), _ = delta(wavs, lens)
     _, (f,), _ = full(wavs, lens)
-    e_pt = delta.others_pt[0](wavs, lens)[0][-1]
-    torch.testing.assert_close(d, f - e_pt[:, : f.size(1)], atol=1e-6, rtol=0)
-    del pt_only
+    # E_ft and E_pt from the upstreams loaded on their own, outside any extractor
+    e_ft = load_upstream("hubert_local", str(tiny_upstreams["hubert"]), finetuned=str(finetuned["hubert"]))(wavs, lens)[0][-1]
+    e_pt = load_upstream("hubert_local", str(tiny_upstreams["hubert"]))(wavs, lens)[0][-1]
+    t = f.size(1)
+    torch.testing.assert_close(f, e_ft[:, :t], atol=1e-6, rtol=0)  # full mode: E_ft itself
+    torch.testing.assert_close(d, e_ft[:, :t] - e_pt[:, :t], atol=1e-6, rtol=0)  # delta mode: E_ft - E_pt
+    assert (f - d).abs().max() > 1e-3  # the two modes differ by E_pt, which is not zero
 
 
 def test_upstreams_stay_in_eval_mode_and_deterministic(tiny_upstreams, finetuned):

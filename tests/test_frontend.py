@@ -149,17 +149,18 @@ def test_espnet_trainer_runs_and_saved_model_decodes(tiny_upstreams, finetuned, 
     utt, path = (mini_data / "test" / "wav.scp").read_text().splitlines()[0].split(maxsplit=1)
     wav, sr = soundfile.read(path, dtype="float32")
     speech = torch.from_numpy(wav)
-    text, tokens, token_ids, _ = s2t(speech)[0]
+    text, tokens, token_ids, hyp = s2t(speech)[0]
     token_list = (mini_data / "tokens.txt").read_text().splitlines()
     assert tokens == [token_list[i] for i in token_ids]
     assert text == "".join(tokens).replace("<space>", " ").strip()
-    # the hypothesis is the best CTC path of the model's own log-probabilities, recomputed here:
-    # argmax per frame, merge repeats, drop blanks (id 0)
+    # with ctc_weight 1.0 the beam search scores a finished hypothesis by its CTC log-likelihood
+    # log P(y | x), a sum over all alignments: recompute it from the model's own log-probabilities
     with torch.no_grad():
         enc, enc_lens = s2t.asr_model.encode(speech[None], torch.tensor([speech.numel()]))
-        best = s2t.asr_model.ctc.argmax(enc)[0, : int(enc_lens[0])].tolist()
-    greedy = [i for k, i in enumerate(best) if i != 0 and (k == 0 or i != best[k - 1])]
-    assert list(token_ids) == greedy
+        log_probs = s2t.asr_model.ctc.log_softmax(enc)[0, : int(enc_lens[0])]
+    nll = torch.nn.functional.ctc_loss(log_probs, torch.tensor(token_ids), [log_probs.size(0)], [len(token_ids)],
+                                       blank=0, reduction="sum")
+    assert float(hyp.score) == pytest.approx(-float(nll), abs=1e-3)
     # the decoded model carries the trained weights, not a fresh initialisation
     for key, value in s2t.asr_model.state_dict().items():
         torch.testing.assert_close(value, saved[key])

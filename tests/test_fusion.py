@@ -1,7 +1,9 @@
-"""Fusion modules on plain tensors: dimensions, constraints, masking."""
+"""Fusion modules on plain tensors: dimensions, constraints, masking, constructor types."""
 
 import pytest
 import torch
+import yaml
+from typeguard import TypeCheckError
 
 from espnet_delta.fusion import FusionHead, build_fusion
 
@@ -95,3 +97,28 @@ def test_head_normalises_then_zeroes_padding():
     for b, n in enumerate(LENGTHS.tolist()):
         assert torch.count_nonzero(z[b, n:]) == 0
         torch.testing.assert_close(z[b, :n].mean(-1), torch.zeros(n), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: build_fusion("concat", 16.0, [D]),  # a float size
+        lambda: build_fusion("moe", D, ["16"]),  # a str inside other_sizes
+        lambda: build_fusion("xattn", D, [D], num_heads="4"),  # fusion_conf value as a string
+        lambda: build_fusion("xattn", D, [D], dropout="0.1"),
+        lambda: FusionHead("concat", D, [D], head_norm="true"),
+        lambda: FusionHead("concat", D, [D], fusion_conf=[("num_heads", 4)]),
+    ],
+)
+def test_constructors_refuse_wrong_types(build):
+    with pytest.raises(TypeCheckError):
+        build()
+
+
+def test_yaml_fusion_conf_maps_onto_constructor_keywords():
+    conf = yaml.safe_load("fusion: xattn\nfusion_conf: {num_heads: 4, dropout: 0}\nhead_norm: false\nhead_dropout: 0")
+    head = FusionHead(ref_size=D, other_sizes=[D], **conf)
+    assert head.fusion.attention.num_heads == 4 and head.fusion.attention.dropout == 0
+    assert isinstance(head.norm, torch.nn.Identity) and head.dropout.p == 0
+    with pytest.raises(TypeError, match="heads"):  # an unknown fusion_conf key is not silently dropped
+        FusionHead("xattn", D, [D], fusion_conf={"heads": 4})

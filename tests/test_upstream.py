@@ -37,7 +37,9 @@ def test_load_upstream_keeps_callers_rng(tiny_upstreams):
 
 def test_finetuned_weights_loaded_both_prefixes(tiny_upstreams, tmp_path):
     pt = load_upstream("hubert_local", str(tiny_upstreams["hubert"]))
-    wav, lens = torch.randn(1, 6400), torch.tensor([6400])
+    wav, lens = torch.randn(1, 6400, generator=torch.Generator().manual_seed(0)), torch.tensor([6400])
+    pt_states, pt_lens = pt(wav, lens)
+    outputs = []
     for prefix in ("frontend.upstream.upstream.model.", "frontend.upstream.model."):
         ckpt = write_espnet_checkpoint(tiny_upstreams["hubert"], tmp_path / "ft.pth", perturb_all(), prefix)
         ft = load_upstream("hubert_local", str(tiny_upstreams["hubert"]), finetuned=str(ckpt))
@@ -46,6 +48,14 @@ def test_finetuned_weights_loaded_both_prefixes(tiny_upstreams, tmp_path):
         assert torch.equal(ft.upstream.model.state_dict()[key], weights[key])
         assert not torch.equal(pt.upstream.model.state_dict()[key], weights[key])
         assert not ft.training and not any(p.requires_grad for p in ft.parameters())
+        # the forward pass runs the fine-tuned weights: same frames, different transformer outputs
+        states, state_lens = ft(wav, lens)
+        assert len(states) == len(pt_states) == 4 and torch.equal(state_lens[-1], pt_lens[-1])
+        assert states[-1].shape == pt_states[-1].shape
+        assert (states[-1] - pt_states[-1]).abs().max() > 1e-3
+        outputs.append(states)
+    # both ESPnet prefixes load the same weights, hence the same hidden states
+    assert all(torch.equal(a, b) for a, b in zip(*outputs))
 
 
 def test_mismatched_checkpoint_names_keys(tiny_upstreams, tmp_path):

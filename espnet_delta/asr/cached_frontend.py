@@ -6,33 +6,37 @@ loader hands this frontend the padded ``(B, T, D_total)`` batch; it picks the
 reference, computes deltas (``mode: delta``) or takes fine-tuned streams
 (``mode: full``) and applies the same :class:`~espnet_delta.fusion.FusionHead` as
 :class:`~espnet_delta.asr.frontend.DeltaFusionFrontend`, so a head trained here is the
-head the on-the-fly frontend would train, without running any encoder.
+head the on-the-fly frontend would train, without running any encoder. Every keyword
+argument of the constructor is a ``frontend_conf`` key, type-checked (typeguard) as
+YAML gives it.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import humanfriendly
 import torch
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from typeguard import typechecked
 
-from espnet_delta.features.layout import FeatureLayout
+from espnet_delta.features.layout import MODES, FeatureLayout
 from espnet_delta.fusion import FusionHead
 
 
 class CachedFusionFrontend(AbsFrontend):
     """Cached (E_ft^ref, E_pt^j, E_ft^j ...) matrices -> fusion -> LayerNorm -> Dropout."""
 
+    @typechecked
     def __init__(
         self,
         fs: Union[int, str] = 16000,
-        layout: Union[str, dict, None] = None,
+        layout: Union[str, Dict[str, Any], None] = None,
         reference: Optional[str] = None,
         deltas: Optional[List[str]] = None,
         mode: str = "delta",
         fusion: str = "concat",
-        fusion_conf: Optional[dict] = None,
+        fusion_conf: Optional[Dict[str, Any]] = None,
         head_norm: bool = True,
         head_dropout: float = 0.1,
     ) -> None:
@@ -46,7 +50,7 @@ class CachedFusionFrontend(AbsFrontend):
         self.deltas = list(deltas) if deltas is not None else self.layout.others
         if not self.deltas:
             raise ValueError("cached_fusion: frontend_conf.deltas needs at least one model")
-        if mode not in ("delta", "full"):
+        if mode not in MODES:
             raise ValueError(f"cached_fusion: mode={mode!r}; expected delta or full")
         self.mode = mode
         ref_size = self.layout.stream_dim(f"{self.reference}.ft")

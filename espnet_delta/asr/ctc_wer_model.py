@@ -3,7 +3,8 @@
 For CTC-only models ESPnet reports ``cer_ctc`` but no WER, while the papers pick the
 checkpoint by dev WER. With ``model: espnet_ctc_wer`` the trainer's validation also
 logs ``wer_ctc`` (word errors / reference words of each batch, greedy decoding over
-each utterance's valid frames only), so ``best_model_criterion: [[valid, wer_ctc, min]]``
+each utterance's valid frames only; errors counted on sclite's alignment, like the
+scored WERs), so ``best_model_criterion: [[valid, wer_ctc, min]]``
 selects ``valid.wer_ctc.best.pth``. Training and the saved weights are unchanged:
 the class adds no parameters, so its checkpoints load into ESPnet's plain model too.
 """
@@ -12,10 +13,10 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-import editdistance
 from espnet2.asr.espnet_model import ESPnetASRModel
 
 from espnet_delta.asr.greedy_ctc import ids_to_text
+from espnet_delta.scoring.align import count_errors
 
 
 class CTCWERModel(ESPnetASRModel):
@@ -38,7 +39,7 @@ class CTCWERModel(ESPnetASRModel):
         for b in range(best.size(0)):
             hyps.append(ids_to_text(best[b, : int(encoder_out_lens[b])].tolist(), self.token_list))
             refs.append(ids_to_text(ys_pad[b, : int(ys_pad_lens[b])].tolist(), self.token_list, collapse=False))
-        errors = sum(editdistance.eval(h.split(), r.split()) for h, r in zip(hyps, refs))
+        errors = sum(count_errors(r.split(), h.split()).errors for h, r in zip(hyps, refs))
         words = sum(len(r.split()) for r in refs)
         return errors / words if words else None
 

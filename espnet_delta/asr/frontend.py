@@ -12,7 +12,8 @@ Used from any ESPnet ASR config once the plugin is registered
       mode: delta           # delta | full
       layer: last
 
-All upstreams are frozen, run in eval mode under ``no_grad`` and are kept out of the
+Every keyword argument of the constructor is a ``frontend_conf`` key, type-checked
+(typeguard) as YAML gives it. All upstreams are frozen, run in eval mode under ``no_grad`` and are kept out of the
 model's parameters and state dict (see :class:`espnet_delta.ssl.upstream.FrozenUpstream`):
 only the fusion module and the head normalisation are trained and saved. A saved
 model therefore rebuilds its upstreams from the paths in its config.yaml when it is
@@ -22,11 +23,12 @@ loaded for inference; those files must still exist.
 from __future__ import annotations
 
 import logging
-from typing import List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import humanfriendly
 import torch
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from typeguard import typechecked
 
 from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
 from espnet_delta.fusion import FusionHead
@@ -35,16 +37,17 @@ from espnet_delta.fusion import FusionHead
 class DeltaFusionFrontend(AbsFrontend):
     """Frozen SSL upstreams -> (E_ft^ref, E_delta^j ...) -> fusion -> LayerNorm -> Dropout."""
 
+    @typechecked
     def __init__(
         self,
         fs: Union[int, str] = 16000,
-        reference: Optional[dict] = None,
-        deltas: Optional[List[dict]] = None,
+        reference: Optional[Dict[str, Any]] = None,
+        deltas: Optional[List[Dict[str, Any]]] = None,
         fusion: str = "concat",
         mode: str = "delta",
         layer: Union[str, int] = "last",
         hidden_norm: str = "auto",
-        fusion_conf: Optional[dict] = None,
+        fusion_conf: Optional[Dict[str, Any]] = None,
         head_norm: bool = True,
         head_dropout: float = 0.1,
         max_frame_diff: int = 2,

@@ -15,6 +15,9 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from espnet_delta.data.audio import TARGET_RATE, AudioError, read_audio
+from espnet_delta.fileio import read_table
+
 BLANK = 0
 
 
@@ -34,24 +37,24 @@ def ids_to_text(ids: Sequence[int], token_list: Sequence[str], collapse: bool = 
 
 
 def read_scp(path: Path) -> List[Tuple[str, str]]:
+    """``(utt, value)`` of a wav.scp or feats.scp, in file order."""
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            key, _, value = line.rstrip("\n").partition(" ")
-            if not value:
-                raise ValueError(f"{path}:{lineno}: expected '<utt> <path>', got {line.strip()!r}")
-            entries.append((key, value))
+    for lineno, key, value in read_table(path, what="scp"):
+        if not value:
+            raise ValueError(f"{path}:{lineno}: expected '<utt> <path>', got {key!r}")
+        entries.append((key, value))
     return entries
 
 
 def load_input(value: str, input_type: str) -> np.ndarray:
     if input_type == "sound":
-        import soundfile
-
-        audio, rate = soundfile.read(value, dtype="float32")
-        if rate != 16000:
-            raise ValueError(f"{value}: sample rate {rate}, expected 16000")
-        return audio
+        try:
+            wav, rate = read_audio(value)
+        except AudioError as e:
+            raise ValueError(f"{value}: {e}") from e
+        if rate != TARGET_RATE or wav.shape[1] != 1:
+            raise ValueError(f"{value}: {rate} Hz with {wav.shape[1]} channel(s), expected {TARGET_RATE} Hz mono")
+        return wav[:, 0]
     if input_type == "kaldi_ark":
         import kaldiio
 

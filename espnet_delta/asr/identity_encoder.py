@@ -9,11 +9,13 @@ from typing import Optional, Tuple
 
 import torch
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from typeguard import typechecked
 
 
 class IdentityEncoder(AbsEncoder):
     """Returns its input; ``output_size`` equals ``input_size``."""
 
+    @typechecked
     def __init__(self, input_size: int) -> None:
         super().__init__()
         self._output_size = input_size

@@ -1,10 +1,15 @@
-"""ESPnet's ``asr_inference`` with the plugin registered, so saved delta-fusion models load."""
+"""ESPnet's ``asr_inference`` with the plugin registered, so saved delta-fusion models load.
 
-from espnet_delta.asr.register import register
+Usage is exactly that of ``python -m espnet2.bin.asr_inference``; the same as
+``python -m espnet_delta.launch -m espnet2.bin.asr_inference`` (see :mod:`espnet_delta.launch`).
+"""
+
+from espnet_delta import launch
+
+launch.install()
 
 
 def main(cmd=None) -> None:
-    register()
     from espnet2.bin.asr_inference import main as espnet_main
 
     espnet_main(cmd)

@@ -1,15 +1,16 @@
 """ESPnet's ``asr_train`` with the plugin registered (``frontend: delta_fusion``, ``encoder: identity``).
 
-Usage is exactly that of ``python -m espnet2.bin.asr_train``; a stock ESPnet recipe
-uses it with ``asr.sh --python "python -m espnet_delta.bin.asr_train"``-style
-wrappers or by calling it in place of espnet2.bin.asr_train.
+Usage is exactly that of ``python -m espnet2.bin.asr_train``; the same as
+``python -m espnet_delta.launch -m espnet2.bin.asr_train`` (see :mod:`espnet_delta.launch`),
+kept as a function for in-process callers (``espnet_delta.recipe.train_jobs``, tests).
 """
 
-from espnet_delta.asr.register import register
+from espnet_delta import launch
+
+launch.install()  # also in multiprocessing "spawn" workers, which re-import this module
 
 
 def main(cmd=None) -> None:
-    register()
     from espnet2.bin.asr_train import main as espnet_main
 
     espnet_main(cmd)

@@ -7,13 +7,16 @@ Score one system on one test set (prints the Sum/Avg line):
         [--system sys] [--test_set test] [--no_sctk | --require_sctk]
 
   writes ref.trn, hyp.trn, result.txt, result.sclite.txt (when SCTK is installed; its
-  counts must equal ours or the command fails) and score.json into --out_dir.
+  counts must equal ours or the command fails) and score.json (word and character
+  alignments) into --out_dir.
 
-RESULTS.md from scored dirs (a WER table of systems x test sets, one ESPnet-style
-table per test set; with --baseline a paired-bootstrap p-value column):
+RESULTS.md from scored dirs (ESPnet's environment block; WER and CER tables of systems x
+test sets; per test set ESPnet-style WER and CER tables, with --baseline a
+paired-bootstrap p-value column):
 
     python -m espnet_delta.bin.score --results_md RESULTS.md \\
-        --scored exp/*/decode_*/score_wer [--baseline wavlm] [--n_resamples 1000] [--seed 0]
+        --scored exp/*/decode_*/score_wer [--baseline wavlm] [--n_resamples 1000] [--seed 0] \\
+        [--command "the command line that produced the results"]
 
 Significance of the difference between two scored dirs of the same test set
 (paired bootstrap + per-utterance matched pairs; sc_stats' MAPSSWE too when SCTK is
@@ -28,11 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
-from espnet_delta.bin import setup_logging
+from espnet2.utils.config_argparse import ArgumentParser
+
+from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
 from espnet_delta.scoring import (
     ScoringInputError,
     SctkError,
@@ -47,11 +53,11 @@ from espnet_delta.scoring import (
     speaker_counts,
     write_results_md,
 )
-from espnet_delta.scoring.files import write_text_atomic
+from espnet_delta.fileio import write_text_atomic
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     one = parser.add_argument_group("score one system")
     one.add_argument("--ref", type=Path, help="reference Kaldi text")
     one.add_argument("--hyp", type=Path, help="hypothesis Kaldi text")
@@ -59,22 +65,21 @@ def get_parser() -> argparse.ArgumentParser:
     one.add_argument("--out_dir", type=Path, help="score dir to write")
     one.add_argument("--system", default=None, help="system name (default: exp/<system>/.../score_wer)")
     one.add_argument("--test_set", default=None, help="test set name (default: data/<test_set>/text)")
-    sctk = one.add_mutually_exclusive_group()
-    sctk.add_argument("--no_sctk", dest="use_sctk", action="store_false", default=None,
-                      help="do not run sclite even when installed")
-    sctk.add_argument("--require_sctk", dest="use_sctk", action="store_true",
-                      help="fail when sclite is not installed")
+    add_bool_argument(one, "--no_sctk", help="do not run sclite even when installed")
+    add_bool_argument(one, "--require_sctk", help="fail when sclite is not installed")
     many = parser.add_argument_group("RESULTS.md / significance")
     many.add_argument("--results_md", type=Path, default=None, help="write this RESULTS.md from --scored dirs")
     many.add_argument("--scored", nargs="+", type=Path, default=[], help="scored dirs (with score.json)")
     many.add_argument("--baseline", default=None, help="system to test the others against in RESULTS.md")
     many.add_argument("--title", default="RESULTS", help="RESULTS.md title")
+    many.add_argument("--command", default=None,
+                      help="command line recorded in RESULTS.md (default: this command's own)")
     many.add_argument("--compare", nargs=2, type=Path, default=None, metavar=("DIR_A", "DIR_B"),
                       help="significance test between two scored dirs")
     many.add_argument("--out", type=Path, default=None, help="--compare: also write the results as JSON here")
     many.add_argument("--n_resamples", type=int, default=1000, help="bootstrap resamples")
     many.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument("--log_level", default="INFO", choices=("ERROR", "WARNING", "INFO", "DEBUG"))
+    add_log_level_argument(parser)
     return parser
 
 
@@ -112,9 +117,18 @@ def _compare(args: argparse.Namespace) -> None:
         write_text_atomic(args.out, json.dumps(result, indent=1) + "\n")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def own_command(cmd: Optional[Sequence[str]]) -> str:
+    """This command's line as a shell would run it (``cmd`` or ``sys.argv[1:]``)."""
+    argv: List[str] = list(sys.argv[1:] if cmd is None else cmd)
+    return shlex.join([Path(sys.executable).name, "-m", "espnet_delta.bin.score", *argv])
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
     parser = get_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(cmd)
+    if args.no_sctk and args.require_sctk:
+        parser.error("give at most one of --no_sctk and --require_sctk")
+    args.use_sctk = False if args.no_sctk else (True if args.require_sctk else None)
     setup_logging(args.log_level)
     modes = [args.results_md is not None, args.compare is not None, args.hyp is not None or args.ref is not None]
     if sum(modes) != 1:
@@ -123,7 +137,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if args.results_md is not None:
             if not args.scored:
                 parser.error("--results_md needs --scored DIR [DIR ...]")
-            write_results_md(args.results_md, args.scored, args.baseline, args.n_resamples, args.seed, args.title)
+            write_results_md(args.results_md, args.scored, args.baseline, args.n_resamples, args.seed, args.title,
+                             command=args.command or own_command(cmd))
             logging.info("wrote %s from %d scored dirs", args.results_md, len(args.scored))
         elif args.compare is not None:
             _compare(args)

@@ -1,4 +1,10 @@
-"""Audio probing and resampling for data preparation.
+"""Reading audio files: probing, decoding, resampling; the one place that calls soundfile.
+
+Data preparation probes corpus audio (:func:`probe_audio`) and resamples it; feature
+extraction, shape files and greedy decoding read data-dir audio through the same
+functions (via :class:`espnet_delta.features.audio.AudioReader` where a ``wav.scp``
+line is known), so every reader treats unreadable, empty and length-less (FLAC
+stream) files alike.
 
 Every recipe in this project trains at 16 kHz mono.  Corpus audio at another
 rate (or with several channels) is *resampled*, not refused: the converted
@@ -11,15 +17,18 @@ with soundfile and does not support pipes.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
+import numpy as np
 import soundfile
 
-__all__ = ["TARGET_RATE", "AudioError", "AudioInfo", "probe_audio", "resample_to_16k"]
+from espnet_delta.fileio import atomic_path
+
+__all__ = ["TARGET_RATE", "AudioError", "AudioInfo", "probe_audio", "read_audio", "resample_to_16k"]
 
 TARGET_RATE = 16000
 
@@ -47,7 +56,11 @@ class AudioInfo:
         return self.samplerate != TARGET_RATE or self.channels != 1
 
 
-def probe_audio(path: Path, decode: bool = False) -> AudioInfo:
+#: What soundfile raises for a file it cannot open or decode (LibsndfileError is a RuntimeError).
+_READ_ERRORS = (RuntimeError, OSError, ValueError, EOFError)
+
+
+def probe_audio(path: Union[str, Path], decode: bool = False) -> AudioInfo:
     """Read the header of ``path`` (and decode everything if ``decode``).
 
     Raises :class:`AudioError` with reason ``unreadable_audio`` or
@@ -55,6 +68,7 @@ def probe_audio(path: Path, decode: bool = False) -> AudioInfo:
     body is truncated; ``decode=True`` catches that at the cost of reading
     all audio once.
     """
+    path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise AudioError("empty_audio", "0-byte file")
@@ -64,7 +78,7 @@ def probe_audio(path: Path, decode: bool = False) -> AudioInfo:
         # reports SF_COUNT_MAX frames.  Count them by decoding.
         if decode or frames >= _UNKNOWN_FRAMES:
             frames = _count_frames(path)
-    except (RuntimeError, OSError, ValueError, EOFError) as exc:  # soundfile.LibsndfileError is a RuntimeError
+    except _READ_ERRORS as exc:
         raise AudioError("unreadable_audio", str(exc).strip() or type(exc).__name__) from None
     if frames <= 0 or info.samplerate <= 0:
         raise AudioError("empty_audio", f"{frames} frames")
@@ -83,6 +97,20 @@ def _count_frames(path: Path) -> int:
     return frames
 
 
+def read_audio(path: Union[str, Path]) -> tuple[np.ndarray, int]:
+    """All samples of ``path`` as float32 ``(frames, channels)``, and the sample rate.
+
+    Raises :class:`AudioError` with reason ``unreadable_audio`` or ``empty_audio``.
+    """
+    try:
+        wav, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except _READ_ERRORS as exc:
+        raise AudioError("unreadable_audio", str(exc).strip() or type(exc).__name__) from None
+    if wav.shape[0] == 0:
+        raise AudioError("empty_audio", "0 frames")
+    return wav, int(rate)
+
+
 def resample_to_16k(src: Path, dst: Path) -> Path:
     """Write a 16 kHz mono 16-bit WAV copy of ``src`` at ``dst`` with sox.
 
@@ -92,12 +120,9 @@ def resample_to_16k(src: Path, dst: Path) -> Path:
     """
     if shutil.which("sox") is None:
         raise AudioError("bad_sample_rate", "sox is not installed (make install provides it)")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}.wav")
-    cmd = ["sox", "-R", "-D", str(src), "-r", str(TARGET_RATE), "-c", "1", "-b", "16", str(tmp)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise AudioError("bad_sample_rate", f"sox failed: {proc.stderr.strip()}")
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        cmd = ["sox", "-R", "-D", str(src), "-r", str(TARGET_RATE), "-c", "1", "-b", "16", "-t", "wav", str(tmp)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise AudioError("bad_sample_rate", f"sox failed: {proc.stderr.strip()}")
     return dst

@@ -23,11 +23,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from espnet_delta.fileio import TableError, read_table
+
 __all__ = [
     "DataDirError",
     "Utterance",
     "c_sort_key",
     "check_utterances",
+    "id_problem",
     "read_data_dir",
     "validate_data_dir",
     "write_data_dir",
@@ -36,18 +39,12 @@ __all__ = [
 _FILES = ("wav.scp", "text", "utt2spk", "utt2dur")
 
 
-class DataDirError(ValueError):
+class DataDirError(TableError):
     """A data dir (or a set of utterances about to become one) is invalid.
 
     ``path`` and ``line`` (1-based, ``None`` when not tied to a line) name the
     offending spot; both are part of the message.
     """
-
-    def __init__(self, message: str, path: str | os.PathLike[str] | None = None, line: int | None = None):
-        self.path = None if path is None else str(path)
-        self.line = line
-        where = "" if path is None else (f"{path}:{line}: " if line is not None else f"{path}: ")
-        super().__init__(where + message)
 
 
 @dataclass(frozen=True)
@@ -66,9 +63,18 @@ def c_sort_key(key: str) -> bytes:
     return key.encode("utf-8")
 
 
+def id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a Kaldi utterance or speaker id (``None``: it can)."""
+    if not value:
+        return "is empty"
+    if any(ch.isspace() for ch in value):
+        return "contains whitespace"
+    return None
+
+
 def _check_id(kind: str, value: str) -> None:
-    if not value or any(ch.isspace() for ch in value):
-        raise DataDirError(f"{kind} {value!r} is empty or contains whitespace")
+    if (problem := id_problem(value)) is not None:
+        raise DataDirError(f"{kind} {value!r} {problem}")
 
 
 def check_utterances(utts: Iterable[Utterance]) -> list[Utterance]:
@@ -151,24 +157,10 @@ def _read_table(path: Path) -> list[tuple[int, str, str]]:
     """``(line number, key, rest)`` for each line; checks C-sorted, unique keys."""
     if not path.is_file():
         raise DataDirError("file is missing", path)
-    rows: list[tuple[int, str, str]] = []
-    prev: bytes | None = None
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataDirError(f"not valid UTF-8 ({exc})", path) from None
-    for lineno, line in enumerate(lines, start=1):
-        parts = line.strip().split(maxsplit=1)
-        if not parts:
-            raise DataDirError("empty line", path, lineno)
-        key, rest = parts[0], (parts[1] if len(parts) > 1 else "")
-        cur = c_sort_key(key)
-        if prev is not None and cur == prev:
-            raise DataDirError(f"duplicate id {key!r}", path, lineno)
-        if prev is not None and cur < prev:
-            raise DataDirError(f"not sorted (LC_ALL=C): {key!r} after the previous line", path, lineno)
-        prev = cur
-        rows.append((lineno, key, rest))
+    rows = read_table(path, what=path.name, error=DataDirError)
+    for prev, row in zip(rows, rows[1:]):
+        if c_sort_key(row.key) < c_sort_key(prev.key):
+            raise DataDirError(f"not sorted (LC_ALL=C): {row.key!r} after the previous line", path, row.lineno)
     return rows
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from espnet_delta.fileio import read_table
+
 from .screen import Candidate
 
 __all__ = ["AUDIO_SUFFIXES", "MYST_SPLITS", "find_myst_data_dir", "iter_myst_candidates", "myst_utt_id", "read_whisper_hyps"]
@@ -63,10 +65,4 @@ def read_whisper_hyps(path: str | Path) -> dict[str, str]:
 
     Keys may be our utterance ids or MyST basenames; both are looked up.
     """
-    hyps: dict[str, str] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        key, _, hyp = line.partition("\t")
-        hyps[key.strip()] = hyp.strip()
-    return hyps
+    return {row.key: row.value for row in read_table(path, what="Whisper hypotheses", skip_blank=True)}

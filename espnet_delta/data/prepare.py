@@ -14,7 +14,9 @@ Whisper hypothesis file is given -- with WER > ``max_wer`` (50 %).  The test
 set is filtered with the same rules by default so that WERs are comparable
 with the published numbers; ``keep_long_test`` keeps its long utterances.
 LibriSpeech only gets the duration filter (it is read speech with reliable
-transcripts; its short utterances are real speech).
+transcripts; its short utterances are real speech).  Both corpora drop training
+and dev utterances whose audio is too short for a CTC alignment of their
+transcript; test sets keep them and the summary lists them (:mod:`.screen`).
 
 Nothing is ever written under a corpus root.
 """
@@ -41,6 +43,8 @@ __all__ = ["PrepConfig", "SUMMARY_NAME", "prepare_data"]
 logger = logging.getLogger(__name__)
 
 SUMMARY_NAME = "prep_summary.tsv"
+#: Output splits scored, never trained or selected on: they keep every utterance CTC cannot align.
+TEST_SETS = ("test", "libri_test")
 
 
 @dataclass(frozen=True)
@@ -117,23 +121,34 @@ def prepare_data(
             min_words=config.min_words,
             max_wer=config.max_wer,
             decode_audio=config.decode_audio,
+            too_short_for_ctc=_too_short_for_ctc(name),
         )
         utts, stats = _prepare_split(name, iter_myst_candidates(myst_data / folder), cfg, out, hyps)
         all_stats.append(stats)
         if name == "train":
             train = utts
     if librispeech_root:
-        cfg = ScreenConfig(max_duration=config.max_duration, min_words=None, max_wer=None, decode_audio=config.decode_audio)
         for folder, name in LIBRISPEECH_SPLITS.items():
             split_dir = Path(librispeech_root) / folder
             if not split_dir.is_dir():
                 logger.warning("LibriSpeech folder %s is missing; skipping %s", split_dir, name)
                 continue
+            cfg = ScreenConfig(
+                max_duration=config.max_duration,
+                min_words=None,
+                max_wer=None,
+                decode_audio=config.decode_audio,
+                too_short_for_ctc=_too_short_for_ctc(name),
+            )
             all_stats.append(_prepare_split(name, iter_librispeech_candidates(split_dir), cfg, out)[1])
     all_stats.extend(_write_subsets(out, train, config.subset_hours, config.seed))
     summary = write_summary_tsv(all_stats, out / SUMMARY_NAME)
     logger.info("summary written to %s", summary)
     return all_stats
+
+
+def _too_short_for_ctc(split: str) -> str:
+    return "keep" if split in TEST_SETS else "drop"
 
 
 def _write_subsets(out: Path, train: list[Utterance], hours: Sequence[float], seed: int) -> list[SplitStats]:

@@ -4,9 +4,11 @@ Every candidate utterance ends up either kept or dropped under exactly one
 reason: the first check it fails, in the order of :data:`DROP_REASONS`,
 except ``bad_sample_rate``, which can only happen last (audio is resampled
 only once an utterance has passed every other check).
-Bad input is logged at WARNING with the offending file; protocol filters
-(too long, too few words, Whisper WER) are expected in bulk and logged at
-DEBUG.  ``resampled`` and ``no_whisper_hyp`` count *kept* utterances.
+Bad input and ``too_short_for_ctc`` are logged at WARNING with the offending
+file; the papers' protocol filters (too long, too few words, Whisper WER) are
+expected in bulk and logged at DEBUG.  ``resampled``, ``no_whisper_hyp`` and
+``kept_too_short_for_ctc`` count *kept* utterances; the ids of the last (test
+sets keep such utterances, see :mod:`.screen`) are listed in the comment column.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from espnet_delta.fileio import write_text_atomic
+
 __all__ = ["BAD_INPUT_REASONS", "DROP_REASONS", "FILTER_REASONS", "NOTES", "SplitStats", "format_summary", "write_summary_tsv"]
 
 logger = logging.getLogger(__name__)
 
 #: Unusable input files, in check order.
 BAD_INPUT_REASONS: tuple[str, ...] = (
+    "bad_utt_id",  # utterance or speaker id (from file/folder names) empty or with whitespace
     "missing_transcript",  # audio without a transcript
     "missing_audio",  # transcript line without audio (LibriSpeech)
     "non_utf8_text",  # transcript bytes are not UTF-8
@@ -32,11 +37,14 @@ BAD_INPUT_REASONS: tuple[str, ...] = (
     "empty_after_cleaning",  # nothing left after normalize_transcript
     "bad_sample_rate",  # not 16 kHz mono and resampling failed
 )
-#: The MyST protocol filters of the papers.
-FILTER_REASONS: tuple[str, ...] = ("too_few_words", "too_long", "whisper_wer")
+#: Filters of good input: the MyST protocol of the papers (too_few_words, too_long,
+#: whisper_wer) and CTC feasibility (fewer SSL frames than the transcript needs).
+FILTER_REASONS: tuple[str, ...] = ("too_few_words", "too_long", "too_short_for_ctc", "whisper_wer")
 DROP_REASONS: tuple[str, ...] = BAD_INPUT_REASONS + FILTER_REASONS
+#: Filters expected to drop many utterances: logged at DEBUG.
+_BULK_FILTERS: tuple[str, ...] = ("too_few_words", "too_long", "whisper_wer")
 #: Counters about kept utterances.
-NOTES: tuple[str, ...] = ("resampled", "no_whisper_hyp")
+NOTES: tuple[str, ...] = ("resampled", "no_whisper_hyp", "kept_too_short_for_ctc")
 
 
 @dataclass
@@ -49,6 +57,7 @@ class SplitStats:
     dropped: Counter[str] = field(default_factory=Counter)
     notes: Counter[str] = field(default_factory=Counter)
     comment: str = ""
+    too_short_for_ctc_kept: list[str] = field(default_factory=list)  # utterance ids
 
     def keep(self, duration: float) -> None:
         self.kept += 1
@@ -59,8 +68,22 @@ class SplitStats:
         if reason not in DROP_REASONS:
             raise ValueError(f"unknown drop reason {reason!r}")
         self.dropped[reason] += 1
-        level = logging.DEBUG if reason in FILTER_REASONS else logging.WARNING
+        level = logging.DEBUG if reason in _BULK_FILTERS else logging.WARNING
         logger.log(level, "[%s] dropped (%s): %s%s", self.name, reason, path, f" ({detail})" if detail else "")
+
+    def keep_too_short_for_ctc(self, utt_id: str, path: str | os.PathLike[str], detail: str) -> None:
+        """Note (and log) a kept utterance that CTC cannot align; call :meth:`keep` too."""
+        self.notes["kept_too_short_for_ctc"] += 1
+        self.too_short_for_ctc_kept.append(utt_id)
+        logger.warning("[%s] kept although too short for CTC: %s (%s)", self.name, path, detail)
+
+    @property
+    def summary_comment(self) -> str:
+        """The comment column: the free-text comment and the kept too-short-for-CTC ids."""
+        parts = [self.comment] if self.comment else []
+        if self.too_short_for_ctc_kept:
+            parts.append("kept, too short for CTC: " + " ".join(self.too_short_for_ctc_kept))
+        return "; ".join(parts)
 
     @property
     def hours(self) -> float:
@@ -79,7 +102,7 @@ def format_summary(stats: Sequence[SplitStats]) -> str:
     """A plain-text table: one row per metric, one column per split."""
     header = ["", *(s.name for s in stats)]
     rows = [header] + [[col, *values] for col, *values in zip(_columns(), *(_row(s) for s in stats))]
-    comments = [f"  {s.name}: {s.comment}" for s in stats if s.comment]
+    comments = [f"  {s.name}: {s.summary_comment}" for s in stats if s.summary_comment]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows]
     rule = "-" * len(lines[0])
@@ -89,11 +112,6 @@ def format_summary(stats: Sequence[SplitStats]) -> str:
 
 def write_summary_tsv(stats: Sequence[SplitStats], path: str | os.PathLike[str]) -> Path:
     """One row per split, one column per metric (plus a free-text comment)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     lines = ["\t".join(["split", *_columns(), "comment"])]
-    lines += ["\t".join([s.name, *_row(s), s.comment]) for s in stats]
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    lines += ["\t".join([s.name, *_row(s), s.summary_comment]) for s in stats]
+    return write_text_atomic(path, "\n".join(lines) + "\n")

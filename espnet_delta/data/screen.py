@@ -4,21 +4,36 @@ Corpus readers (:mod:`.myst`, :mod:`.librispeech`) only find files and build
 :class:`Candidate` objects; every check lives here so that both corpora count
 bad input the same way.  Checks run in the order of
 :data:`~espnet_delta.data.report.DROP_REASONS` and the first failure wins.
+
+CTC feasibility (``too_short_for_ctc``): the SSL upstreams' convolutional stack
+(400-sample window, 320-sample hop at 16 kHz) yields
+``floor((samples - 400) / 320) + 1`` frames (none below 400 samples), and a CTC
+path over the character labels (``<space>`` included) needs one frame per label
+plus one blank between each pair of equal adjacent labels.  Shorter audio gets an
+infinite CTC loss, which ESPnet's ``zero_infinity`` silently zeroes, so training
+and dev sets drop such utterances; test sets keep them (a WER must count every
+reference) and the summary lists them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-import jiwer
+from espnet_delta.scoring.align import count_errors
 
-from .audio import AudioError, probe_audio, resample_to_16k
-from .kaldi_dir import Utterance
+from .audio import TARGET_RATE, AudioError, AudioInfo, probe_audio, resample_to_16k
+from .kaldi_dir import Utterance, id_problem
 from .report import SplitStats
 from .text_norm import normalize_transcript
+from .tokens import char_tokens
 
-__all__ = ["Candidate", "ScreenConfig", "screen", "word_error_rate"]
+__all__ = ["Candidate", "ScreenConfig", "ctc_min_frames", "screen", "ssl_frames", "word_error_rate"]
+
+#: Receptive field and hop (samples at 16 kHz) of the SSL upstreams' convolutional stack.
+SSL_WINDOW = 400
+SSL_HOP = 320
 
 
 @dataclass(frozen=True)
@@ -41,16 +56,35 @@ class ScreenConfig:
     min_words: int | None = 3
     max_wer: float | None = 0.5
     decode_audio: bool = False  # fully decode audio to catch truncated files
+    too_short_for_ctc: Literal["drop", "keep"] = "drop"  # "keep" (and list) in test sets
 
 
 def word_error_rate(ref: str, hyp: str) -> float:
-    """WER of two transcripts after :func:`normalize_transcript` on both."""
-    ref_n, hyp_n = normalize_transcript(ref), normalize_transcript(hyp)
-    if not ref_n:
-        return 0.0 if not hyp_n else 1.0
-    if not hyp_n:
-        return 1.0
-    return float(jiwer.wer(ref_n, hyp_n))
+    """WER of two transcripts after :func:`normalize_transcript` on both.
+
+    Errors are counted on sclite's alignment (:mod:`espnet_delta.scoring.align`), as in
+    the reported WERs.
+    """
+    ref_words, hyp_words = normalize_transcript(ref).split(), normalize_transcript(hyp).split()
+    if not ref_words:
+        return 0.0 if not hyp_words else 1.0
+    return count_errors(ref_words, hyp_words).errors / len(ref_words)
+
+
+def ssl_frames(samples: int) -> int:
+    """Frames of the upstreams' conv stack for ``samples`` at 16 kHz (module docstring)."""
+    return (samples - SSL_WINDOW) // SSL_HOP + 1 if samples >= SSL_WINDOW else 0
+
+
+def ctc_min_frames(text: str) -> int:
+    """Frames a CTC path over the character labels of ``text`` needs (module docstring)."""
+    labels = char_tokens(text)
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
+
+
+def _samples_at_16k(info: AudioInfo) -> int:
+    """Samples after resampling to 16 kHz (exact for 16 kHz input, nearest otherwise)."""
+    return info.frames if info.samplerate == TARGET_RATE else round(info.frames * TARGET_RATE / info.samplerate)
 
 
 def screen(
@@ -61,6 +95,10 @@ def screen(
     hyps: dict[str, str] | None = None,
 ) -> Utterance | None:
     """Return the utterance to keep, or ``None`` after counting why not."""
+    for kind, value in (("utterance id", cand.utt_id), ("speaker id", cand.spk_id)):
+        if (problem := id_problem(value)) is not None:
+            stats.drop("bad_utt_id", cand.audio or cand.text_source, f"{kind} {value!r} {problem}")
+            return None
     if cand.text is None:
         stats.drop("missing_transcript", cand.audio or cand.text_source, f"no transcript in {cand.text_source}")
         return None
@@ -87,6 +125,11 @@ def screen(
     if cfg.max_duration is not None and info.duration > cfg.max_duration:
         stats.drop("too_long", cand.audio, f"{info.duration:.2f} s")
         return None
+    frames, needed = ssl_frames(_samples_at_16k(info)), ctc_min_frames(text)
+    too_short = frames < needed
+    if too_short and cfg.too_short_for_ctc == "drop":
+        stats.drop("too_short_for_ctc", cand.audio, f"{frames} frames for {needed} CTC labels and blanks")
+        return None
     if hyps is not None:
         hyp = next((hyps[k] for k in (cand.utt_id, *cand.alt_ids) if k in hyps), None)
         if hyp is None:
@@ -102,5 +145,7 @@ def screen(
             stats.drop(exc.reason, cand.audio, str(exc))
             return None
         stats.notes["resampled"] += 1
+    if too_short:
+        stats.keep_too_short_for_ctc(cand.utt_id, cand.audio, f"{frames} frames for {needed} CTC labels and blanks")
     stats.keep(info.duration)
     return Utterance(cand.utt_id, cand.spk_id, str(wav.resolve()), text, info.duration)

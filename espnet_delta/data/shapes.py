@@ -2,31 +2,22 @@
 
 ESPnet's asr.sh gets them from its collect-stats stage, which runs the whole model
 over the data; for raw waveforms the speech shape is just the sample count, read
-from the audio header here.
+from the audio header here (by the reader feature extraction uses, so both refuse
+the same wav.scp lines and files).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import soundfile
-
+from espnet_delta.features.audio import AudioReader, read_wav_scp
 from espnet_delta.fileio import write_text_atomic
 
 
 def speech_shape_lines(wav_scp: Path) -> list[str]:
-    lines = []
-    with open(wav_scp, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            utt, _, path = line.rstrip("\n").partition(" ")
-            if not path or path.endswith("|"):
-                raise ValueError(f"{wav_scp}:{lineno}: expected '<utt> <audio file>', got {line.strip()!r}")
-            try:
-                frames = soundfile.info(path).frames
-            except Exception as e:  # soundfile raises several types
-                raise ValueError(f"{wav_scp}:{lineno}: cannot read {path}: {e}") from e
-            lines.append(f"{utt} {frames}\n")
-    return lines
+    """``<utt> <samples>`` lines, sorted by utterance id."""
+    reader = AudioReader(wav_scp)
+    return [f"{item.utt} {reader.num_samples(item)}\n" for item in read_wav_scp(wav_scp)]
 
 
 def write_speech_shape(wav_scp: Path, out: Path) -> Path:

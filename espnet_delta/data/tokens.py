@@ -13,23 +13,23 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, List
 
-from espnet_delta.fileio import write_text_atomic
+from espnet_delta.fileio import read_table, write_text_atomic
 
 SPACE = "<space>"
 SPECIALS_HEAD = ("<blank>", "<unk>")
 SPECIAL_TAIL = "<sos/eos>"
 
 
+def char_tokens(text: str) -> List[str]:
+    """The character tokens of a cleaned transcript (the CTC labels of ``token_type: char``)."""
+    return [SPACE if ch == " " else ch for ch in text]
+
+
 def char_counts(text_files: Iterable[Path]) -> Counter:
     counts: Counter = Counter()
     for path in text_files:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                parts = line.rstrip("\n").split(maxsplit=1)
-                if not parts:
-                    raise ValueError(f"{path}:{lineno}: empty line")
-                for ch in parts[1] if len(parts) > 1 else "":
-                    counts[SPACE if ch == " " else ch] += 1
+        for row in read_table(path, what="text"):
+            counts.update(char_tokens(row.value))
     return counts
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import numpy as np
-import soundfile
 
-from espnet_delta.features.config import SAMPLE_RATE
+from espnet_delta.data.audio import TARGET_RATE, AudioError, probe_audio, read_audio
+from espnet_delta.fileio import read_table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,19 +22,12 @@ class AudioItem:
 
 def read_wav_scp(wav_scp: Path) -> List[AudioItem]:
     """``utt path`` lines, sorted by id in C byte order; pipes and duplicate ids refused."""
-    items, seen = [], {}
-    with open(wav_scp, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            utt, _, path = line.rstrip("\n").partition(" ")
-            path = path.strip()
-            if not path or path.endswith("|"):
-                raise ValueError(f"{wav_scp}:{lineno}: expected '<utt> <audio file>' (no pipes), got {line.strip()!r}")
-            if utt in seen:
-                raise ValueError(f"{wav_scp}:{lineno}: utterance {utt} already on line {seen[utt]}")
-            seen[utt] = lineno
-            items.append(AudioItem(utt, path, lineno))
+    items = []
+    for lineno, utt, path in read_table(wav_scp, what="wav.scp", skip_blank=True):
+        if not path or path.endswith("|"):
+            got = f"{utt} {path}".strip()
+            raise ValueError(f"{wav_scp}:{lineno}: expected '<utt> <audio file>' (no pipes), got {got!r}")
+        items.append(AudioItem(utt, path, lineno))
     if not items:
         raise ValueError(f"{wav_scp}: no utterances")
     return sorted(items, key=lambda it: it.utt.encode("utf-8"))
@@ -53,6 +46,12 @@ def _utts_fingerprint(items: Sequence[AudioItem]) -> str:
 
 
 class AudioReader:
+    """Sample counts and samples of wav.scp items; errors name the wav.scp line.
+
+    The files are read by :mod:`espnet_delta.data.audio`, which data preparation uses
+    too; the upstreams take 16 kHz mono, anything else is refused here.
+    """
+
     def __init__(self, wav_scp: Path) -> None:
         self.wav_scp = wav_scp
 
@@ -61,29 +60,30 @@ class AudioReader:
 
     def num_samples(self, item: AudioItem) -> int:
         try:
-            info = soundfile.info(item.path)
-        except Exception as e:  # soundfile raises several types
-            raise ValueError(f"{self._where(item)}: cannot read {item.path}: {e}") from e
+            info = probe_audio(item.path)
+        except AudioError as e:
+            raise self._error(item, e) from e
         self._check_format(item, info.samplerate, info.channels)
-        if info.frames <= 0 or info.frames >= 1 << 62:  # FLAC header without a length
-            return len(self.read(item))
-        return int(info.frames)
+        return info.frames
 
     def read(self, item: AudioItem) -> np.ndarray:
         try:
-            wav, rate = soundfile.read(item.path, dtype="float32", always_2d=True)
-        except Exception as e:
-            raise ValueError(f"{self._where(item)}: cannot read {item.path}: {e}") from e
+            wav, rate = read_audio(item.path)
+        except AudioError as e:
+            raise self._error(item, e) from e
         self._check_format(item, rate, wav.shape[1])
-        if wav.shape[0] == 0:
-            raise ValueError(f"{self._where(item)}: {item.path} holds no samples")
         return wav[:, 0]
 
+    def _error(self, item: AudioItem, e: AudioError) -> ValueError:
+        if e.reason == "empty_audio":
+            return ValueError(f"{self._where(item)}: {item.path} holds no samples ({e})")
+        return ValueError(f"{self._where(item)}: cannot read {item.path}: {e}")
+
     def _check_format(self, item: AudioItem, rate: int, channels: int) -> None:
-        if rate != SAMPLE_RATE or channels != 1:
+        if rate != TARGET_RATE or channels != 1:
             raise ValueError(
                 f"{self._where(item)}: {item.path} is {rate} Hz with {channels} channel(s); "
-                f"the upstreams take {SAMPLE_RATE} Hz mono (data preparation resamples)"
+                f"the upstreams take {TARGET_RATE} Hz mono (data preparation resamples)"
             )
 
 

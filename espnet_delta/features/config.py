@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from espnet_delta.features.layout import FT, PT, FeatureLayout, StreamColumns, stream_name
+from espnet_delta.features.layout import FeatureLayout, StreamColumns, stream_names
 from espnet_delta.fileio import load_yaml
-from espnet_delta.ssl.embeddings import HIDDEN_NORMS, MODES, SSLEmbeddingExtractor, UpstreamSpec
+from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor, UpstreamSpec, check_options, hidden_state_index
 
 SAMPLE_RATE = 16000
 
@@ -48,24 +48,13 @@ class ExtractionConfig:
     max_frame_diff: int = 2
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode={self.mode!r}; expected one of {MODES}")
-        if self.hidden_norm not in HIDDEN_NORMS:
-            raise ValueError(f"hidden_norm={self.hidden_norm!r}; expected one of {HIDDEN_NORMS}")
-        if self.layer != "last" and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
-            raise ValueError(f"layer={self.layer!r}; expected 'last' or a hidden-state index")
+        check_options(self.mode, self.layer, self.hidden_norm)
         if not self.others:
             raise ValueError("others: give at least one model besides the reference")
         for i, spec in enumerate(self.others):
             if spec.finetuned is None:
                 raise ValueError(f"others[{i}] ({spec.upstream}): 'finetuned' is required")
-        names = self.stream_names()
-        dups = sorted({n for n in names if names.count(n) > 1})
-        if dups:
-            raise ValueError(
-                f"stream names {dups} occur twice: the streams are named '<name>.ft' / '<name>.pt' after each "
-                "model's 'name' (default: its S3PRL upstream name); give the models distinct names"
-            )
+        self.stream_names()  # refuses a name that occurs twice
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], where: str = "extraction config") -> "ExtractionConfig":
@@ -119,10 +108,7 @@ class ExtractionConfig:
 
     def stream_names(self) -> List[str]:
         """Same order as :meth:`SSLEmbeddingExtractor.stream_names`."""
-        names = [stream_name(self.reference.label, FT)]
-        for spec in self.others:
-            names += ([stream_name(spec.label, PT)] if self.mode == "delta" else []) + [stream_name(spec.label, FT)]
-        return names
+        return stream_names(self.reference.label, [s.label for s in self.others], self.mode)
 
     def build_extractor(self) -> SSLEmbeddingExtractor:
         return SSLEmbeddingExtractor(
@@ -169,12 +155,16 @@ def layout_for(extractor: SSLEmbeddingExtractor, config: ExtractionConfig, dtype
     names = extractor.stream_names()
     if names != config.stream_names():
         raise ValueError(f"extractor streams {names} differ from the config's {config.stream_names()}")
-    index = -1 if config.layer == "last" else int(config.layer)
-    dims = [extractor.reference_ft.hidden_sizes[index]]
+
+    def state_dim(upstream) -> int:  # of the selected hidden state, per model (depths may differ)
+        sizes = upstream.hidden_sizes
+        return sizes[hidden_state_index(config.layer, len(sizes))]
+
+    dims = [state_dim(extractor.reference_ft)]
     for j, ft in enumerate(extractor.others_ft):
         if config.mode == "delta":
-            dims.append(extractor.others_pt[j].hidden_sizes[index])
-        dims.append(ft.hidden_sizes[index])
+            dims.append(state_dim(extractor.others_pt[j]))
+        dims.append(state_dim(ft))
     streams, start = [], 0
     for name, dim in zip(names, dims):
         streams.append(StreamColumns(name, start, start + int(dim)))

@@ -18,9 +18,9 @@ import torch
 from espnet_delta.features.audio import AudioItem, AudioReader, _utts_fingerprint, make_batches, read_wav_scp, shard_items
 from espnet_delta.features.config import SAMPLE_RATE, ExtractionConfig, LayoutMismatchError, check_layout_file, layout_for
 from espnet_delta.features.layout import LAYOUT_FILE, FeatureLayout
+from espnet_delta.fileio import write_lines_atomic
 from espnet_delta.features.shards import (
     ShardFiles,
-    _atomic_lines,
     _check_shards_file,
     _ShardLock,
     clear_out_dir,
@@ -96,8 +96,8 @@ def _write_shard(
     os.replace(ark_tmp, files.ark)
     entries.sort(key=lambda e: e[0].encode("utf-8"))
     total = layout.dim
-    _atomic_lines(files.shape, (f"{utt} {t},{total}\n" for utt, _, t in entries))
-    _atomic_lines(files.scp, (f"{utt} {files.ark}:{offset}\n" for utt, offset, _ in entries))
+    write_lines_atomic(files.shape, (f"{utt} {t},{total}\n" for utt, _, t in entries), fsync=True)
+    write_lines_atomic(files.scp, (f"{utt} {files.ark}:{offset}\n" for utt, offset, _ in entries), fsync=True)
     return len(entries), sum(lengths) / SAMPLE_RATE
 
 

@@ -34,6 +34,8 @@ LAYOUT_FORMAT = "espnet_delta.features.layout/1"
 LAYOUT_FILE = "layout.json"
 DTYPES = ("float32", "float16")
 FT, PT = "ft", "pt"
+#: What the other models contribute: E_delta = E_ft - E_pt (needs the E_pt streams) or E_ft.
+MODES = ("delta", "full")
 
 
 class LayoutError(ValueError):
@@ -43,6 +45,21 @@ class LayoutError(ValueError):
 def stream_name(model: str, kind: str) -> str:
     """``stream_name("hubert_local", "ft") == "hubert_local.ft"``."""
     return f"{model}.{kind}"
+
+
+def stream_names(reference: str, others: Sequence[str], mode: str) -> List[str]:
+    """The streams of one extraction, in column order: the reference's E_ft, then per
+    other model E_pt (``mode: delta`` only) and E_ft; refuses a name that occurs twice."""
+    names = [stream_name(reference, FT)]
+    for model in others:
+        names += ([stream_name(model, PT)] if mode == "delta" else []) + [stream_name(model, FT)]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise ValueError(
+            f"stream names {dups} occur twice: the streams are named '<name>.ft' / '<name>.pt' after each "
+            "model's 'name' (default: its S3PRL upstream name); give the models distinct names"
+        )
+    return names
 
 
 def split_stream_name(name: str) -> Tuple[str, str]:
@@ -284,8 +301,8 @@ class FeatureLayout:
 
     def fusion_inputs(self, matrix, reference: str, others: Sequence[str], mode: str = "delta"):
         """``(E_ft^ref, [E_delta^j or E_ft^j for j in others])`` as the fusion head takes them."""
-        if mode not in ("delta", "full"):
-            raise ValueError(f"mode={mode!r}; expected 'delta' or 'full'")
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; expected one of {MODES}")
         ref = self.ft(matrix, reference)
         pick = self.delta if mode == "delta" else self.ft
         return ref, [pick(matrix, o) for o in others]

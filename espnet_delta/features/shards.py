@@ -12,16 +12,17 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import kaldiio
 import numpy as np
+from espnet2.fileio.read_text import read_2columns_text
 
 from espnet_delta.features.audio import AudioItem
 from espnet_delta.features.config import LayoutMismatchError, _differences
 from espnet_delta.features.layout import LAYOUT_FILE, write_json_atomic
+from espnet_delta.fileio import write_lines_atomic
 
 SHARDS_FILE = "shards.json"
 MERGED_FILES = ("utt2num_frames", "feats_shape", "feats.scp")  # in write order: feats.scp last
@@ -59,7 +60,10 @@ class ShardFiles:
         return self.scp.is_file()
 
     def partial_files(self) -> List[Path]:
-        paths = [self.ark, self.shape, self.tmp(self.ark), self.tmp(self.shape), self.tmp(self.scp)]
+        """What a killed run of this shard may leave: its ark and shape without scp, and
+        temporaries (the ark's fixed one; ``.feats.<k>.{shape,scp}.*.tmp`` of atomic writes)."""
+        paths = [self.ark, self.shape, self.tmp(self.ark)]
+        paths += [p for f in (self.shape, self.scp) for p in self.out_dir.glob(f".{f.name}.*.tmp")]
         return [p for p in paths if p.exists()]
 
 
@@ -107,27 +111,6 @@ def write_matrix(fd, utt: str, matrix: np.ndarray) -> int:
     return offset
 
 
-def _atomic_lines(path: Path, lines: Iterable[str], unique_tmp: bool = False) -> None:
-    """Write via a temporary file and rename. ``unique_tmp`` for files that two
-    processes may write at once (the merged files); shard files are under a lock."""
-    if unique_tmp:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        f = os.fdopen(fd, "w", encoding="utf-8")
-        tmp = Path(tmp_name)
-    else:
-        tmp = path.with_name(path.name + ".tmp")
-        f = open(tmp, "w", encoding="utf-8")
-    try:
-        with f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def merge_shards(out_dir: Path, nj: int, items: Sequence[AudioItem]) -> None:
     """Write feats.scp, feats_shape and utt2num_frames from the nj complete shards."""
     out_dir = Path(out_dir)
@@ -139,12 +122,10 @@ def merge_shards(out_dir: Path, nj: int, items: Sequence[AudioItem]) -> None:
     for k in range(1, nj + 1):
         files = ShardFiles(out_dir, k)
         for path, table in ((files.scp, scp), (files.shape, shape)):
-            with open(path, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    utt, _, value = line.rstrip("\n").partition(" ")
-                    if utt in table:
-                        raise RuntimeError(f"{path}:{lineno}: utterance {utt} also in another shard")
-                    table[utt] = value
+            for utt, value in read_2columns_text(path).items():
+                if utt in table:
+                    raise RuntimeError(f"{path}: utterance {utt} also in another shard")
+                table[utt] = value
     wanted = [it.utt for it in items]
     missing = [u for u in wanted if u not in scp or u not in shape]
     extra = sorted(set(scp) - set(wanted))
@@ -153,9 +134,9 @@ def merge_shards(out_dir: Path, nj: int, items: Sequence[AudioItem]) -> None:
             f"{out_dir}: shards do not match the data: missing {missing[:5]} ({len(missing)}), "
             f"unexpected {extra[:5]} ({len(extra)}); pass --overwrite to extract again"
         )
-    _atomic_lines(out_dir / "utt2num_frames", (f"{u} {shape[u].split(',')[0]}\n" for u in wanted), unique_tmp=True)
-    _atomic_lines(out_dir / "feats_shape", (f"{u} {shape[u]}\n" for u in wanted), unique_tmp=True)
-    _atomic_lines(out_dir / "feats.scp", (f"{u} {scp[u]}\n" for u in wanted), unique_tmp=True)
+    write_lines_atomic(out_dir / "utt2num_frames", (f"{u} {shape[u].split(',')[0]}\n" for u in wanted), fsync=True)
+    write_lines_atomic(out_dir / "feats_shape", (f"{u} {shape[u]}\n" for u in wanted), fsync=True)
+    write_lines_atomic(out_dir / "feats.scp", (f"{u} {scp[u]}\n" for u in wanted), fsync=True)
     logging.info("merged %d shards into %s (%d utterances)", nj, out_dir / "feats.scp", len(wanted))
 
 

@@ -21,23 +21,19 @@ import dataclasses
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
-from espnet_delta.ssl.upstream import ESPNET_UPSTREAM_PREFIXES
+from espnet_delta.fileio import atomic_path
+from espnet_delta.ssl.tiny import S3PRL_STATE_ENTRY, s3prl_container
+from espnet_delta.ssl.upstream import espnet_upstream_prefix
 
 from .errors import CheckpointFormatError
 
 ESPNET = "espnet"
-S3PRL_WAVLM = "s3prl_wavlm"
-S3PRL_CONVERTED = "s3prl_converted"
-
-#: Container -> the entry holding the model state dict.
-_STATE_ENTRY = {S3PRL_WAVLM: "model", S3PRL_CONVERTED: "model_weight"}
 
 PathLike = Union[str, os.PathLike]
 
@@ -92,10 +88,7 @@ def _detect_prefix(state: Mapping[str, Any], override: Optional[str], name: str)
         if not any(k.startswith(override) for k in state):
             raise CheckpointFormatError(f"{name}: no key starts with the upstream prefix {override!r}")
         return override
-    for prefix in ESPNET_UPSTREAM_PREFIXES:
-        if any(k.startswith(prefix) for k in state):
-            return prefix
-    return None
+    return espnet_upstream_prefix(state)
 
 
 def _check_state(state: Any, where: str) -> Dict[str, torch.Tensor]:
@@ -120,16 +113,13 @@ def from_object(
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = _check_state(obj, name)
         return Checkpoint(state, ESPNET, _detect_prefix(state, upstream_prefix, name), name)
-    if "model_weight" in obj and "model_cfg" in obj:
-        container = S3PRL_CONVERTED
-    elif "model" in obj and "cfg" in obj:
-        container = S3PRL_WAVLM
-    else:
+    container = s3prl_container(obj)
+    if container is None:
         raise CheckpointFormatError(
             f"{name}: not an ESPnet state dict nor an S3PRL wavlm/hubert/wav2vec2 local "
             f"checkpoint; top-level keys: {sorted(map(str, obj))[:10]}"
         )
-    entry = _STATE_ENTRY[container]
+    entry = S3PRL_STATE_ENTRY[container]
     state = _check_state(obj[entry], f"{name}[{entry!r}]")
     # Keep every other entry (configs, dictionaries) in the file's order; the state
     # dict's slot holds None and is refilled on save.
@@ -182,7 +172,7 @@ def to_object(template: Checkpoint, state: Dict[str, torch.Tensor]) -> Any:
     """The object to save: ``state`` inside the same container as ``template``."""
     if template.container == ESPNET:
         return state
-    entry = _STATE_ENTRY[template.container]
+    entry = S3PRL_STATE_ENTRY[template.container]
     return {k: (state if k == entry else v) for k, v in template.extra.items()}
 
 
@@ -193,13 +183,6 @@ def save_checkpoint(template: Checkpoint, state: Dict[str, torch.Tensor], path: 
     after the file name, so identical inputs give identical bytes wherever saved.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(to_object(template, state), f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(to_object(template, state), f)
     return path

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import math
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
+from espnet_delta.bin import add_log_level_argument, setup_logging
 from espnet_delta.fileio import load_yaml, write_yaml_atomic
 from espnet_delta.features.layout import FeatureLayout
 
@@ -83,26 +86,36 @@ def render_system(name: str, system: dict, base: dict, args) -> Path:
     return job
 
 
-def main(argv=None) -> None:
+def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--systems", type=Path, required=True)
+    p.add_argument("--systems", type=Path, required=True, help="YAML: system name -> {fusion, mode, deltas, ...}")
     p.add_argument("--only", nargs="*", default=None, help="render only these systems")
-    p.add_argument("--base_config", type=Path, required=True)
-    p.add_argument("--feats_dir", type=Path, required=True)
-    p.add_argument("--data_dir", type=Path, required=True)
+    p.add_argument("--base_config", type=Path, required=True, help="ESPnet config shared by every system")
+    p.add_argument("--feats_dir", type=Path, required=True, help="cached features: <feats_dir>/<set>/feats.scp")
+    p.add_argument("--data_dir", type=Path, required=True, help="Kaldi data dirs: <data_dir>/<set>/text")
     p.add_argument("--train_set", required=True)
     p.add_argument("--valid_set", required=True)
     p.add_argument("--token_type", default="char")
     p.add_argument("--token_list", type=Path, required=True)
     p.add_argument("--exp_dir", type=Path, required=True)
-    args = p.parse_args(argv)
+    add_log_level_argument(p)
+    return p
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    """Prints the job directories on stdout (the stage engine reads them); logs go to stderr."""
+    p = get_parser()
+    args = p.parse_args(cmd)
+    setup_logging(args.log_level)
     systems = load_yaml(args.systems)
     base = load_yaml(args.base_config)
     names = args.only if args.only else list(systems)
     for name in names:
         if name not in systems:
             p.error(f"{args.systems}: no system {name!r} (has {sorted(systems)})")
-        print(render_system(name, systems[name], base, args))
+        job = render_system(name, systems[name], base, args)
+        logging.debug("%s: wrote %s", name, job / "train.yaml")
+        print(job)
     sys.stdout.flush()
 
 

@@ -6,12 +6,15 @@
 """
 
 import argparse
+import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
+from espnet_delta.bin import add_log_level_argument, setup_logging
 from espnet_delta.fileio import load_yaml, write_yaml_atomic
 
 
-def main(argv=None) -> None:
+def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--upstream_conf", type=Path, required=True, help="YAML: name -> {upstream, path_or_url}")
     p.add_argument("--reference", required=True)
@@ -21,7 +24,14 @@ def main(argv=None) -> None:
     p.add_argument("--layer", default="last")
     p.add_argument("--hidden_norm", default="auto")
     p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
+    add_log_level_argument(p)
+    return p
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    p = get_parser()
+    args = p.parse_args(cmd)
+    setup_logging(args.log_level)
     table = load_yaml(args.upstream_conf)
 
     def spec(name: str) -> dict:
@@ -41,6 +51,7 @@ def main(argv=None) -> None:
         "hidden_norm": args.hidden_norm,
     }
     write_yaml_atomic(config, args.out)
+    logging.info("wrote %s", args.out)
 
 
 if __name__ == "__main__":

@@ -8,18 +8,25 @@ writes ``<out_dir>/<set>/speech_shape`` for each set.
 import argparse
 import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
-from espnet_delta.bin import setup_logging
+from espnet_delta.bin import add_log_level_argument, setup_logging
 from espnet_delta.data.shapes import write_speech_shape
 
 
-def main(argv=None) -> None:
+def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", type=Path, required=True)
     p.add_argument("--sets", nargs="+", required=True)
     p.add_argument("--out_dir", type=Path, required=True)
-    args = p.parse_args(argv)
-    setup_logging()
+    add_log_level_argument(p)
+    return p
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    p = get_parser()
+    args = p.parse_args(cmd)
+    setup_logging(args.log_level)
     for name in args.sets:
         scp = args.data_dir / name / "wav.scp"
         if not scp.is_file():

@@ -6,17 +6,24 @@
 import argparse
 import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
-from espnet_delta.bin import setup_logging
+from espnet_delta.bin import add_log_level_argument, setup_logging
 from espnet_delta.data.tokens import char_token_list, write_token_list
 
 
-def main(argv=None) -> None:
+def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--text", type=Path, nargs="+", required=True, help="Kaldi text file(s): <utt> <transcript>")
     p.add_argument("--out", type=Path, required=True, help="token list to write (one token per line)")
-    args = p.parse_args(argv)
-    setup_logging()
+    add_log_level_argument(p)
+    return p
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    p = get_parser()
+    args = p.parse_args(cmd)
+    setup_logging(args.log_level)
     for path in args.text:
         if not path.is_file():
             p.error(f"text file not found: {path}")

@@ -19,9 +19,9 @@ import logging
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from espnet_delta.bin import setup_logging
+from espnet_delta.bin import add_log_level_argument, setup_logging
 from espnet_delta.fileio import write_text_atomic
 
 MODEL_NAME = "valid.wer_ctc.best.pth"
@@ -49,7 +49,7 @@ def decode_and_score(job: Path, sets: List[Tuple[str, Path]], data_dir: Path, ba
     return {name: load_score(job / "decode" / name / "score_wer").counts.wer for name, _ in sets}
 
 
-def main(argv=None) -> None:
+def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", type=Path, required=True, help="job dir of the child-speech model (M1)")
     p.add_argument("--adult", type=Path, required=True, help="job dir of the adult-speech model (M2)")
@@ -64,8 +64,14 @@ def main(argv=None) -> None:
     p.add_argument("--exp_dir", type=Path, required=True)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
-    setup_logging()
+    add_log_level_argument(p)
+    return p
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    p = get_parser()
+    args = p.parse_args(cmd)
+    setup_logging(args.log_level)
     from espnet_delta.merge import MergeConfig
 
     for job in (args.child, args.adult):

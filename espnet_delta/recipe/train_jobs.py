@@ -16,8 +16,9 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Optional, Sequence
 
-from espnet_delta.bin import setup_logging
+from espnet_delta.bin import LOG_FORMAT, add_log_level_argument, setup_logging
 
 DONE = ".done"
 
@@ -30,7 +31,7 @@ def run_job(job: Path, ngpu: int, extra) -> None:
         raise FileNotFoundError(f"{config} not found (render it before training)")
     log_file = job / "train.log"
     handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
     start = time.time()
@@ -43,13 +44,20 @@ def run_job(job: Path, ngpu: int, extra) -> None:
     logging.info("%s: finished in %.1f s (log: %s)", job, time.time() - start, log_file)
 
 
-def main(argv=None) -> None:
+def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("jobs", nargs="+", type=Path, help="job directories holding train.yaml")
     p.add_argument("--ngpu", type=int, default=0)
-    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more asr_train options for every job")
-    args = p.parse_args(argv)
-    setup_logging()
+    add_log_level_argument(p)
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                   help="more asr_train options for every job (the rest of the command line)")
+    return p
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    p = get_parser()
+    args = p.parse_args(cmd)
+    setup_logging(args.log_level)
     for job in args.jobs:
         if (job / DONE).is_file():
             logging.info("%s: already trained (%s), skipping", job, job / DONE)

@@ -33,8 +33,7 @@ CLI: ``python -m espnet_delta.bin.score``.
 """
 
 from .align import COST_INS_DEL, COST_SUB, Counts, align_words, alignment_ops, count_errors, counts_from_ops
-from .files import ScoringInputError
-from .inputs import ScoredUtterance, pair_utterances
+from .inputs import ScoredUtterance, ScoringInputError, pair_utterances
 from .report import format_report, format_summary, speaker_counts, sum_avg_line
 from .results import (
     SCORE_JSON,

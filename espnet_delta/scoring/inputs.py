@@ -11,15 +11,25 @@ from typing import Callable, Sequence
 
 from espnet_delta.data.kaldi_dir import c_sort_key
 from espnet_delta.data.text_norm import normalize_transcript
+from espnet_delta.fileio import TableError, read_table
 
 from .align import Counts, Op, alignment_ops, counts_from_ops, steps_from_ops
-from .files import ScoringInputError, read_table
 
-__all__ = ["ScoredUtterance", "pair_utterances"]
+__all__ = ["ScoredUtterance", "ScoringInputError", "pair_utterances"]
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+
+
+class ScoringInputError(TableError):
+    """An input of the scorer (text, utt2spk, score dir) is invalid; the message names the file."""
+
+
+def _read_text(path: Path, what: str) -> dict[str, str]:
+    """``<utt_id> <words...>`` lines (Kaldi ``text``, ``utt2spk``); an id alone = empty
+    transcript; blank lines skipped; repeated ids and non-UTF-8 refused."""
+    return {row.key: row.value for row in read_table(path, what=what, skip_blank=True, error=ScoringInputError)}
 
 
 @dataclass(frozen=True)
@@ -75,8 +85,8 @@ def pair_utterances(
     Utterances come back sorted by id in C-locale byte order.
     """
     ref_path, hyp_path = Path(ref), Path(hyp)
-    refs = read_table(ref_path, what="reference text")
-    hyps = read_table(hyp_path, what="hypothesis text")
+    refs = _read_text(ref_path, "reference text")
+    hyps = _read_text(hyp_path, "hypothesis text")
     if not refs:
         raise ScoringInputError(f"{ref_path}: reference text has no utterances")
     extra = [u for u in hyps if u not in refs]
@@ -88,7 +98,7 @@ def pair_utterances(
         )
     if utt2spk is not None:
         spk_path = Path(utt2spk)
-        speakers = read_table(spk_path, what="utt2spk")
+        speakers = _read_text(spk_path, "utt2spk")
         missing_spk = [u for u in refs if not speakers.get(u)]
         if missing_spk:
             raise ScoringInputError(f"{spk_path}: no speaker for utterance {missing_spk[0]!r} of {ref_path}")

@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .align import Counts
-from .files import ScoringInputError, write_text_atomic
+from espnet_delta.fileio import write_text_atomic
+
+from .inputs import ScoringInputError
 from .inputs import ScoredUtterance
 from .report import round_half_up
 from .significance import compare_utterances, paired_bootstrap
@@ -178,6 +180,101 @@ def load_score(score_dir: str | os.PathLike[str]) -> ScoreSummary:
         raise ScoringInputError(f"{path}: malformed score.json ({e!r})") from e
 
 
+# ------------------------------------------------------------------ environment
+
+
+def _dist_version(*names: str) -> str:
+    """``"<distribution> <version>"`` of the first installed distribution, else ``"not installed"``."""
+    for name in names:
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=False)
+
+
+def git_commit(path: str | os.PathLike[str] | None = None) -> str:
+    """Short commit hash of the git work tree holding ``path`` (default: this package).
+
+    ``-dirty`` is appended when tracked files differ from the commit (untracked
+    files do not count, as with ``git describe --dirty``) or the state cannot be
+    read; ``unknown`` outside a
+    work tree, when ``path`` is git-ignored there (e.g. a package installed into
+    a virtual env inside another checkout), or without git.
+    """
+    repo = Path(path) if path is not None else Path(__file__).resolve().parents[1]
+    try:
+        head = _git(repo, "rev-parse", "--short", "HEAD")
+        if head.returncode != 0 or _git(repo, "check-ignore", "-q", ".").returncode == 0:
+            return "unknown"
+        dirty = _git(repo, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.returncode != 0 or dirty.stdout.strip() else "")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() in ("model name", "Model", "Hardware", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _gpu_name() -> str:
+    """``"<name>"`` (``" x N"`` for N > 1 visible devices) or ``"none"``."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "none"
+        names = [torch.cuda.get_device_name(k) for k in range(torch.cuda.device_count())]
+    except Exception as e:  # a broken driver must not stop RESULTS.md
+        logger.warning("could not query the GPU: %s", e)
+        return "unknown"
+    if not names:
+        return "none"
+    if len(set(names)) == 1:
+        return names[0] + (f" x {len(names)}" if len(names) > 1 else "")
+    return ", ".join(names)
+
+
+def collect_environment(command: str | None = None, repo: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """What produced a RESULTS.md: date, versions, git commit, machine and ``command``."""
+    return {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "python version": " ".join(sys.version.split()),
+        "espnet version": _dist_version("espnet"),
+        "pytorch version": _dist_version("torch"),
+        "s3prl version": _dist_version("espnet-s3prl", "s3prl"),
+        "Git hash": git_commit(repo),
+        "platform": platform.platform(),
+        "CPU": f"{_cpu_model()} ({os.cpu_count() or 'unknown'} logical cores)",
+        "GPU": _gpu_name(),
+        "command": command or "unknown",
+    }
+
+
+def format_environment(env: Mapping[str, str]) -> list[str]:
+    """ESPnet's ``## Environments`` block: one ``- key: `value` `` line per entry."""
+    lines = ["## Environments"]
+    for key, value in env.items():
+        value = str(value).replace("\n", " ")
+        lines.append(f"- {key}: `` {value} ``" if "`" in value else f"- {key}: `{value}`")
+    return lines + [""]
+
+
+# ------------------------------------------------------------------ RESULTS.md
+
+
 def _fmt(value: float | int) -> str:
     return str(value) if isinstance(value, int) else f"{value:.1f}"
 
@@ -186,18 +283,28 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _level(summary: ScoreSummary, unit: str) -> tuple[Counts, list[ScoredUtterance]]:
+    """Counts and utterances of one summary on words (``WER``) or characters (``CER``)."""
+    if unit == "WER":
+        return summary.counts, summary.utterances
+    return summary.char_counts, summary.char_level()
+
+
 def format_results_md(
     summaries: Sequence[ScoreSummary],
     baseline: str | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
     title: str = "RESULTS",
+    environment: Mapping[str, str] | None = None,
 ) -> str:
-    """Markdown: a system x test set WER table, then one ESPnet-style table per test set.
+    """Markdown: the environment block (when given), system x test set WER and CER
+    tables, then per test set ESPnet-style WER and CER tables.
 
-    With ``baseline`` (a system name), each table gets a column with the
+    With ``baseline`` (a system name), each per-set table gets a column with the
     paired-bootstrap p-value of every other system against the baseline on
-    that test set (:func:`~espnet_delta.scoring.significance.paired_bootstrap`).
+    that test set (:func:`~espnet_delta.scoring.significance.paired_bootstrap`,
+    over word resp. character errors).
     """
     systems: list[str] = []
     sets: list[str] = []
@@ -213,35 +320,43 @@ def format_results_md(
     if baseline is not None and baseline not in systems:
         raise ScoringInputError(f"baseline system {baseline!r} is not among the scored systems {systems}")
 
-    out = [f"# {title}", "",
-           "Word error rates in percent, sclite-compatible alignment; references and hypotheses normalised by "
-           "`espnet_delta.data.text_norm.normalize_transcript` (see `espnet_delta/scoring/__init__.py`).", "",
-           "## WER (%)", "",
-           "|system|" + "|".join(sets) + "|", "|---|" + "---|" * len(sets)]
-    for sys_name in systems:
-        row = [_fmt(wer_numbers(cell[(sys_name, t)].counts)["Err"]) if (sys_name, t) in cell else "-" for t in sets]
-        out.append(f"|{sys_name}|" + "|".join(row) + "|")
-    out.append("")
+    out = [f"# {title}", ""]
+    if environment:
+        out += format_environment(environment)
+    out += ["Word (WER) and character (CER) error rates in percent, sclite-compatible alignment; references and "
+            "hypotheses normalised by `espnet_delta.data.text_norm.normalize_transcript`; CER on characters with "
+            "`<space>` between words, as ESPnet scores it (see `espnet_delta/scoring/results.py`).", ""]
+    for unit in ("WER", "CER"):
+        out += [f"## {unit} (%)", "", "|system|" + "|".join(sets) + "|", "|---|" + "---|" * len(sets)]
+        for sys_name in systems:
+            row = [_fmt(wer_numbers(_level(cell[(sys_name, t)], unit)[0])["Err"]) if (sys_name, t) in cell else "-"
+                   for t in sets]
+            out.append(f"|{sys_name}|" + "|".join(row) + "|")
+        out.append("")
     for test_set in sets:
         base = cell.get((baseline, test_set)) if baseline else None
         head = "|system|" + "|".join(COLUMNS) + "|" + (f"p vs {baseline}|" if base else "")
-        out += [f"## {test_set}", "", head, "|---" * (head.count("|") - 1) + "|"]
-        for sys_name in systems:
-            s = cell.get((sys_name, test_set))
-            if s is None:
-                continue
-            row = f"|{sys_name}|" + "|".join(_fmt(v) for v in wer_numbers(s.counts).values()) + "|"
-            if base:
-                if s is base:
-                    row += "-|"
-                else:
-                    ea, eb, words = compare_utterances(base.utterances, s.utterances)
-                    row += _p(paired_bootstrap(ea, eb, words, n_resamples=n_resamples, seed=seed).p_value) + "|"
-            out.append(row)
-        out.append("")
+        out += [f"## {test_set}", ""]
+        for unit in ("WER", "CER"):
+            out += [f"### {unit}", "", head, "|---" * (head.count("|") - 1) + "|"]
+            for sys_name in systems:
+                s = cell.get((sys_name, test_set))
+                if s is None:
+                    continue
+                counts, utts = _level(s, unit)
+                row = f"|{sys_name}|" + "|".join(_fmt(v) for v in wer_numbers(counts).values()) + "|"
+                if base:
+                    if s is base:
+                        row += "-|"
+                    else:
+                        ea, eb, words = compare_utterances(_level(base, unit)[1], utts)
+                        row += _p(paired_bootstrap(ea, eb, words, n_resamples=n_resamples, seed=seed).p_value) + "|"
+                out.append(row)
+            out.append("")
     if baseline:
         out += [f"p: two-sided paired bootstrap over utterances ({n_resamples} resamples, seed {seed}) of "
-                f"WER(system) - WER({baseline}) on the same test set; see `espnet_delta/scoring/significance.py`.", ""]
+                f"WER(system) - WER({baseline}) (CER tables: of the CERs) on the same test set; "
+                "see `espnet_delta/scoring/significance.py`.", ""]
     return "\n".join(out)
 
 
@@ -252,9 +367,16 @@ def write_results_md(
     n_resamples: int = 1000,
     seed: int = 0,
     title: str = "RESULTS",
+    command: str | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write RESULTS.md (atomically) from scored dirs (each with a ``score.json``)."""
+    """Write RESULTS.md (atomically) from scored dirs (each with a ``score.json``).
+
+    The environment block is ``environment`` or, by default,
+    :func:`collect_environment` with ``command`` (the command line that produced it).
+    """
     if not score_dirs:
         raise ScoringInputError("no scored dirs given for RESULTS.md")
     summaries = [load_score(d) for d in score_dirs]
-    return write_text_atomic(path, format_results_md(summaries, baseline, n_resamples, seed, title))
+    env = environment if environment is not None else collect_environment(command)
+    return write_text_atomic(path, format_results_md(summaries, baseline, n_resamples, seed, title, env))

@@ -28,8 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .files import ScoringInputError
-from .inputs import ScoredUtterance
+from .inputs import ScoredUtterance, ScoringInputError
 
 __all__ = ["BootstrapResult", "MatchedPairsResult", "compare_utterances", "matched_pairs_test", "paired_bootstrap"]
 

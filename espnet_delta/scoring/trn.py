@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Literal
 
-from .files import write_text_atomic
+from espnet_delta.fileio import write_text_atomic
+
 from .inputs import ScoredUtterance
 
 __all__ = ["format_trn", "parse_trn_line", "trn_id", "write_trn"]

@@ -27,11 +27,31 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 
+from espnet_delta.features.layout import MODES, stream_names
 from espnet_delta.ssl.upstream import FrozenUpstream, load_upstream
 
-MODES = ("delta", "full")
 HIDDEN_NORMS = ("auto", "layer_norm", "none")
+
+
+def check_options(mode: str, layer: Union[str, int], hidden_norm: str) -> None:
+    """Refuse an unknown ``mode`` / ``hidden_norm`` and a ``layer`` that is neither
+    ``"last"`` nor an int (bools are refused although Python counts them as ints)."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; expected one of {MODES}")
+    if hidden_norm not in HIDDEN_NORMS:
+        raise ValueError(f"hidden_norm={hidden_norm!r}; expected one of {HIDDEN_NORMS}")
+    if layer != "last" and (isinstance(layer, bool) or not isinstance(layer, int)):
+        raise ValueError(f"layer={layer!r}; expected 'last' or a hidden-state index")
+
+
+def hidden_state_index(layer: Union[str, int], n_states: int) -> int:
+    """The index in ``[0, n_states)`` that ``layer`` (``"last"`` or a possibly negative int) names."""
+    index = n_states - 1 if layer == "last" else int(layer)
+    if not -n_states <= index < n_states:
+        raise ValueError(f"layer={layer} is out of range for an upstream with {n_states} hidden states")
+    return index % n_states
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,10 +91,7 @@ def select_hidden_state(
 ) -> torch.Tensor:
     """Pick one hidden state and apply the documented per-layer normalisation."""
     n_states = len(hidden_states)
-    index = n_states - 1 if layer == "last" else int(layer)
-    if not -n_states <= index < n_states:
-        raise ValueError(f"layer={layer} is out of range for an upstream with {n_states} hidden states")
-    index %= n_states
+    index = hidden_state_index(layer, n_states)
     h = hidden_states[index]
     normalise = hidden_norm == "layer_norm" or (hidden_norm == "auto" and index != n_states - 1)
     return F.layer_norm(h, h.shape[-1:]) if normalise else h
@@ -97,7 +114,7 @@ def align_lengths(lengths: List[torch.Tensor], max_frame_diff: int, names: List[
 def mask_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Trim to the longest length and zero frames past each utterance's length."""
     x = x[:, : int(lengths.max())]
-    valid = torch.arange(x.size(1), device=x.device)[None, :] < lengths.to(x.device)[:, None]
+    valid = ~make_pad_mask(lengths.to(x.device), maxlen=x.size(1))
     return x * valid.unsqueeze(-1).to(x.dtype)
 
 
@@ -114,12 +131,7 @@ class SSLEmbeddingExtractor(torch.nn.Module):
         max_frame_diff: int = 2,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r}; expected one of {MODES}")
-        if hidden_norm not in HIDDEN_NORMS:
-            raise ValueError(f"hidden_norm={hidden_norm!r}; expected one of {HIDDEN_NORMS}")
-        if layer != "last" and not isinstance(layer, int):
-            raise ValueError(f"layer={layer!r}; expected 'last' or a hidden-state index")
+        check_options(mode, layer, hidden_norm)
         self.mode = mode
         self.layer = layer
         self.hidden_norm = hidden_norm
@@ -175,12 +187,7 @@ class SSLEmbeddingExtractor(torch.nn.Module):
             return [mask_padding(o, lengths) for o in outs], lengths
 
     def stream_names(self) -> List[str]:
-        names = [f"{self.reference_spec.label}.ft"]
-        for spec in self.other_specs:
-            names += ([f"{spec.label}.pt"] if self.mode == "delta" else []) + [f"{spec.label}.ft"]
-        if len(set(names)) != len(names):
-            raise ValueError(f"stream names must be unique, got {names}: give the models distinct 'name's")
-        return names
+        return stream_names(self.reference_spec.label, [s.label for s in self.other_specs], self.mode)
 
     def forward(
         self, wavs: torch.Tensor, wavs_len: torch.Tensor

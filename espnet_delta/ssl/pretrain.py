@@ -27,6 +27,8 @@ from its per-epoch state, give byte-identical weights on one machine.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import logging
 import math
 from pathlib import Path
@@ -43,7 +45,9 @@ from espnet_delta.ssl.pretrain_targets import (
     num_frames,
     standardize,
 )
-from espnet_delta.ssl.tiny import save_atomic, weights_of
+from espnet_delta.fileio import atomic_path
+from espnet_delta.ssl.tiny import weights_of
+from espnet_delta.ssl.upstream import conv_output_lengths, conv_strides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +70,16 @@ class PretrainConfig:
 
 
 # ----------------------------------------------------------------------------- models
+
+
+def save_reproducible(obj, path: Path) -> None:
+    """torch.save through a buffer, then an atomic write: the archive's internal record
+    name comes from the file name when saving to a path, so saving to a temporary
+    sibling would make equal weights differ byte-wise."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
 
 
 def detect_arch(checkpoint: Dict) -> str:
@@ -154,13 +168,13 @@ def encode(model: torch.nn.Module, wav: torch.Tensor, lengths: torch.Tensor,
     """
     features = model.feature_extractor(wav).transpose(1, 2)
     features = model.layer_norm(features)
-    frames = num_frames(lengths)
+    frames = conv_output_lengths(lengths, conv_strides(model))
     padding = torch.arange(features.size(1))[None, :] >= frames[:, None]
     if model.post_extract_proj is not None:
         features = model.post_extract_proj(features)
     x = model.dropout_input(features)
-    if mask is not None:
-        x = torch.where(mask[..., None], model.mask_emb.to(x.dtype), x)
+    if mask is not None:  # never a padded frame, whatever the caller's mask says
+        x = torch.where((mask & ~padding)[..., None], model.mask_emb.to(x.dtype), x)
     x, _ = model.encoder(x, padding_mask=padding if padding.any() else None,
                          layer=None if layer is None else layer - 1)
     return x, frames
@@ -278,8 +292,8 @@ def pretrain(
     if not cfg.epochs or min(cfg.epochs) < 1:
         raise ValueError(f"epochs={cfg.epochs}: expected at least one positive entry per iteration")
     checkpoint = torch.load(in_checkpoint, map_location="cpu", weights_only=True)
-    identity = {"config": dataclasses.asdict(cfg), "lengths": [len(w) for w in wavs],
-                "input": str(in_checkpoint)}
+    identity = {"config": dataclasses.asdict(cfg), "audio": _fingerprint(wavs),
+                "input": hashlib.sha256(in_checkpoint.read_bytes()).hexdigest()}
     with torch.random.fork_rng(devices=[]):
         model, normalize = build_model(checkpoint)
         state = _load_state(work_dir / "state.pt", identity)
@@ -291,12 +305,12 @@ def pretrain(
             if start >= cfg.epochs[iteration - 1]:
                 continue  # finished before the kill
             targets = _targets(work_dir / f"targets_iter{iteration}.pt", identity, model, wavs, normalize, cfg,
-                               iteration)
+                               iteration, resuming=start > 0)
             _train_iteration(model, normalize, wavs, targets, cfg, iteration, start,
                              state if start > 0 else None, work_dir / "state.pt", identity,
                              f"{in_checkpoint.stem}", progress)
             state = None
-    save_atomic(checkpoint_with_weights(checkpoint, model), out_checkpoint)
+    save_reproducible(checkpoint_with_weights(checkpoint, model), out_checkpoint)
     logging.info("wrote pre-trained upstream %s", out_checkpoint)
     return out_checkpoint
 
@@ -334,11 +348,11 @@ def _train_iteration(model, normalize, wavs, targets, cfg: PretrainConfig, itera
             torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(head.parameters()), cfg.grad_clip)
             optim.step()
             sched.step()
-            total, correct, n = total + float(loss), correct + float(accuracy), n + 1
+            total, correct, n = total + loss.item(), correct + accuracy.item(), n + 1
             bar.set_postfix(loss=f"{total / n:.3f}")
         logging.info("%s iteration %d epoch %d/%d: masked-frame CE %.4f, unit accuracy %.3f (%d batches)",
                      name, iteration, epoch + 1, epochs, total / n, correct / n, n)
-        save_atomic(dict(identity, iteration=iteration, epoch=epoch + 1, model=model.state_dict(),
+        save_reproducible(dict(identity, iteration=iteration, epoch=epoch + 1, model=model.state_dict(),
                          head=head.state_dict(), optim=optim.state_dict(), sched=sched.state_dict()), state_path)
 
 
@@ -352,13 +366,29 @@ def _load_state(path: Path, identity: Dict) -> Optional[Dict]:
     return state
 
 
+def _fingerprint(wavs: Sequence[torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for w in wavs:
+        h.update(str(len(w)).encode())
+        h.update(w.numpy().tobytes())
+    return h.hexdigest()
+
+
 def _targets(path: Path, identity: Dict, model, wavs, normalize: bool, cfg: PretrainConfig,
-             iteration: int) -> List[torch.Tensor]:
+             iteration: int, resuming: bool) -> List[torch.Tensor]:
     """The units of one iteration, computed once per run and kept in the work dir."""
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if all(saved.get(k) == v for k, v in identity.items()):
             return saved["units"]
+    if resuming and iteration > 1:
+        raise RuntimeError(f"{path} is missing or stale, and the targets of iteration {iteration} cannot be "
+                           f"recomputed from a half-trained model; delete {path.parent} to restart")
     units = mfcc_units(wavs, cfg) if iteration == 1 else layer_units(model, wavs, normalize, cfg, iteration)
-    save_atomic(dict(identity, units=units), path)
+    frames = conv_output_lengths(torch.tensor([len(w) for w in wavs]), conv_strides(model)).tolist()
+    for i, (u, n) in enumerate(zip(units, frames)):
+        if len(u) != n:
+            raise RuntimeError(f"utterance {i}: {len(u)} target units for {n} CNN frames; the CNN must have "
+                               f"a {FRAME_LENGTH}-sample receptive field and a 320-sample hop")
+    save_reproducible(dict(identity, units=units), path)
     return units

@@ -18,13 +18,20 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 
 from espnet_delta.fileio import atomic_path
 
 ARCHITECTURES = ("wavlm", "hubert", "wav2vec2")
+
+#: The two containers of S3PRL local checkpoints -> the entry holding the model's state
+#: dict: ``wavlm_local`` loads ``{"cfg", "model"}``; ``hubert_local`` / ``wav2vec2_local``
+#: load S3PRL's fairseq-free conversion ``{"task_cfg", "model_cfg", "model_weight"[, ...]}``.
+S3PRL_WAVLM = "s3prl_wavlm"
+S3PRL_CONVERTED = "s3prl_converted"
+S3PRL_STATE_ENTRY = {S3PRL_WAVLM: "model", S3PRL_CONVERTED: "model_weight"}
 
 #: S3PRL upstream name that loads a local checkpoint of each architecture.
 LOCAL_UPSTREAM = {
@@ -152,13 +159,26 @@ def _detached(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-def weights_of(checkpoint: Dict) -> Dict[str, torch.Tensor]:
-    """The model state dict inside an S3PRL local checkpoint of any supported format."""
+def s3prl_container(checkpoint: Any) -> Optional[str]:
+    """:data:`S3PRL_WAVLM` or :data:`S3PRL_CONVERTED` for a loaded S3PRL local checkpoint,
+    ``None`` for anything else (e.g. an ESPnet state dict)."""
+    if not isinstance(checkpoint, Mapping):
+        return None
+    if "model_weight" in checkpoint and "model_cfg" in checkpoint:
+        return S3PRL_CONVERTED
     if "model" in checkpoint and "cfg" in checkpoint:
-        return checkpoint["model"]
-    if "model_weight" in checkpoint:
-        return checkpoint["model_weight"]
-    raise KeyError("not an S3PRL wavlm/hubert/wav2vec2 local checkpoint (no 'model' or 'model_weight')")
+        return S3PRL_WAVLM
+    return None
+
+
+def weights_of(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
+    """The model state dict inside an S3PRL local checkpoint of either container."""
+    container = s3prl_container(checkpoint)
+    if container is None:
+        raise KeyError(
+            "not an S3PRL wavlm/hubert/wav2vec2 local checkpoint (no 'cfg'+'model' or 'model_cfg'+'model_weight')"
+        )
+    return checkpoint[S3PRL_STATE_ENTRY[container]]
 
 
 def save_atomic(obj, path: Path) -> None:

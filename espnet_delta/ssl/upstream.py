@@ -17,15 +17,16 @@ from __future__ import annotations
 import logging
 import types
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import torch
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+
+from espnet_delta.ssl.tiny import s3prl_container, weights_of
 
 #: Where ESPnet's S3PRL frontend keeps the SSL model inside an ASR checkpoint
 #: (newest first; old ESPnet versions lacked the second ``upstream``).
 ESPNET_UPSTREAM_PREFIXES = ("frontend.upstream.upstream.model.", "frontend.upstream.model.")
-#: Prefix of the same weights inside :class:`s3prl.nn.S3PRLUpstream`.
-S3PRL_MODEL_PREFIX = "upstream.model."
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -55,11 +56,17 @@ def build_s3prl_upstream(name: str, path_or_url: Optional[str] = None, extra_con
         return S3PRLUpstream(name, path_or_url=path_or_url, extra_conf=extra_conf)
 
 
+def espnet_upstream_prefix(keys: Iterable[str]) -> Optional[str]:
+    """The first of :data:`ESPNET_UPSTREAM_PREFIXES` that some key starts with, else ``None``."""
+    keys = list(keys)
+    return next((p for p in ESPNET_UPSTREAM_PREFIXES if any(k.startswith(p) for k in keys)), None)
+
+
 def read_upstream_weights(checkpoint_path: str) -> Dict[str, torch.Tensor]:
     """The SSL model's weights (keys relative to the model) from a fine-tuned checkpoint.
 
     Accepts an ESPnet ASR checkpoint (either upstream prefix) or a bare S3PRL local
-    checkpoint (``{"cfg", "model"}`` or ``{"model_cfg", "model_weight", ...}``).
+    checkpoint (either container of :func:`espnet_delta.ssl.tiny.s3prl_container`).
     """
     path = Path(checkpoint_path)
     if not path.is_file():
@@ -67,18 +74,15 @@ def read_upstream_weights(checkpoint_path: str) -> Dict[str, torch.Tensor]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise CheckpointMismatchError(f"{path}: expected a state dict, got {type(state).__name__}")
-    if "model_weight" in state:
-        return dict(state["model_weight"])
-    if "model" in state and "cfg" in state:
-        return dict(state["model"])
-    for prefix in ESPNET_UPSTREAM_PREFIXES:
-        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if weights:
-            return weights
-    raise CheckpointMismatchError(
-        f"{path}: no SSL upstream weights found (looked for keys starting with "
-        f"{' or '.join(ESPNET_UPSTREAM_PREFIXES)}, or an S3PRL 'model'/'model_weight' entry)"
-    )
+    if s3prl_container(state) is not None:
+        return dict(weights_of(state))
+    prefix = espnet_upstream_prefix(state)
+    if prefix is None:
+        raise CheckpointMismatchError(
+            f"{path}: no SSL upstream weights found (looked for keys starting with "
+            f"{' or '.join(ESPNET_UPSTREAM_PREFIXES)}, or an S3PRL 'model'/'model_weight' entry)"
+        )
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def load_weights_into(upstream, weights: Dict[str, torch.Tensor], source: str) -> None:
@@ -140,8 +144,9 @@ def conv_output_lengths(samples: torch.Tensor, kernels_strides: List[Tuple[int, 
 
 def _exact_forward_padding_mask(self, features: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
     samples = (~padding_mask).sum(-1)
-    frames = conv_output_lengths(samples, conv_strides(self))
-    return torch.arange(features.size(1), device=features.device)[None, :] >= frames[:, None]
+    frames = conv_output_lengths(samples, conv_strides(self)).to(features.device)
+    # make_pad_mask leaves a length-0 row unmasked; an utterance under one window has no frame.
+    return make_pad_mask(frames, maxlen=features.size(1)) | (frames == 0)[:, None]
 
 
 def use_exact_frame_mask(upstream) -> None:
@@ -156,16 +161,6 @@ def use_exact_frame_mask(upstream) -> None:
     model = upstream.upstream.model
     if hasattr(model, "forward_padding_mask"):
         model.forward_padding_mask = types.MethodType(_exact_forward_padding_mask, model)
-
-
-def upstream_pair(
-    name: str, path_or_url: Optional[str], finetuned: str, extra_conf: Optional[dict] = None
-) -> Tuple[object, object]:
-    """(pre-trained, fine-tuned) instances of one architecture."""
-    return (
-        load_upstream(name, path_or_url, None, extra_conf),
-        load_upstream(name, path_or_url, finetuned, extra_conf),
-    )
 
 
 class FrozenUpstream(torch.nn.Module):
@@ -192,10 +187,6 @@ class FrozenUpstream(torch.nn.Module):
     @property
     def upstream(self):
         return self._upstream
-
-    @property
-    def num_hidden_states(self) -> int:
-        return self._upstream.num_layers
 
     @property
     def hidden_sizes(self) -> List[int]:

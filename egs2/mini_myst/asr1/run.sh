@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # The embedded default: a synthetic children's-speech corpus and tiny random upstreams,
-# every stage offline on a laptop CPU. Options after ./run.sh override the ones below.
+# every stage offline on a laptop CPU. Options after ./run.sh override the ones below
+# (./run.sh --help lists them all).
 set -euo pipefail
+. ./db.sh
 
 ../../../local/asr.sh \
-    --mini_corpus_dir downloads/mini_myst \
+    --mini_corpus_dir "${MINI_MYST}" \
     --tiny_upstream_dir downloads/upstreams \
+    --upstream_conf conf/upstreams.yaml \
+    --finetune_config conf/finetune.yaml \
+    --fusion_config conf/fusion.yaml \
+    --fusion_systems conf/fusion_systems.yaml \
     --subset_hours 0.1,0.2 \
     --adult_train_set libri_train \
     --nj 2 \

@@ -1,0 +1,133 @@
+"""Per-utterance gate statistics of the mixture-of-experts fusion systems.
+
+:class:`espnet_delta.fusion.MoEFusion` keeps the gate weights of its last forward
+pass in ``last_gate`` ``(B, T, 1 + K)`` (softmax over the reference and the K
+other models, per frame). Running a trained system on cached features and
+averaging each utterance's weights over its valid frames (``t < length``) gives one
+point per utterance and expert; their histogram shows whether the gate uses the
+delta streams at all and whether it routes utterances differently.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from espnet_delta.analysis.outputs import file_fingerprint, load_cache, save_cache
+from espnet_delta.fileio import load_yaml
+
+
+def utterance_gate_means(gate: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
+    """``[B, E]`` mean of ``gate (B, T, E)`` over the first ``lengths[b]`` frames of each item."""
+    if gate.dim() != 3 or gate.size(0) != lengths.numel():
+        raise ValueError(f"gate of shape {tuple(gate.shape)} does not fit {lengths.numel()} lengths")
+    lengths = lengths.to(gate.device).clamp(max=gate.size(1))
+    if int(lengths.min()) < 1:
+        raise ValueError("an utterance has no frames; its mean gate weight is undefined")
+    valid = (torch.arange(gate.size(1), device=gate.device)[None, :] < lengths[:, None]).to(gate.dtype)
+    sums = (gate * valid.unsqueeze(-1)).sum(1)
+    return (sums / lengths[:, None].to(gate.dtype)).double().cpu().numpy()
+
+
+def moe_systems(exp_dir: Path, model_name: str) -> List[Tuple[str, Path]]:
+    """``(system, job dir)`` of every ``fusion_<system>`` whose config fuses with ``moe`` and
+    whose model file exists."""
+    systems = []
+    for config in sorted(Path(exp_dir).glob("fusion_*/config.yaml")):
+        conf = load_yaml(config)
+        if (conf.get("frontend_conf") or {}).get("fusion") != "moe":
+            continue
+        job = config.parent
+        if not (job / model_name).is_file():
+            logging.warning("%s: MoE system without %s (not trained yet?); no gate histogram", job, model_name)
+            continue
+        systems.append((job.name[len("fusion_"):], job))
+    return systems
+
+
+def expert_labels(frontend, n_experts: int) -> List[str]:
+    """Names of the gate's experts: the reference, then the other models (delta or full)."""
+    reference = getattr(frontend, "reference", None)
+    others = getattr(frontend, "deltas", None)
+    mode = getattr(frontend, "mode", "delta")
+    if reference is None or others is None or len(others) + 1 != n_experts:
+        return [f"expert {k}" for k in range(n_experts)]
+    prefix = "delta " if mode == "delta" else ""
+    return [f"{reference} (ft)"] + [f"{prefix}{o}" for o in others]
+
+
+def find_moe(model):
+    from espnet_delta.fusion import MoEFusion
+
+    found = [m for m in model.modules() if isinstance(m, MoEFusion)]
+    if len(found) != 1:
+        raise RuntimeError(f"expected one MoE fusion module in the model, found {len(found)}")
+    return found[0]
+
+
+@torch.no_grad()
+def collect_gate_means(job: Path, model_name: str, feats_scp: Path, batch_size: int = 8, device: str = "cpu"):
+    """``(utt ids, means [n_utts, 1 + K], expert labels)`` of one system on one feature set."""
+    from tqdm import tqdm
+
+    from espnet_delta.asr.greedy_ctc import batches, read_scp
+    from espnet_delta.bin.decode import load_model
+
+    model = load_model(job / "config.yaml", job / model_name, device)
+    moe = find_moe(model)
+    entries = read_scp(feats_scp)
+    utts, means = [], []
+    with tqdm(total=len(entries), unit="utt", desc=f"gates {job.name}", leave=False) as bar:
+        for keys, feats, lengths in batches(entries, "kaldi_ark", batch_size):
+            moe.last_gate = None
+            _, enc_lens = model.encode(feats.to(device), lengths.to(device))
+            if moe.last_gate is None:
+                raise RuntimeError(f"{job}: the MoE fusion did not run in model.encode")
+            means.append(utterance_gate_means(moe.last_gate, lengths))
+            utts += keys
+            bar.update(len(keys))
+    labels = expert_labels(model.frontend, means[0].shape[1])
+    return utts, np.concatenate(means), labels
+
+
+def gate_means_cached(job: Path, model_name: str, feats_scp: Path, cache: Path, batch_size: int, device: str):
+    """:func:`collect_gate_means`, cached against the model file, config and features."""
+    inputs = {
+        "model": file_fingerprint(job / model_name),
+        "config": file_fingerprint(job / "config.yaml"),
+        "feats_scp": file_fingerprint(feats_scp),
+    }
+    cached = load_cache(cache, inputs)
+    if cached is not None:
+        logging.info("%s: gate statistics up to date (%s)", job, cache)
+        return cached["utts"], np.asarray(cached["means"], dtype=np.float64), cached["labels"]
+    utts, means, labels = collect_gate_means(job, model_name, feats_scp, batch_size, device)
+    save_cache(cache, inputs, {"utts": utts, "means": means.tolist(), "labels": labels})
+    return utts, means, labels
+
+
+def format_gate_table(utts: Sequence[str], means: np.ndarray, labels: Sequence[str]) -> str:
+    lines = ["\t".join(["utt", *labels])]
+    for utt, row in sorted(zip(utts, means.tolist())):
+        lines.append("\t".join([utt, *(f"{v:.6f}" for v in row)]))
+    return "\n".join(lines) + "\n"
+
+
+def gate_sets(feats_dir: Path, sets: Sequence[str]) -> List[Tuple[str, Path]]:
+    """``(set, feats.scp)`` of the sets whose cached features exist (others logged and skipped)."""
+    found = []
+    for name in sets:
+        scp = Path(feats_dir) / name / "feats.scp"
+        if scp.is_file():
+            found.append((name, scp))
+        else:
+            logging.warning("%s missing: no gate histograms on %s", scp, name)
+    return found
+
+
+def describe(means: np.ndarray, labels: Sequence[str]) -> Optional[str]:
+    return ", ".join(f"{label} {m:.3f}" for label, m in zip(labels, means.mean(0))) if len(means) else None

@@ -1,0 +1,100 @@
+"""The stage engine's shell text: every option in --help with its default, stages in numeric order,
+one option parser and one log() for local/*.sh. No stage is run here (see test_recipe.py)."""
+
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ENGINE = REPO / "local" / "asr.sh"
+STAGE_IF = re.compile(r"^if \[ \$\{stage\} -le (\d+) \] && \[ \$\{stop_stage\} -ge (\d+) \]; then$", re.M)
+
+
+def declared_options(script: Path) -> dict:
+    """name -> default of the top-level assignments before ``parse_options "$@"`` (the options)."""
+    head = script.read_text().split('\nparse_options "$@"')[0]
+    options = {}
+    for line in head.splitlines():
+        m = re.match(r"([a-z_][a-z0-9_]*)=(\"[^\"]*\"|\S*)", line)
+        if m:
+            options[m.group(1)] = m.group(2).strip('"')
+    return options
+
+
+def help_lines(script: Path) -> list:
+    proc = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def check_help_lists_options(script: Path, options: dict) -> None:
+    lines = help_lines(script)
+    for name, default in options.items():
+        flag = re.compile(rf"(?<![\w-])--{name}(?!\w)")
+        hits = [line for line in lines if line.lstrip().startswith("--") and flag.search(line)]
+        assert hits, f"--{name} (declared in {script.name}) is missing from its --help"
+        if name == "python" or "(required)" in hits[0]:  # data.sh: no literal default
+            continue
+        assert "default:" in hits[0], f"--{name}: no default in {hits[0]!r}"
+        shown = hits[0].split("default:", 1)[1]
+        assert (default in shown) if default else ("''" in shown), f"--{name}: default {default!r} not in {hits[0]!r}"
+
+
+def test_help_lists_every_option_with_its_default():
+    options = declared_options(ENGINE)
+    # the parser of this test finds what the design names (a guard against parsing nothing)
+    assert {"stage", "stop_stage", "myst", "librispeech", "nj", "ngpu", "upstreams", "fusion_systems",
+            "merge_lambdas", "adult_train_set", "decode_batch_size"} <= set(options)
+    assert len(options) >= 35
+    assert options["stop_stage"] == "9"
+    check_help_lists_options(ENGINE, options)
+
+
+def test_data_sh_uses_the_shared_parser_and_lists_its_options():
+    data_sh = REPO / "local" / "data.sh"
+    text = data_sh.read_text()
+    assert "utils.sh" in text and "parse_options" in text
+    assert "while [ $# -gt 0 ]" not in text  # no second parser
+    options = declared_options(data_sh)
+    assert {"myst", "librispeech", "whisper_hyp", "data_dir", "max_duration", "seed"} <= set(options)
+    check_help_lists_options(data_sh, options)
+    proc = subprocess.run(["bash", str(data_sh)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "--myst <root> is required" in proc.stdout + proc.stderr
+
+
+def test_one_log_function_in_local_scripts():
+    defining = [p.name for p in sorted((REPO / "local").glob("*.sh")) if re.search(r"^log\(\)", p.read_text(), re.M)]
+    assert defining == ["utils.sh"]
+
+
+def test_parse_options_sets_declared_variables_and_rejects_unknown_ones():
+    script = f"""
+        . {REPO / 'local' / 'utils.sh'}
+        help_message() {{ echo HELP; }}
+        a=1; b_c=x
+        parse_options --a 2 --b-c="y z" rest
+        echo "$a|$b_c|${{positional[*]}}"
+    """
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "2|y z|rest"
+    bad = subprocess.run(["bash", "-c", script.replace("--a 2", "--nope 2")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown option --nope" in bad.stdout + bad.stderr
+
+
+def test_stage_blocks_are_in_numeric_order_and_follow_the_data_flow():
+    text = ENGINE.read_text()
+    blocks = [(int(m.group(1)), int(m.group(2)), m.start()) for m in STAGE_IF.finditer(text)]
+    # the design's data flow; 3 (SSL pre-training of the tiny upstreams) is reserved
+    assert [b[0] for b in blocks] == [1, 2, 4, 5, 6, 7, 8, 9]
+    assert all(lo == hi for lo, hi, _ in blocks), "each block runs exactly one stage"
+    # each block's first log line names its own stage
+    ends = [b[2] for b in blocks[1:]] + [len(text)]
+    for (n, _, start), end in zip(blocks, ends):
+        first_log = re.search(r'log "Stage (\d+):', text[start:end])
+        assert first_log and int(first_log.group(1)) == n, f"block of stage {n} logs {first_log and first_log.group(0)}"
+    reserved = text.index("# Stage 3 (SSL pre-training) is added with espnet_delta/ssl/pretrain.py")
+    assert blocks[1][2] < reserved < blocks[2][2]
+    # no work between the blocks (e.g. a job list computed between two stages)
+    for (n, _, start), nxt in zip(blocks, ends):
+        gap = text[text.index("\nfi\n", start):nxt]
+        assert "${python}" not in gap, f"python runs between the blocks of stage {n} and the next one"
