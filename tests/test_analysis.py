@@ -234,7 +234,8 @@ def test_gate_histograms_of_moe_systems(tmp_path):
     weight[0, 0] = 1.0
     build_moe_system(tmp_path / "exp" / "fusion_moe", layout, weight)
     (tmp_path / "exp" / "fusion_cat").mkdir()  # not a MoE system: ignored
-    (tmp_path / "exp" / "fusion_cat" / "config.yaml").write_text(yaml.safe_dump({"frontend_conf": {"fusion": "concat"}}))
+    concat = {"frontend_conf": {"fusion": "concat"}}
+    (tmp_path / "exp" / "fusion_cat" / "config.yaml").write_text(yaml.safe_dump(concat))
     values = {"a": (10, 2.0), "b": (4, -1.0), "c": (7, 0.0)}
     feats = tmp_path / "feats" / "test"
     feats.mkdir(parents=True)

@@ -105,7 +105,7 @@ def test_padded_frames_are_never_scored(small_upstreams):
 
 def _epoch_losses(caplog):
     return [float(m.group(1)) for r in caplog.records
-            if (m := re.search(r"masked-frame CE ([0-9.]+)", r.getMessage()))]
+            if (m := re.search(r"cross-entropy ([0-9.]+),", r.getMessage()))]
 
 
 def test_loss_falls_and_checkpoint_loads_through_s3prl(small_upstreams, tmp_path, caplog):

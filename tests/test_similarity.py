@@ -87,7 +87,8 @@ def test_pwcca_weights_come_from_x():
         # more dimensions than frames: rank <= N - 1 = 19 after centring
         (lambda r: r.standard_normal((20, 50)), lambda r: r.standard_normal((20, 30))),
         # a constant column next to informative ones
-        (lambda r: np.hstack([np.full((100, 1), 7.3), r.standard_normal((100, 3))]), lambda r: r.standard_normal((100, 3))),
+        (lambda r: np.hstack([np.full((100, 1), 7.3), r.standard_normal((100, 3))]),
+         lambda r: r.standard_normal((100, 3))),
     ],
 )
 def test_rank_deficient_inputs_do_not_crash(x, y):

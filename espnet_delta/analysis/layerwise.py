@@ -69,10 +69,14 @@ class SampleOptions:
         return {k: getattr(self, k) for k in ("max_utts", "max_frames", "seed", "hidden_norm", "keep_variance")}
 
 
-def models_from_conf(upstream_conf: Dict[str, dict], names: Sequence[str], finetuned: str, where: str) -> List[AnalysisModel]:
+def models_from_conf(
+    upstream_conf: Dict[str, dict], names: Sequence[str], finetuned: str, where: str
+) -> List[AnalysisModel]:
     """Models named in ``names`` whose fine-tuned checkpoint (``finetuned`` with ``{name}``) exists."""
     models = []
     for name in names:
+        if "," in name:
+            raise ValueError(f"{where}: model name {name!r} contains a comma (it is a CSV field)")
         entry = upstream_conf.get(name)
         if not isinstance(entry, dict) or "upstream" not in entry:
             raise ValueError(f"{where}: no entry {name!r} with an 'upstream' key (has {sorted(upstream_conf)})")

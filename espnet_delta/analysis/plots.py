@@ -67,8 +67,8 @@ def wer_bar_figure(rows: Sequence[Tuple[str, float, float, float]], title: str, 
     err = np.array([[r[1] - r[2] for r in rows], [r[3] - r[1] for r in rows]])
     y = np.arange(len(rows))
     ax.barh(y, wers, xerr=np.clip(err, 0.0, None), capsize=3, color="tab:blue", alpha=0.75)
-    for yi, w in zip(y, wers):
-        ax.text(w, yi, f" {w:.1f}", va="center", ha="left", fontsize="small")
+    for yi, (_, w, _, hi) in zip(y, rows):
+        ax.text(max(w, hi), yi, f" {w:.1f}", va="center", ha="left", fontsize="small")
     ax.set_yticks(y, names, fontsize="small")
     ax.invert_yaxis()
     top = max([r[3] for r in rows] + [1.0])

@@ -26,8 +26,9 @@ et al. 2018):
 Asymmetry: PWCCA weights come from X (``pwcca(X, Y) != pwcca(Y, X)`` in general);
 the reference implementation instead weights by whichever side has fewer neurons
 and projects the uncentred activations. Here the caller chooses the side (the
-analysis passes the fine-tuned model as X) and the projection uses centred columns,
-so adding a constant to X changes nothing. Mean CCA is symmetric and invariant to
+layer-wise analysis passes the first-named representation: pre-trained for
+similarity(pt, ft), fine-tuned for similarity(ft, delta)) and the projection uses
+centred columns, so adding a constant to X changes nothing. Mean CCA is symmetric and invariant to
 invertible linear maps of either side (up to the 99 % cut).
 
 Bias: with few frames per dimension CCA finds spurious correlations (independent

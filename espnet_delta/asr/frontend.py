@@ -10,9 +10,16 @@ Used from any ESPnet ASR config once the plugin is registered
         - {upstream: wav2vec2_large_ll60k, finetuned: exp/ft_w2v2/valid.loss.best.pth}
       fusion: concat        # concat | weighted | xattn | moe
       mode: delta           # delta | full
-      layer: last
+      layer: last           # one hidden state per model ...
+      # interface: hconv    # ... or every hidden state through a layer interface per stream
+      # interface_conf: {}  # (last | weighted_sum | hconv | concat; see espnet_delta.ssl.interfaces)
 
-Every keyword argument of the constructor is a ``frontend_conf`` key, type-checked
+With ``interface`` set, ``layer`` must stay ``last`` (it is not used): the reference's
+E_ft and every model's delta (or E_ft) are taken at every hidden state ([B, L, T, D],
+``hidden_norm`` applied per state before the delta), one interface per stream (the
+reference and each other model, each with its own parameters) turns each into
+[B, T, F], and fusion runs on those. Without it (the default) the frontend is
+unchanged. Every keyword argument of the constructor is a ``frontend_conf`` key, type-checked
 (typeguard) as YAML gives it. All upstreams are frozen, run in eval mode under ``no_grad`` and are kept out of the
 model's parameters and state dict (see :class:`espnet_delta.ssl.upstream.FrozenUpstream`):
 only the fusion module and the head normalisation are trained and saved. A saved
@@ -31,6 +38,7 @@ from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from typeguard import typechecked
 
 from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
+from espnet_delta.ssl.interfaces import build_interface
 from espnet_delta.fusion import FusionHead
 
 
@@ -52,6 +60,8 @@ class DeltaFusionFrontend(AbsFrontend):
         head_dropout: float = 0.1,
         max_frame_diff: int = 2,
         download_dir: Optional[str] = None,
+        interface: Optional[str] = None,
+        interface_conf: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         if isinstance(fs, str):
@@ -66,20 +76,40 @@ class DeltaFusionFrontend(AbsFrontend):
             import s3prl.util.download
 
             s3prl.util.download.set_dir(download_dir)
+        if interface is None and interface_conf:
+            raise ValueError("delta_fusion: interface_conf is given but interface is not")
+        if interface is not None and layer != "last":
+            raise ValueError(f"delta_fusion: layer={layer!r} and interface={interface!r} exclude each other; "
+                             "an interface reads every hidden state")
         self.extractor = SSLEmbeddingExtractor(
             reference, deltas, mode=mode, layer=layer, hidden_norm=hidden_norm, max_frame_diff=max_frame_diff
         )
+        ref_size, other_sizes = self.extractor.reference_size, self.extractor.other_sizes
+        if interface is not None:
+            conf = interface_conf or {}
+            self.interfaces = torch.nn.ModuleDict({
+                "ref": build_interface(interface, self.extractor.reference_num_states, ref_size, **conf),
+                "others": torch.nn.ModuleList(
+                    build_interface(interface, n, d, **conf)
+                    for n, d in zip(self.extractor.other_num_states, other_sizes)
+                ),
+            })
+            ref_size = self.interfaces["ref"].output_size()
+            other_sizes = [i.output_size() for i in self.interfaces["others"]]
+        else:
+            self.interfaces = None
         self.head = FusionHead(
             fusion,
-            self.extractor.reference_size,
-            self.extractor.other_sizes,
+            ref_size,
+            other_sizes,
             fusion_conf=fusion_conf,
             head_norm=head_norm,
             head_dropout=head_dropout,
         )
         logging.info(
-            "delta_fusion: %s fusion of %s (%d) with %s %s -> %d dims",
+            "delta_fusion: %s%s fusion of %s (%d) with %s %s -> %d dims",
             fusion,
+            "" if interface is None else f" ({interface} interface per stream)",
             self.extractor.reference_spec.upstream,
             self.extractor.reference_size,
             mode,
@@ -91,7 +121,12 @@ class DeltaFusionFrontend(AbsFrontend):
         return self.head.output_size()
 
     def forward(self, input: torch.Tensor, input_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        ref, others, lengths = self.extractor(input, input_lengths)
+        if self.interfaces is None:
+            ref, others, lengths = self.extractor(input, input_lengths)
+        else:
+            ref, others, lengths = self.extractor.layer_streams(input, input_lengths)
+            ref, _ = self.interfaces["ref"](ref, lengths)
+            others = [iface(o, lengths)[0] for iface, o in zip(self.interfaces["others"], others)]
         return self.head(ref, others, lengths), lengths
 
     def reload_pretrained_parameters(self) -> None:

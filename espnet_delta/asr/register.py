@@ -3,15 +3,20 @@
 ESPnet has no plugin hook; its ASR task keeps module-level ``ClassChoices`` whose
 ``.classes`` dicts are read when the argument parser is built and when a saved
 config is turned back into a model. Calling :func:`register` before either makes
-``frontend: delta_fusion`` (or ``cached_fusion``), ``encoder: identity`` and
+``frontend: delta_fusion`` (or ``cached_fusion``, ``ssl_interface``), ``encoder: identity`` and
 ``model: espnet_ctc_wer`` valid in any ESPnet ASR config.
 """
 
 from espnet_delta.asr.cached_frontend import CachedFusionFrontend
 from espnet_delta.asr.frontend import DeltaFusionFrontend
 from espnet_delta.asr.identity_encoder import IdentityEncoder
+from espnet_delta.asr.interface_frontend import SSLInterfaceFrontend
 
-FRONTENDS = {"delta_fusion": DeltaFusionFrontend, "cached_fusion": CachedFusionFrontend}
+FRONTENDS = {
+    "delta_fusion": DeltaFusionFrontend,
+    "cached_fusion": CachedFusionFrontend,
+    "ssl_interface": SSLInterfaceFrontend,
+}
 ENCODERS = {"identity": IdentityEncoder}
 
 

@@ -162,7 +162,12 @@ def figures_markdown(layerwise: Sequence[Path], gate_pngs: Sequence[Path], wer_p
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(cmd)
+    parser = get_parser()
+    args = parser.parse_args(cmd)
+    if args.max_utts < 1 or args.max_frames < 2:
+        parser.error(f"--max_utts must be >= 1 and --max_frames >= 2 (got {args.max_utts}, {args.max_frames})")
+    if not 0.0 < args.keep_variance <= 1.0 or not 0.0 < args.confidence < 1.0:
+        parser.error("--keep_variance must be in (0, 1] and --confidence in (0, 1)")
     setup_logging(args.log_level)
     from espnet_delta.analysis.outputs import write_text_if_changed
 

@@ -47,6 +47,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_seconds", type=float, default=d.batch_samples / 16000, help="padded audio per batch")
     p.add_argument("--mask_prob", type=float, default=d.mask_prob, help="span starts per valid frame x mask_length")
     p.add_argument("--mask_length", type=int, default=d.mask_length, help="frames per masked span")
+    p.add_argument("--masked_weight", type=float, default=d.masked_weight,
+                   help="HuBERT's alpha: weight of the masked-frame loss, 1 - alpha on unmasked frames")
     p.add_argument("--seed", type=int, default=d.seed)
     add_bool_argument(p, "--progress", default=True, help="show progress bars")
     add_log_level_argument(p)
@@ -86,6 +88,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         batch_samples=int(args.batch_seconds * 16000),
         mask_prob=args.mask_prob,
         mask_length=args.mask_length,
+        masked_weight=args.masked_weight,
         seed=args.seed,
     )
     todo = [a for a in args.archs if not (args.out_dir / f"{a}.pt").exists()]

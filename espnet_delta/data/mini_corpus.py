@@ -18,6 +18,17 @@ minutes each of dev and test, and a similar amount of adult speech, built in
 well under two minutes on two cores.  ``scale`` shrinks speakers and
 utterances per speaker (each by ``sqrt(scale)``) for tests.
 
+Phone targets (for phone CTC and PER, like SUPERB's phone recognition): ``phones.txt``
+at the corpus root holds one ``<utt_id> <phones>`` line per utterance of both parts,
+keyed by the utterance ids data preparation gives (MyST ``<student>-<basename>``,
+LibriSpeech ``<spk>-<chapter>-<k>``), in generation order. The phones are espeak-ng's
+own phonemes for exactly what it speaks (``espeak-ng -q --ipa --sep=_ -v <language>``,
+the voice's language without its ``+variant``; spoken fillers included, transcript-only
+markup not): IPA, one token per espeak phoneme (``aɪ``, ``ɑː``, ``tʃ`` stay single
+tokens), separated by single spaces, stress marks ``ˈ ˌ`` removed, no word boundaries.
+A complete corpus from before this file existed gets it on the next call; no other
+file changes.
+
 The same ``scale``/``seed`` give the same bytes on every run (espeak-ng and
 sox are deterministic; sox runs with ``-R -D``: repeatable, no dither).  The
 corpus is built in a temporary sibling folder, a marker file is written last
@@ -32,6 +43,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -42,13 +54,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .myst import myst_utt_id
 from .text_norm import normalize_transcript
 
-__all__ = ["MARKER", "MiniCorpus", "make_mini_corpus", "make_sentence"]
+__all__ = ["MARKER", "PHONES", "MiniCorpus", "make_mini_corpus", "make_sentence", "phonemes"]
 
 logger = logging.getLogger(__name__)
 
 MARKER = ".complete.json"
+PHONES = "phones.txt"
+STRESS_MARKS = ("ˈ", "ˌ")
 VERSION = 1  # bump when the generated content changes
 
 # ---------------------------------------------------------------- vocabulary
@@ -198,6 +213,34 @@ def _plan_librispeech(rng: random.Random, scale: float, items: list[_Item], text
             texts[chapter_dir / f"{spk}-{chapter}.trans.txt"] = "".join(lines)
 
 
+def _utt_id(item: _Item) -> str:
+    """The utterance id data preparation gives ``item`` (see espnet_delta.data.myst / librispeech)."""
+    if item.audio.parts[0] == "myst":
+        session_dir = item.audio.parent
+        return myst_utt_id(session_dir.parent.name, session_dir.name, item.audio.stem)
+    return item.audio.stem
+
+
+# ------------------------------------------------------------- phonemes
+def phonemes(text: str, voice: str) -> str:
+    """espeak-ng's phonemes of ``text`` in ``voice``'s language: space-separated IPA, no stress."""
+    language = voice.split("+")[0]
+    cmd = ["espeak-ng", "-q", "--ipa", "--sep=_", "-v", language, text]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    for mark in STRESS_MARKS:
+        out = out.replace(mark, "")
+    phones = [p for p in re.split(r"[_\s]+", out) if p]
+    if not phones:
+        raise RuntimeError(f"espeak-ng gave no phonemes for {text!r} (voice {language})")
+    return " ".join(phones)
+
+
+def _phone_lines(items: Sequence[_Item], nj: int) -> str:
+    with ThreadPoolExecutor(max_workers=max(1, nj)) as pool:
+        phones = list(pool.map(lambda it: phonemes(it.spoken, it.voice.name), items))
+    return "".join(f"{_utt_id(it)} {p}\n" for it, p in zip(items, phones))
+
+
 # ------------------------------------------------------------- synthesis
 def _synthesise(root: Path, item: _Item) -> None:
     """espeak-ng (22.05 kHz WAV on stdout) -> sox -> 16 kHz mono 16-bit FLAC."""
@@ -249,7 +292,8 @@ def make_mini_corpus(out: str | os.PathLike[str], scale: float = 1.0, seed: int 
     root = Path(out).resolve()
     corpus = MiniCorpus(root, root / "myst", root / "librispeech")
     params = _params(scale, seed)
-    if _existing(root, params):
+    existing = _existing(root, params)
+    if existing and (root / PHONES).is_file():
         logger.info("mini corpus already complete at %s", root)
         return corpus
     for tool in ("espeak-ng", "sox"):
@@ -260,12 +304,19 @@ def make_mini_corpus(out: str | os.PathLike[str], scale: float = 1.0, seed: int 
     texts: dict[Path, str] = {}
     _plan_myst(rng, scale, items, texts)
     _plan_librispeech(rng, scale, items, texts)
+    if existing:  # complete from before phones.txt existed: add it, touch nothing else
+        partial = root / f".{PHONES}.tmp"
+        partial.write_text(_phone_lines(items, nj), encoding="utf-8")
+        os.replace(partial, root / PHONES)
+        logger.info("mini corpus at %s: added %s", root, PHONES)
+        return corpus
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp.", dir=root.parent))
     try:
         for rel, content in texts.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(content, encoding="utf-8")
+        (tmp / PHONES).write_text(_phone_lines(items, nj), encoding="utf-8")
         with ThreadPoolExecutor(max_workers=max(1, nj)) as pool:
             list(tqdm(pool.map(lambda it: _synthesise(tmp, it), items), total=len(items), desc="mini corpus", unit="utt", leave=False))
         vocab = sorted({w for it in items for w in normalize_transcript(it.spoken).split()})

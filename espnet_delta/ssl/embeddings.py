@@ -112,10 +112,10 @@ def align_lengths(lengths: List[torch.Tensor], max_frame_diff: int, names: List[
 
 
 def mask_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Trim to the longest length and zero frames past each utterance's length."""
+    """Trim axis 1 (frames) to the longest length and zero frames past each utterance's length."""
     x = x[:, : int(lengths.max())]
     valid = ~make_pad_mask(lengths.to(x.device), maxlen=x.size(1))
-    return x * valid.unsqueeze(-1).to(x.dtype)
+    return x * valid.reshape(valid.shape + (1,) * (x.dim() - 2)).to(x.dtype)
 
 
 class SSLEmbeddingExtractor(torch.nn.Module):
@@ -159,9 +159,39 @@ class SSLEmbeddingExtractor(torch.nn.Module):
     def other_sizes(self) -> List[int]:
         return [u.hidden_sizes[-1] for u in self.others_ft]
 
+    @property
+    def reference_num_states(self) -> int:
+        return len(self.reference_ft.hidden_sizes)
+
+    @property
+    def other_num_states(self) -> List[int]:
+        return [len(u.hidden_sizes) for u in self.others_ft]
+
     def _state(self, upstream: FrozenUpstream, wavs: torch.Tensor, wavs_len: torch.Tensor):
         hs, frames = upstream(wavs, wavs_len)
         return select_hidden_state(hs, self.layer, self.hidden_norm), frames
+
+    def _all_states(self, upstream: FrozenUpstream, wavs: torch.Tensor, wavs_len: torch.Tensor):
+        """Every hidden state, each normalised as :func:`select_hidden_state` would, as (B, T, L, D)."""
+        hs, frames = upstream(wavs, wavs_len)
+        return torch.stack([select_hidden_state(hs, i, self.hidden_norm) for i in range(len(hs))], dim=2), frames
+
+    def _run(self, wavs: torch.Tensor, wavs_len: torch.Tensor, pick) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        with torch.no_grad():
+            outs, lens = [], []
+            out, n = pick(self.reference_ft, wavs, wavs_len)
+            outs.append(out)
+            lens.append(n)
+            for j, ft in enumerate(self.others_ft):
+                if self.mode == "delta":
+                    out, n = pick(self.others_pt[j], wavs, wavs_len)
+                    outs.append(out)
+                    lens.append(n)
+                out, n = pick(ft, wavs, wavs_len)
+                outs.append(out)
+                lens.append(n)
+            lengths = align_lengths(lens, self.max_frame_diff, self.stream_names())
+            return [mask_padding(o, lengths) for o in outs], lengths
 
     def streams(self, wavs: torch.Tensor, wavs_len: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
         """The raw streams of one pass, aligned and padding-zeroed, with their lengths.
@@ -170,21 +200,20 @@ class SSLEmbeddingExtractor(torch.nn.Module):
         as named by :meth:`stream_names`. Feature caching stores these, so that one
         extraction serves both modes and every subset of the other models.
         """
-        with torch.no_grad():
-            outs, lens = [], []
-            out, n = self._state(self.reference_ft, wavs, wavs_len)
-            outs.append(out)
-            lens.append(n)
-            for j, ft in enumerate(self.others_ft):
-                if self.mode == "delta":
-                    out, n = self._state(self.others_pt[j], wavs, wavs_len)
-                    outs.append(out)
-                    lens.append(n)
-                out, n = self._state(ft, wavs, wavs_len)
-                outs.append(out)
-                lens.append(n)
-            lengths = align_lengths(lens, self.max_frame_diff, self.stream_names())
-            return [mask_padding(o, lengths) for o in outs], lengths
+        return self._run(wavs, wavs_len, self._state)
+
+    def layer_streams(
+        self, wavs: torch.Tensor, wavs_len: torch.Tensor
+    ) -> Tuple[torch.Tensor, List[torch.Tensor], torch.Tensor]:
+        """Like :meth:`forward` at every hidden state: ``(E_ref (B,L,T,D), [E_j (B,L_j,T,D_j)], lengths)``.
+
+        ``layer`` is ignored; ``hidden_norm`` applies per state exactly as for a single
+        selected state (``auto``: every state but the last is normalised, before the
+        delta is taken), so state i of the result equals :meth:`forward` with ``layer=i``.
+        """
+        outs, lengths = self._run(wavs, wavs_len, self._all_states)
+        outs = [o.transpose(1, 2) for o in outs]
+        return outs[0], self._others(outs[1:]), lengths
 
     def stream_names(self) -> List[str]:
         return stream_names(self.reference_spec.label, [s.label for s in self.other_specs], self.mode)
@@ -194,12 +223,13 @@ class SSLEmbeddingExtractor(torch.nn.Module):
     ) -> Tuple[torch.Tensor, List[torch.Tensor], torch.Tensor]:
         """Return ``(E_ref (B,T,D), [E_j (B,T,D_j)], lengths (B,))`` with padded frames zeroed."""
         outs, lengths = self.streams(wavs, wavs_len)
-        ref, rest = outs[0], outs[1:]
+        return outs[0], self._others(outs[1:]), lengths
+
+    def _others(self, rest: List[torch.Tensor]) -> List[torch.Tensor]:
+        """E_ft - E_pt per other model (``mode: delta``) or E_ft (``mode: full``)."""
         if self.mode == "delta":
-            others = [ft - pt for pt, ft in zip(rest[0::2], rest[1::2])]
-        else:
-            others = rest
-        return ref, others, lengths
+            return [ft - pt for pt, ft in zip(rest[0::2], rest[1::2])]
+        return rest
 
     def describe(self) -> Dict[str, object]:
         return {

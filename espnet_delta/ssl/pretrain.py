@@ -39,8 +39,7 @@ import torch.nn.functional as F
 
 from espnet_delta.ssl.pretrain_targets import (
     FRAME_LENGTH,
-    assign_units,
-    kmeans,
+    cluster_units,
     mfcc_frames,
     num_frames,
     standardize,
@@ -64,6 +63,7 @@ class PretrainConfig:
     batch_samples: int = 16000 * 40  # padded samples per batch
     mask_prob: float = 0.65
     mask_length: int = 10
+    masked_weight: float = 1.0  # HuBERT's alpha: 1 = loss on masked frames only
     kmeans_iters: int = 30
     max_kmeans_frames: int = 60000
     seed: int = 0
@@ -185,8 +185,8 @@ def encode(model: torch.nn.Module, wav: torch.Tensor, lengths: torch.Tensor,
 
 def mfcc_units(wavs: Sequence[torch.Tensor], cfg: PretrainConfig) -> List[torch.Tensor]:
     """Iteration-1 targets: k-means units of standardised MFCC frames, one per CNN frame."""
-    feats = standardize([mfcc_frames(w) for w in wavs])
-    return _cluster(feats, cfg, seed=cfg.seed)
+    return cluster_units(standardize([mfcc_frames(w) for w in wavs]), cfg.num_clusters, iters=cfg.kmeans_iters,
+                         seed=cfg.seed, max_points=cfg.max_kmeans_frames)
 
 
 @torch.no_grad()
@@ -203,16 +203,8 @@ def layer_units(model: torch.nn.Module, wavs: Sequence[torch.Tensor], normalize:
         x, frames = encode(model, wav, lengths, layer=cfg.target_layer)
         for j, i in enumerate(batch):
             feats[i] = x[j, : int(frames[j])].float()
-    return _cluster(standardize(feats), cfg, seed=cfg.seed + 1000 * iteration)
-
-
-def _cluster(feats: List[torch.Tensor], cfg: PretrainConfig, seed: int) -> List[torch.Tensor]:
-    stacked = torch.cat(feats)
-    centroids = kmeans(stacked, cfg.num_clusters, iters=cfg.kmeans_iters, seed=seed, max_points=cfg.max_kmeans_frames)
-    units = assign_units(stacked, centroids)
-    used = int(torch.bincount(units, minlength=cfg.num_clusters).gt(0).sum())
-    logging.info("k-means: %d frames -> %d units (%d used)", len(stacked), cfg.num_clusters, used)
-    return list(units.split([len(f) for f in feats]))
+    return cluster_units(standardize(feats), cfg.num_clusters, iters=cfg.kmeans_iters,
+                         seed=cfg.seed + 1000 * iteration, max_points=cfg.max_kmeans_frames)
 
 
 # ----------------------------------------------------------------------------- training
@@ -234,14 +226,20 @@ def _batches(lengths: Sequence[int], batch_samples: int, generator: Optional[tor
     return batches
 
 
-def masked_prediction_loss(model, head, wav, lengths, targets, mask) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and accuracy of the units of masked valid frames."""
+def masked_prediction_loss(model, head, wav, lengths, targets, mask,
+                           masked_weight: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """HuBERT's loss: ``a * CE(masked) + (1 - a) * CE(unmasked)`` over valid frames, and
+    the unit accuracy on masked frames. ``a = masked_weight = 1`` (HuBERT's choice)
+    scores the masked frames only."""
     x, frames = encode(model, wav, lengths, mask=mask)
     valid = torch.arange(x.size(1))[None, :] < frames[:, None]
     scored = mask & valid
     logits = head(x[scored])
     loss = F.cross_entropy(logits, targets[scored])
     accuracy = (logits.argmax(-1) == targets[scored]).float().mean()
+    if masked_weight < 1.0:
+        unmasked = ~mask & valid
+        loss = masked_weight * loss + (1.0 - masked_weight) * F.cross_entropy(head(x[unmasked]), targets[unmasked])
     return loss, accuracy
 
 
@@ -342,7 +340,7 @@ def _train_iteration(model, normalize, wavs, targets, cfg: PretrainConfig, itera
             for j, i in enumerate(batch):
                 tgt[j, : len(targets[i])] = targets[i]
             mask = span_mask(frames, tgt.size(1), cfg.mask_prob, cfg.mask_length, gen)
-            loss, accuracy = masked_prediction_loss(model, head, wav, wav_lengths, tgt, mask)
+            loss, accuracy = masked_prediction_loss(model, head, wav, wav_lengths, tgt, mask, cfg.masked_weight)
             optim.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(head.parameters()), cfg.grad_clip)
@@ -350,7 +348,7 @@ def _train_iteration(model, normalize, wavs, targets, cfg: PretrainConfig, itera
             sched.step()
             total, correct, n = total + loss.item(), correct + accuracy.item(), n + 1
             bar.set_postfix(loss=f"{total / n:.3f}")
-        logging.info("%s iteration %d epoch %d/%d: masked-frame CE %.4f, unit accuracy %.3f (%d batches)",
+        logging.info("%s iteration %d epoch %d/%d: cross-entropy %.4f, masked-frame unit accuracy %.3f (%d batches)",
                      name, iteration, epoch + 1, epochs, total / n, correct / n, n)
         save_reproducible(dict(identity, iteration=iteration, epoch=epoch + 1, model=model.state_dict(),
                          head=head.state_dict(), optim=optim.state_dict(), sched=sched.state_dict()), state_path)

@@ -127,3 +127,14 @@ def kmeans(
 def assign_units(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Index of the nearest centroid of every row of ``x``."""
     return _sq_distances(x.float(), centroids).argmin(1)
+
+
+def cluster_units(features: Sequence[torch.Tensor], num_clusters: int, *, iters: int = 30, seed: int = 0,
+                  max_points: int = 60000) -> List[torch.Tensor]:
+    """Per utterance, the k-means unit of each frame of ``features`` (a list of (T, dim))."""
+    stacked = torch.cat(list(features))
+    centroids = kmeans(stacked, num_clusters, iters=iters, seed=seed, max_points=max_points)
+    units = assign_units(stacked, centroids)
+    used = int(torch.bincount(units, minlength=num_clusters).gt(0).sum())
+    logging.info("k-means: %d frames -> %d units (%d used)", len(stacked), num_clusters, used)
+    return list(units.split([len(f) for f in features]))
