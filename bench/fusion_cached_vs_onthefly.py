@@ -6,7 +6,7 @@ differs:
 
 * on the fly: :class:`DeltaFusionFrontend` runs WavLM (fine-tuned), HuBERT
   (pre-trained and fine-tuned) on every batch, as a frontend inside training would;
-* cached: the same streams were extracted once (stage 5) into a kaldiio ark and are
+* cached: the same streams were extracted once (stage 6) into a kaldiio ark and are
   read back per batch.
 
 The models are randomly initialised *base-size* architectures (12 layers, 768 dims,

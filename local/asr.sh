@@ -10,7 +10,7 @@ set -euo pipefail
 # Options: every variable assigned here is an option (--name value); all are listed in help_message.
 # General
 stage=1                 # first stage to run
-stop_stage=9            # last stage to run
+stop_stage=10           # last stage to run
 nj=2                    # parallel processes per stage (trainings, feature shards, decoding)
 ngpu=0                  # GPUs per training process (0: CPU); decoding uses cuda when > 0
 data_dir=data           # Kaldi-style data dirs (stage 1)
@@ -35,6 +35,11 @@ valid_set=dev
 test_sets="dev test"
 adult_train_set=        # e.g. libri_train: also fine-tune the reference on adult speech (stage 4) for merging (stage 8)
 adult_valid_set=libri_dev
+# SSL pre-training (stage 3)
+pretrained_upstream_dir=     # pre-train the --tiny_upstream_dir checkpoints into this dir ('' skips stage 3)
+pretrain_sets=train          # data sets whose audio is used, untranscribed
+pretrain_archs="wavlm hubert wav2vec2"   # architectures to pre-train
+pretrain_opts=               # more options of pretrain_upstreams, e.g. "--epochs 6 3 --num_clusters 64"
 # Tokens and shapes (stage 2)
 token_type=char         # only char is implemented
 shape_dir=dump/shapes   # speech_shape files per set
@@ -42,6 +47,8 @@ shape_dir=dump/shapes   # speech_shape files per set
 upstreams="wavlm hubert wav2vec2"   # entries of --upstream_conf to fine-tune; the first is the fusion reference
 upstream_conf=conf/upstreams.yaml   # name -> {upstream, path_or_url}
 finetune_config=conf/finetune.yaml  # ESPnet config of CTC fine-tuning
+probe_config=           # ESPnet config of a frozen-upstream CTC probe (frontend: ssl_interface), trained in stage 4
+                        # on the reference's pre-trained and random (--tiny_upstream_dir) checkpoints ('' skips)
 # Feature extraction (stage 6)
 feats_dir=dump/feats    # cached E_ft / E_pt matrices per set
 extract_fp16=false      # true: run the upstreams in float16 (GPU)
@@ -52,14 +59,17 @@ fusion_systems=conf/fusion_systems.yaml  # the fusion systems to train
 merge_lambdas="0.1 0.2 0.3"   # selective attention merge grid, searched on --valid_set
 merge_alphas="0.7 0.8 0.9"
 # Decoding (stages 5, 8, 9)
-decode_batch_size=8     # utterances per greedy-CTC batch
+decode_batch_size=1     # utterances per greedy-CTC batch (1: padded batches of ESPnet's S3PRL frontend change the hypotheses, see README)
+# Analysis (stage 10)
+analysis_max_utts=64        # dev utterances sampled for layer-wise CCA/PWCCA
+analysis_max_frames=20000   # frames pooled over them
 
 help_message() {
     cat <<HELP
 Usage: $0 [options]   (--name value or --name=value; recipe values shown as defaults)
 
 General
-  --stage N --stop_stage M  run stages N..M (default: ${stage}..${stop_stage}); stage 3 is reserved
+  --stage N --stop_stage M  run stages N..M (default: ${stage}..${stop_stage})
   --nj N                    parallel processes per stage (default: ${nj})
   --ngpu N                  GPUs per training process, 0 = CPU (default: ${ngpu})
   --data_dir DIR            data dirs (default: ${data_dir})
@@ -91,10 +101,17 @@ Tokens and shapes (stage 2)
   --token_type TYPE         char only (default: ${token_type})
   --shape_dir DIR           speech_shape files (default: ${shape_dir})
 
+SSL pre-training (stage 3)
+  --pretrained_upstream_dir DIR  pre-train the tiny upstreams into DIR; '' skips (default: '${pretrained_upstream_dir}')
+  --pretrain_sets "A B"     untranscribed audio for pre-training (default: '${pretrain_sets}')
+  --pretrain_archs "A B"    architectures to pre-train (default: '${pretrain_archs}')
+  --pretrain_opts STR       options of pretrain_upstreams (default: '${pretrain_opts}')
+
 SSL models and CTC fine-tuning (stages 4-5)
   --upstreams "A B C"       models to fine-tune; the first is the fusion reference (default: '${upstreams}')
   --upstream_conf FILE      name -> {upstream, path_or_url} (default: ${upstream_conf})
   --finetune_config FILE    ESPnet config of CTC fine-tuning (default: ${finetune_config})
+  --probe_config FILE       frozen-upstream probe on the pre-trained vs random reference; '' skips (default: '${probe_config}')
 
 Feature extraction (stage 6)
   --feats_dir DIR           cached features (default: ${feats_dir})
@@ -111,12 +128,18 @@ Model merging (stage 8, needs --adult_train_set)
 Decoding (stages 5, 8, 9)
   --decode_batch_size N     utterances per greedy-CTC batch (default: ${decode_batch_size})
 
-Stages: 1 data preparation, 2 token list + shapes, 3 (reserved: SSL pre-training),
+Analysis (stage 10)
+  --analysis_max_utts N     dev utterances sampled for layer-wise CCA/PWCCA (default: ${analysis_max_utts})
+  --analysis_max_frames N   frames pooled over them (default: ${analysis_max_frames})
+
+Stages: 1 data preparation, 2 token list + shapes, 3 SSL pre-training of the tiny upstreams,
 4 CTC fine-tuning, 5 decoding + scoring of the fine-tuned models, 6 feature extraction,
-7 fusion training, 8 model merging, 9 decoding + scoring of the fusion systems, RESULTS.md
+7 fusion training, 8 model merging, 9 decoding + scoring of the fusion systems, RESULTS.md,
+10 analysis (CCA/PWCCA per layer, MoE gates, WER chart; figures linked from RESULTS.md)
 HELP
 }
 
+run_command="$0 $*"
 parse_options "$@"
 [ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
 
@@ -152,6 +175,16 @@ render_espnet_config() {
         --set "valid_data_path_and_name_and_type=[[${data_dir}/${va}/wav.scp, speech, sound], [${data_dir}/${va}/text, text, text]]" \
         --set "train_shape_file=[${shape_dir}/${tr}/speech_shape]" \
         --set "valid_shape_file=[${shape_dir}/${va}/speech_shape]" "$@"
+}
+
+# write_results: RESULTS.md from every scored dir, with the analysis figures (stage 10) when present.
+write_results() {
+    local scored=() d append=()
+    for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done
+    [ -f "${exp_dir}/analysis/figures.md" ] && append=(--append_md "${exp_dir}/analysis/figures.md")
+    ${python} -m espnet_delta.bin.score --results_md RESULTS.md --scored "${scored[@]}" --baseline "ft_${reference}" \
+        --command "${run_command}" "${append[@]}"
+    log "Wrote RESULTS.md ($(grep -c '^|' RESULTS.md) table rows)"
 }
 
 # list_fusion_jobs: renders exp/fusion_<system>/train.yaml for every system (needs stage 6's
@@ -192,7 +225,21 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     ${python} -m espnet_delta.recipe.make_shapes --data_dir "${data_dir}" --sets ${sets_with_audio} ${adult_sets} --out_dir "${shape_dir}"
 fi
 
-# Stage 3 (SSL pre-training) is added with espnet_delta/ssl/pretrain.py
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    if [ -z "${pretrained_upstream_dir}" ]; then
+        log "Stage 3: skipped (no --pretrained_upstream_dir): the upstreams of ${upstream_conf} are used as they are"
+    else
+        [ -n "${tiny_upstream_dir}" ] || { log "ERROR: stage 3 pre-trains the checkpoints of --tiny_upstream_dir; set it"; exit 2; }
+        log "Stage 3: self-supervised pre-training ${tiny_upstream_dir} -> ${pretrained_upstream_dir} (skipped when present)"
+        scps=()
+        for s in ${pretrain_sets}; do scps+=("${data_dir}/${s}/wav.scp"); done
+        # one architecture per process, one thread each; run_parallel appends the items, so --archs comes last
+        # shellcheck disable=SC2086
+        run_parallel "${nj}" ${python} -m espnet_delta.bin.pretrain_upstreams --in_dir "${tiny_upstream_dir}" \
+            --out_dir "${pretrained_upstream_dir}" --work_dir "${exp_dir}/pretrain" --wav_scp "${scps[@]}" \
+            ${pretrain_opts} --archs -- ${pretrain_archs}
+    fi
+fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     log "Stage 4: CTC fine-tuning of ${upstreams} on ${train_set} -> ${exp_dir}/ft_<name>"
@@ -209,6 +256,17 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
             --set-from "${upstream_conf}:${reference}=frontend_conf.frontend_conf"
         jobs+=("${job}")
     fi
+    if [ -n "${probe_config}" ]; then
+        [ -n "${tiny_upstream_dir}" ] || { log "ERROR: --probe_config compares with the random checkpoints of --tiny_upstream_dir; set it"; exit 2; }
+        for kind in pretrained random; do
+            job=${exp_dir}/probe_${reference}_${kind}
+            extra=()
+            [ "${kind}" = random ] && extra=(--set "frontend_conf.upstream.path_or_url=${tiny_upstream_dir}/${reference}.pt")
+            render_espnet_config "${probe_config}" "${job}/train.yaml" "${train_set}" "${valid_set}" \
+                --set-from "${upstream_conf}:${reference}=frontend_conf.upstream" "${extra[@]}"
+            jobs+=("${job}")
+        done
+    fi
     run_parallel "${nj}" ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" -- "${jobs[@]}"
 fi
 
@@ -218,6 +276,9 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     for t in ${test_sets}; do tests+=(--test "${t}=${data_dir}/${t}/wav.scp"); done
     jobs=()
     for name in ${upstreams}; do jobs+=("${exp_dir}/ft_${name}"); done
+    if [ -n "${probe_config}" ]; then
+        for kind in pretrained random; do jobs+=("${exp_dir}/probe_${reference}_${kind}"); done
+    fi
     ${python} -m espnet_delta.bin.decode "${jobs[@]}" --model_name valid.wer_ctc.best.pth "${tests[@]}" \
         --input_type sound --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}"
 fi
@@ -267,10 +328,19 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     for t in ${test_sets}; do tests+=(--test "${t}=${feats_dir}/${t}/feats.scp"); done
     run_parallel "${nj}" ${python} -m espnet_delta.bin.decode --model_name valid.wer_ctc.best.pth "${tests[@]}" \
         --input_type kaldi_ark --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}" -- "${fusion_jobs[@]}"
-    scored=()
-    for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done
-    ${python} -m espnet_delta.bin.score --results_md RESULTS.md --scored "${scored[@]}" --baseline "ft_${reference}"
-    log "Wrote RESULTS.md ($(grep -c '^|' RESULTS.md) table rows)"
+    write_results
+fi
+
+if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
+    log "Stage 10: analysis: layer-wise CCA/PWCCA of ${upstreams}, MoE gate histograms, WER chart -> ${exp_dir}/analysis"
+    # shellcheck disable=SC2086
+    ${python} -m espnet_delta.bin.analyze --out_dir "${exp_dir}/analysis" \
+        --upstream_conf "${upstream_conf}" --models ${upstreams} \
+        --finetuned "${exp_dir}/ft_{name}/valid.wer_ctc.best.pth" --wav_scp "${data_dir}/${valid_set}/wav.scp" \
+        --max_utts "${analysis_max_utts}" --max_frames "${analysis_max_frames}" \
+        --exp_dir "${exp_dir}" --feats_dir "${feats_dir}" --gate_sets ${test_sets} --wer_sets ${test_sets} \
+        --batch_size "${decode_batch_size}" --device "${decode_device}"
+    write_results
 fi
 
 log "Successfully finished stages ${stage}..${stop_stage}"

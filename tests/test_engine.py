@@ -46,7 +46,7 @@ def test_help_lists_every_option_with_its_default():
     assert {"stage", "stop_stage", "myst", "librispeech", "nj", "ngpu", "upstreams", "fusion_systems",
             "merge_lambdas", "adult_train_set", "decode_batch_size"} <= set(options)
     assert len(options) >= 35
-    assert options["stop_stage"] == "9"
+    assert options["stop_stage"] == "10"
     check_help_lists_options(ENGINE, options)
 
 
@@ -84,16 +84,15 @@ def test_parse_options_sets_declared_variables_and_rejects_unknown_ones():
 def test_stage_blocks_are_in_numeric_order_and_follow_the_data_flow():
     text = ENGINE.read_text()
     blocks = [(int(m.group(1)), int(m.group(2)), m.start()) for m in STAGE_IF.finditer(text)]
-    # the design's data flow; 3 (SSL pre-training of the tiny upstreams) is reserved
-    assert [b[0] for b in blocks] == [1, 2, 4, 5, 6, 7, 8, 9]
+    # the design's data flow: data, tokens, pre-training, fine-tuning, decoding, extraction,
+    # fusion, merging, decoding + RESULTS.md, analysis
+    assert [b[0] for b in blocks] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert all(lo == hi for lo, hi, _ in blocks), "each block runs exactly one stage"
     # each block's first log line names its own stage
     ends = [b[2] for b in blocks[1:]] + [len(text)]
     for (n, _, start), end in zip(blocks, ends):
         first_log = re.search(r'log "Stage (\d+):', text[start:end])
         assert first_log and int(first_log.group(1)) == n, f"block of stage {n} logs {first_log and first_log.group(0)}"
-    reserved = text.index("# Stage 3 (SSL pre-training) is added with espnet_delta/ssl/pretrain.py")
-    assert blocks[1][2] < reserved < blocks[2][2]
     # no work between the blocks (e.g. a job list computed between two stages)
     for (n, _, start), nxt in zip(blocks, ends):
         gap = text[text.index("\nfi\n", start):nxt]

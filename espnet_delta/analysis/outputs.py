@@ -2,7 +2,8 @@
 
 Every expensive result (one model's layer-wise similarities, one MoE system's gate
 statistics) is cached as JSON next to the figures together with a fingerprint of
-its inputs (file paths, sizes and modification times; the options that change the
+its inputs (file paths and content digests, so that a stage which rewrites a file
+with the same content does not invalidate the cache; the options that change the
 numbers). A rerun whose fingerprint matches reads the cache instead of running any
 model; tables and figures are rewritten only when their contents changed, so a
 rerun with nothing new leaves every output file untouched.
@@ -10,6 +11,7 @@ rerun with nothing new leaves every output file untouched.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,14 +25,21 @@ ANALYSIS_VERSION = 1
 
 
 def file_fingerprint(path) -> Optional[Dict[str, Any]]:
-    """Absolute path, size and mtime (ns) of a file; None for a name that is not a file (hub name)."""
+    """Absolute path, size and SHA-256 of a file; None for a name that is not a file (hub name).
+
+    Content, not mtime: data preparation rewrites wav.scp with identical lines on a
+    rerun, which must not redo the analysis (hashing a large checkpoint takes seconds).
+    """
     if path is None:
         return None
     p = Path(path)
     if not p.is_file():
         return None
-    st = p.stat()
-    return {"path": os.path.abspath(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    digest = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": os.path.abspath(p), "size": p.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def load_cache(path: Path, inputs: Dict[str, Any]) -> Optional[Any]:

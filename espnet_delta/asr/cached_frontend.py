@@ -1,6 +1,6 @@
-"""CachedFusionFrontend: the fusion head on cached SSL feature matrices (stage 6).
+"""CachedFusionFrontend: the fusion head on cached SSL feature matrices (stage 7).
 
-Stage 5 stores, per utterance, one matrix holding the reference E_ft and every other
+Stage 6 stores, per utterance, one matrix holding the reference E_ft and every other
 model's E_pt and E_ft (see :mod:`espnet_delta.features.layout`). ESPnet's ``kaldi_ark``
 loader hands this frontend the padded ``(B, T, D_total)`` batch; it picks the
 reference, computes deltas (``mode: delta``) or takes fine-tuned streams

@@ -74,6 +74,8 @@ def get_parser() -> argparse.ArgumentParser:
     many.add_argument("--title", default="RESULTS", help="RESULTS.md title")
     many.add_argument("--command", default=None,
                       help="command line recorded in RESULTS.md (default: this command's own)")
+    many.add_argument("--append_md", nargs="+", type=Path, default=[],
+                      help="Markdown files appended to RESULTS.md (e.g. exp/analysis/figures.md)")
     many.add_argument("--compare", nargs=2, type=Path, default=None, metavar=("DIR_A", "DIR_B"),
                       help="significance test between two scored dirs")
     many.add_argument("--out", type=Path, default=None, help="--compare: also write the results as JSON here")
@@ -138,7 +140,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             if not args.scored:
                 parser.error("--results_md needs --scored DIR [DIR ...]")
             write_results_md(args.results_md, args.scored, args.baseline, args.n_resamples, args.seed, args.title,
-                             command=args.command or own_command(cmd))
+                             command=args.command or own_command(cmd), append=args.append_md)
             logging.info("wrote %s from %d scored dirs", args.results_md, len(args.scored))
         elif args.compare is not None:
             _compare(args)

@@ -1,4 +1,4 @@
-"""Render the ESPnet configs of the fusion systems trained on cached features (stage 6).
+"""Render the ESPnet configs of the fusion systems trained on cached features (stage 7).
 
     python -m espnet_delta.recipe.fusion_jobs --systems conf/fusion_systems.yaml \\
         --base_config conf/fusion.yaml --feats_dir dump/feats --data_dir data \\

@@ -1,4 +1,4 @@
-"""Write the feature-extraction config of stage 5 from the recipe's upstream table.
+"""Write the feature-extraction config of stage 6 from the recipe's upstream table.
 
     python -m espnet_delta.recipe.make_extract_config --upstream_conf conf/upstreams.yaml \\
         --reference wavlm --others hubert wav2vec2 \\
@@ -39,7 +39,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             p.error(f"{args.upstream_conf}: no entry {name!r} (has {sorted(table)})")
         finetuned = Path(args.finetuned.format(name=name))
         if not finetuned.is_file():
-            p.error(f"fine-tuned checkpoint of {name} not found: {finetuned} (run stage 3)")
+            p.error(f"fine-tuned checkpoint of {name} not found: {finetuned} (run stage 4)")
         return {**table[name], "finetuned": str(finetuned), "name": name}
 
     layer = args.layer if args.layer == "last" else int(args.layer)

@@ -1,4 +1,4 @@
-"""Stage 7: merge the child and adult fine-tuned models, pick SA's (lambda, alpha) on dev, decode.
+"""Stage 8: merge the child and adult fine-tuned models, pick SA's (lambda, alpha) on dev, decode.
 
     python -m espnet_delta.recipe.merge_stage --child exp/ft_wavlm --adult exp/ft_wavlm_adult \\
         --base downloads/upstreams/wavlm.pt --data_dir data --dev_set dev --test_sets test \\
@@ -77,7 +77,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     for job in (args.child, args.adult):
         for name in ("config.yaml", MODEL_NAME):
             if not (job / name).is_file():
-                p.error(f"{job / name} not found (run stage 3)")
+                p.error(f"{job / name} not found (run stage 4)")
     dev = [(args.dev_set, args.data_dir / args.dev_set / "wav.scp")]
     every = [(s, args.data_dir / s / "wav.scp") for s in dict.fromkeys([args.dev_set, *args.test_sets])]
     merge_args = (args.child, args.adult, args.base)

@@ -369,14 +369,22 @@ def write_results_md(
     title: str = "RESULTS",
     command: str | None = None,
     environment: Mapping[str, str] | None = None,
+    append: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write RESULTS.md (atomically) from scored dirs (each with a ``score.json``).
 
     The environment block is ``environment`` or, by default,
     :func:`collect_environment` with ``command`` (the command line that produced it).
+    ``append``: Markdown files added at the end (e.g. the analysis stage's figure links).
     """
     if not score_dirs:
         raise ScoringInputError("no scored dirs given for RESULTS.md")
     summaries = [load_score(d) for d in score_dirs]
     env = environment if environment is not None else collect_environment(command)
-    return write_text_atomic(path, format_results_md(summaries, baseline, n_resamples, seed, title, env))
+    text = format_results_md(summaries, baseline, n_resamples, seed, title, env)
+    for extra in append:
+        extra = Path(extra)
+        if not extra.is_file():
+            raise ScoringInputError(f"Markdown file to append to RESULTS.md not found: {extra}")
+        text = text.rstrip("\n") + "\n\n" + extra.read_text(encoding="utf-8").strip("\n") + "\n"
+    return write_text_atomic(path, text)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The embedded default: a synthetic children's-speech corpus and tiny random upstreams,
-# every stage offline on a laptop CPU. Options after ./run.sh override the ones below
+# The embedded default: a synthetic children's-speech corpus and tiny upstreams,
+# pre-trained here (stage 3), every stage offline on a laptop CPU. Options after ./run.sh override the ones below
 # (./run.sh --help lists them all).
 set -euo pipefail
 . ./db.sh
@@ -8,6 +8,8 @@ set -euo pipefail
 ../../../local/asr.sh \
     --mini_corpus_dir "${MINI_MYST}" \
     --tiny_upstream_dir downloads/upstreams \
+    --pretrained_upstream_dir downloads/upstreams_pt \
+    --probe_config conf/probe.yaml \
     --upstream_conf conf/upstreams.yaml \
     --finetune_config conf/finetune.yaml \
     --fusion_config conf/fusion.yaml \
