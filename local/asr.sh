@@ -42,6 +42,8 @@ pretrain_archs="wavlm hubert wav2vec2"   # architectures to pre-train
 pretrain_opts=               # more options of pretrain_upstreams, e.g. "--epochs 6 3 --num_clusters 64"
 # Tokens and shapes (stage 2)
 token_type=char         # only char is implemented
+phone_text=             # '<utt> <phones...>' table of the corpus: <set>/text.phn + a phone token list
+                        # ('': the mini corpus's phones.txt with --mini_corpus_dir, else no phone targets)
 shape_dir=dump/shapes   # speech_shape files per set
 # SSL models and CTC fine-tuning (stages 4-5)
 upstreams="wavlm hubert wav2vec2"   # entries of --upstream_conf to fine-tune; the first is the fusion reference
@@ -49,6 +51,9 @@ upstream_conf=conf/upstreams.yaml   # name -> {upstream, path_or_url}
 finetune_config=conf/finetune.yaml  # ESPnet config of CTC fine-tuning
 probe_config=           # ESPnet config of a frozen-upstream CTC probe (frontend: ssl_interface), trained in stage 4
                         # on the reference's pre-trained and random (--tiny_upstream_dir) checkpoints ('' skips)
+interface_config=conf/interface.yaml  # ESPnet config of the layer-interface systems (frozen upstream -> interface -> downstream -> CTC)
+interface_systems=      # YAML of layer-interface systems trained in stage 4 and scored in stage 5 ('' skips)
+interface_units="char phn"  # char: WER/CER; phn: PER (needs phone targets, --phone_text)
 # Feature extraction (stage 6)
 feats_dir=dump/feats    # cached E_ft / E_pt matrices per set
 extract_fp16=false      # true: run the upstreams in float16 (GPU)
@@ -100,6 +105,8 @@ Data sets
 Tokens and shapes (stage 2)
   --token_type TYPE         char only (default: ${token_type})
   --shape_dir DIR           speech_shape files (default: ${shape_dir})
+  --phone_text FILE         '<utt> <phones>' table: <set>/text.phn + phone tokens (default: '${phone_text}')
+                            ('': the mini corpus's phones.txt with --mini_corpus_dir, else no phone targets)
 
 SSL pre-training (stage 3)
   --pretrained_upstream_dir DIR  pre-train the tiny upstreams into DIR; '' skips (default: '${pretrained_upstream_dir}')
@@ -112,6 +119,10 @@ SSL models and CTC fine-tuning (stages 4-5)
   --upstream_conf FILE      name -> {upstream, path_or_url} (default: ${upstream_conf})
   --finetune_config FILE    ESPnet config of CTC fine-tuning (default: ${finetune_config})
   --probe_config FILE       frozen-upstream probe on the pre-trained vs random reference; '' skips (default: '${probe_config}')
+  --interface_config FILE   ESPnet config of the layer-interface systems (default: ${interface_config})
+  --interface_systems FILE  layer-interface systems, trained in stage 4, scored in stage 5; '' skips (default: '${interface_systems}')
+                            (last, weighted_sum, hconv, concat, delta fusion + hconv; characters and phones)
+  --interface_units "A B"   char (WER/CER) and/or phn (PER) (default: '${interface_units}')
 
 Feature extraction (stage 6)
   --feats_dir DIR           cached features (default: ${feats_dir})
@@ -132,15 +143,16 @@ Analysis (stage 10)
   --analysis_max_utts N     dev utterances sampled for layer-wise CCA/PWCCA (default: ${analysis_max_utts})
   --analysis_max_frames N   frames pooled over them (default: ${analysis_max_frames})
 
-Stages: 1 data preparation, 2 token list + shapes, 3 SSL pre-training of the tiny upstreams,
-4 CTC fine-tuning, 5 decoding + scoring of the fine-tuned models, 6 feature extraction,
+Stages: 1 data preparation, 2 token lists (characters; phones when the corpus has them) + shapes,
+3 SSL pre-training of the tiny upstreams, 4 CTC fine-tuning (+ probe, layer-interface systems),
+5 decoding + scoring of the fine-tuned models (+ probe, layer-interface systems), 6 feature extraction,
 7 fusion training, 8 model merging, 9 decoding + scoring of the fusion systems, RESULTS.md,
 10 analysis (CCA/PWCCA per layer, MoE gates, WER chart; figures linked from RESULTS.md)
 HELP
 }
 
-run_command="$0 $*"
 parse_options "$@"
+run_command="$0 $*"   # the script's own arguments (parse_options shifts only its copy)
 [ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
 
 decode_device=cpu
@@ -157,9 +169,11 @@ export python
 if [ -n "${mini_corpus_dir}" ]; then
     myst=${mini_corpus_dir}/myst
     librispeech=${mini_corpus_dir}/librispeech
+    phone_text=${phone_text:-${mini_corpus_dir}/phones.txt}
 fi
 
 token_list=${data_dir}/token_list/${token_type}/tokens.txt
+phone_token_list=${data_dir}/token_list/phn/tokens.txt
 sets_with_audio=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | sort -u | tr '\n' ' ')
 adult_sets=
 [ -n "${adult_train_set}" ] && adult_sets="${adult_train_set} ${adult_valid_set}"
@@ -181,10 +195,26 @@ render_espnet_config() {
 write_results() {
     local scored=() d append=()
     for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done
-    [ -f "${exp_dir}/analysis/figures.md" ] && append=(--append_md "${exp_dir}/analysis/figures.md")
+    [ -f "${exp_dir}/interface_results.md" ] && append+=("${exp_dir}/interface_results.md")
+    [ -f "${exp_dir}/analysis/figures.md" ] && append+=("${exp_dir}/analysis/figures.md")
+    [ ${#append[@]} -gt 0 ] && append=(--append_md "${append[@]}")
     ${python} -m espnet_delta.bin.score --results_md RESULTS.md --scored "${scored[@]}" --baseline "ft_${reference}" \
         --command "${run_command}" "${append[@]}"
     log "Wrote RESULTS.md ($(grep -c '^|' RESULTS.md) table rows)"
+}
+
+# list_interface_jobs <unit>: renders exp/if_<system>_<unit>/train.yaml for every layer-interface
+# system (fusion systems need stage 4's fine-tuned models) and fills the array interface_jobs.
+list_interface_jobs() {
+    local unit=$1 list=${token_list} out
+    [ "${unit}" = phn ] && list=${phone_token_list}
+    # a failure of the renderer stops the stage (set -e), also after some job dirs were printed
+    out=$(${python} -m espnet_delta.recipe.interface_jobs --systems "${interface_systems}" \
+        --base_config "${interface_config}" --upstream_conf "${upstream_conf}" --reference "${reference}" \
+        --finetuned "${exp_dir}/ft_{name}/valid.wer_ctc.best.pth" --data_dir "${data_dir}" --shape_dir "${shape_dir}" \
+        --train_set "${train_set}" --valid_set "${valid_set}" --unit "${unit}" --token_list "${list}" --exp_dir "${exp_dir}")
+    mapfile -t interface_jobs <<< "${out}"
+    [ -n "${out}" ] || { log "ERROR: no ${unit} layer-interface systems in ${interface_systems}"; exit 1; }
 }
 
 # list_fusion_jobs: renders exp/fusion_<system>/train.yaml for every system (needs stage 6's
@@ -223,6 +253,12 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     ${python} -m espnet_delta.recipe.make_tokens --text "${data_dir}/${train_set}/text" --out "${token_list}"
     # shellcheck disable=SC2086
     ${python} -m espnet_delta.recipe.make_shapes --data_dir "${data_dir}" --sets ${sets_with_audio} ${adult_sets} --out_dir "${shape_dir}"
+    if [ -n "${phone_text}" ]; then
+        log "Stage 2: phone targets from ${phone_text} -> ${data_dir}/<set>/text.phn; phone token list -> ${phone_token_list}"
+        # shellcheck disable=SC2086
+        ${python} -m espnet_delta.recipe.make_phone_text --phones "${phone_text}" --data_dir "${data_dir}" \
+            --sets ${sets_with_audio} ${adult_sets} --train_set "${train_set}" --token_list "${phone_token_list}"
+    fi
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
@@ -268,6 +304,15 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
         done
     fi
     run_parallel "${nj}" ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" -- "${jobs[@]}"
+    if [ -n "${interface_systems}" ]; then
+        jobs=()
+        for unit in ${interface_units}; do
+            list_interface_jobs "${unit}"
+            jobs+=("${interface_jobs[@]}")
+        done
+        log "Stage 4: training ${#jobs[@]} layer-interface systems of ${interface_systems} (${interface_units}) -> ${exp_dir}/if_<system>_<unit>"
+        run_parallel "${nj}" ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" -- "${jobs[@]}"
+    fi
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
@@ -281,6 +326,23 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     fi
     ${python} -m espnet_delta.bin.decode "${jobs[@]}" --model_name valid.wer_ctc.best.pth "${tests[@]}" \
         --input_type sound --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}"
+    if [ -n "${interface_systems}" ]; then
+        log "Stage 5: decoding + scoring the layer-interface systems (${interface_units}) -> ${exp_dir}/interface_results.md"
+        jobs=()
+        for unit in ${interface_units}; do
+            list_interface_jobs "${unit}"
+            # the checkpoints interface_jobs selects: dev WER for characters, dev loss for phones
+            model=valid.wer_ctc.best.pth
+            [ "${unit}" = phn ] && model=valid.loss.best.pth
+            run_parallel "${nj}" ${python} -m espnet_delta.bin.decode --model_name "${model}" --unit "${unit}" "${tests[@]}" \
+                --input_type sound --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}" \
+                -- "${interface_jobs[@]}"
+            jobs+=("${interface_jobs[@]}")
+        done
+        # shellcheck disable=SC2086
+        ${python} -m espnet_delta.recipe.interface_results --jobs "${jobs[@]}" --test_sets ${test_sets} \
+            --out "${exp_dir}/interface_results.md"
+    fi
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then

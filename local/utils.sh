@@ -32,25 +32,69 @@ parse_options() {
     done
 }
 
-# run_parallel <nj> <command...> -- <item...>: splits the items round-robin into <nj>
-# groups and runs "<command...> <group items...>" for each group in the background with
-# OMP_NUM_THREADS=1 (small models run as fast on one thread as on two, so <nj>
-# processes give ~<nj>x throughput); fails if any group fails.
+# run_parallel [--cmd SPEC] [--name NAME] [--task_per_item] <nj> <command...> -- <item...>:
+# splits the items round-robin into <nj> groups and runs "<command...> <group items...>" once
+# per group on the job back-end SPEC (cmd.sh: ${train_cmd}, ${cuda_cmd}, ${decode_cmd}; default
+# ${job_cmd:-local}): "local [--gpu N]" runs background processes here with OMP_NUM_THREADS=1
+# (small models run as fast on one thread as on two, so <nj> processes give ~<nj>x throughput),
+# at most one per free GPU set when --gpu N; "slurm --config conf/slurm.conf [--gpu N] ..." runs
+# one Slurm array job, a task per group (--task_per_item: a task per item, <nj> at once). Each
+# group logs to ${exp_dir:-exp}/logs/<NAME>.<k>.log (NAME: the command's module by default);
+# fails, naming each failed group's task id and log, if any group fails. See espnet_delta/jobs/.
 run_parallel() {
+    local spec=${job_cmd:-local} name= per_item=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --cmd) spec=$2; shift 2 ;;
+            --name) name=$2; shift 2 ;;
+            --task_per_item) per_item=(--task_per_item); shift ;;
+            *) break ;;
+        esac
+    done
     local nj=$1
     shift
     local cmd=()
     while [ $# -gt 0 ] && [ "$1" != "--" ]; do cmd+=("$1"); shift; done
+    [ $# -gt 0 ] || { log "ERROR: run_parallel: no '--' before the items" >&2; return 2; }
     shift
-    local items=("$@") pids=() g i
-    [ ${#items[@]} -lt "${nj}" ] && nj=${#items[@]}
-    for ((g = 0; g < nj; g++)); do
-        local group=()
-        for ((i = g; i < ${#items[@]}; i += nj)); do group+=("${items[i]}"); done
-        OMP_NUM_THREADS=1 "${cmd[@]}" "${group[@]}" &
-        pids+=($!)
+    if [ -z "${name}" ]; then
+        local i
+        name=${cmd[0]##*/}
+        for ((i = 0; i + 1 < ${#cmd[@]}; i++)); do [ "${cmd[i]}" = -m ] && name=${cmd[i + 1]##*.}; done
+    fi
+    local items=() item
+    for item in "$@"; do items+=("--item=${item}"); done
+    # shellcheck disable=SC2086  # spec and python are word lists
+    ${python:-python3} -m espnet_delta.jobs ${spec} --nj "${nj}" --name "${name}" --log_dir "${exp_dir:-exp}/logs" \
+        "${per_item[@]}" "${items[@]}" -- "${cmd[@]}"
+}
+
+# run_job [--cmd SPEC] [--name NAME] <command...>: runs the command once, as one job of the
+# back-end SPEC (a stage that is a single process, e.g. merging or analysis, on a GPU node);
+# its output goes to ${exp_dir:-exp}/logs/<NAME>.1.log.
+run_job() {
+    local spec=${job_cmd:-local} name=job
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --cmd) spec=$2; shift 2 ;;
+            --name) name=$2; shift 2 ;;
+            *) break ;;
+        esac
     done
-    local failed=0
-    for i in "${pids[@]}"; do wait "${i}" || failed=1; done
-    return ${failed}
+    # shellcheck disable=SC2086  # spec and python are word lists
+    ${python:-python3} -m espnet_delta.jobs ${spec} --nj 1 --name "${name}" --log_dir "${exp_dir:-exp}/logs" --single -- "$@"
+}
+
+# count_gpus: the GPUs jobs on this machine may use (CUDA_VISIBLE_DEVICES, else nvidia-smi -L).
+count_gpus() {
+    if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then
+        local ids=${CUDA_VISIBLE_DEVICES//-1/}
+        ids=${ids//,/ }
+        set -- ${ids}
+        echo $#
+    elif command -v nvidia-smi >/dev/null 2>&1; then
+        nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true
+    else
+        echo 0
+    fi
 }

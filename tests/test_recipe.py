@@ -36,9 +36,11 @@ def run_engine(cwd: Path, *args: str) -> str:
         ["bash", str(REPO / "local" / "asr.sh"), "--mini_corpus_dir", CORPUS,
          "--mini_corpus_scale", SCALE, "--tiny_upstream_dir", "downloads/upstreams", "--subset_hours", "",
          "--nj", "2", "--adult_train_set", "libri_train", "--merge_lambdas", "0.2", "--merge_alphas", "0.8 0.9",
-         # one utterance per decoding batch: padded batches change the S3PRL upstreams' outputs (by ~2 on
-         # hidden state 0 of these tiny models), so only unpadded decoding has a recomputable reference
-         "--decode_batch_size", "1", *args],
+         # stage 3 at a token size: conf/upstreams.yaml names the pre-trained checkpoints
+         "--pretrained_upstream_dir", "downloads/upstreams_pt", "--pretrain_opts", "--epochs 1 --num_clusters 8",
+         # padded decoding batches (frontend s3prl_exact): the hypotheses must equal those recomputed
+         # one utterance at a time (test_decoded_text_is_the_greedy_ctc_path)
+         "--decode_batch_size", "4", *args],
         cwd=cwd, env=env, capture_output=True, text=True,
     )
     if proc.returncode != 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_delta.asr.greedy_ctc import ids_to_text
 from espnet_delta.scoring.align import count_errors
@@ -47,6 +48,8 @@ class CTCWERModel(ESPnetASRModel):
         self._wer_ctc = None
         loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
         if self._wer_ctc is not None:
-            stats["wer_ctc"] = self._wer_ctc
+            # a (1,) tensor like the other stats: DDP and multi-GPU average them with
+            # ESPnet's recursive_average, which takes tensors only
+            stats["wer_ctc"] = force_gatherable(self._wer_ctc, loss.device)
         self._wer_ctc = None
         return loss, stats, weight

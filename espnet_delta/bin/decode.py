@@ -8,6 +8,12 @@ For each job directory (holding ESPnet's ``config.yaml`` and the model file) wri
 ``<job>/decode/<set>/score_wer/`` against ``<ref_dir>/<set>/text``. One process
 serves every system and test set (ESPnet's import costs ~16 s per process). A set
 whose ``text`` exists is not decoded again (delete it to redo).
+
+``--unit phn`` is for phone CTC models (``token_type: word`` over a phone token list,
+``espnet_delta.recipe.interface_jobs``): hypotheses are the phones separated by spaces,
+the reference is ``<ref_dir>/<set>/text.phn`` and the phone error rate (PER) is scored
+into ``score_per/`` with phones compared as they are (no upper-casing or word
+normalisation: :func:`espnet_delta.scoring.phones.normalize_phones`).
 """
 
 from __future__ import annotations
@@ -40,9 +46,12 @@ def load_model(asr_config: Path, model_file: Path, device: str):
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"{model_file} does not match {asr_config}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    upstream = getattr(getattr(model, "frontend", None), "upstream", None)
-    if upstream is not None and hasattr(upstream, "upstream"):
-        use_exact_frame_mask(upstream)  # ESPnet's S3PRL frontend: batched = single-utterance results
+    from espnet2.asr.frontend.s3prl import S3prlFrontend
+
+    if type(getattr(model, "frontend", None)) is S3prlFrontend:
+        # models trained with ESPnet's own `s3prl` frontend: at least the exact padding mask
+        # (`s3prl_exact` also trims S3PRL's extra frame; the plugin's other frontends are exact)
+        use_exact_frame_mask(model.frontend.upstream)
     return model.to(device).eval()
 
 
@@ -50,6 +59,26 @@ def write_text(hyps, out: Path) -> None:
     from espnet_delta.fileio import write_text_atomic
 
     write_text_atomic(out, "".join(f"{key} {hyps[key]}".rstrip() + "\n" for key in sorted(hyps)))
+
+
+#: unit -> (reference file in <ref_dir>/<set>/, score dir name)
+UNITS = {"char": ("text", "score_wer"), "phn": ("text.phn", "score_per")}
+
+
+@torch.no_grad()
+def decode_phones(model, entries, input_type: str, batch_size: int, device: str):
+    """utt id -> greedy-CTC phones separated by spaces (every token is one phone)."""
+    from espnet_delta.asr.greedy_ctc import BLANK, batches
+
+    hyps = {}
+    for keys, speech, lengths in batches(entries, input_type, batch_size):
+        enc, enc_lens = model.encode(speech.to(device), lengths.to(device))
+        ids = model.ctc.argmax(enc).cpu()
+        for b, key in enumerate(keys):
+            path = torch.unique_consecutive(ids[b, : int(enc_lens[b])]).tolist()
+            hyps[key] = " ".join(model.token_list[i] for i in path if i != BLANK)
+    logging.info("decoded %d utterances into phones", len(hyps))
+    return hyps
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -60,6 +89,8 @@ def get_parser() -> argparse.ArgumentParser:
                         help="test set name and its wav.scp or feats.scp (repeatable; required)")
     parser.add_argument("--input_type", default="sound", choices=["sound", "kaldi_ark"])
     parser.add_argument("--ref_dir", type=Path, default=None, help="score against <ref_dir>/<set>/text (and utt2spk)")
+    parser.add_argument("--unit", default="char", choices=sorted(UNITS),
+                        help="char: words (WER/CER, score_wer); phn: phones (PER against text.phn, score_per)")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     add_bool_argument(parser, "--no_sctk", help="do not cross-check with SCTK's sclite")
@@ -94,21 +125,27 @@ def decode_job(job: Path, model_name: str, tests, args) -> None:
         else:
             if model is None:
                 model = load_model(job / "config.yaml", job / model_name, args.device)
-            hyps = decode_batches(model, read_scp(scp), args.input_type, args.batch_size, args.device)
+            decode = decode_phones if args.unit == "phn" else decode_batches
+            hyps = decode(model, read_scp(scp), args.input_type, args.batch_size, args.device)
             write_text(hyps, hyp_file)
             logging.info("%s %s: wrote %s", job, name, hyp_file)
         if args.ref_dir is not None:
+            from espnet_delta.data.text_norm import normalize_transcript
             from espnet_delta.scoring import score
+            from espnet_delta.scoring.phones import normalize_phones
 
             ref = args.ref_dir / name
+            ref_name, score_dir = UNITS[args.unit]
             summary = score(
-                ref / "text", hyp_file, job / "decode" / name / "score_wer",
+                ref / ref_name, hyp_file, job / "decode" / name / score_dir,
                 utt2spk=ref / "utt2spk" if (ref / "utt2spk").is_file() else None,
                 use_sctk=False if args.no_sctk else None,
                 system=job.name,
                 test_set=name,
+                normalizer=normalize_phones if args.unit == "phn" else normalize_transcript,
             )
-            logging.info("%s %s: WER %.2f %% (%d words)", job, name, summary.wer, summary.counts.words)
+            logging.info("%s %s: %s %.2f %% (%d %s)", job, name, "PER" if args.unit == "phn" else "WER",
+                         summary.wer, summary.counts.words, "phones" if args.unit == "phn" else "words")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def decode_and_score(job: Path, sets: List[Tuple[str, Path]], data_dir: Path, ba
     from espnet_delta.bin.decode import decode_job
     from espnet_delta.scoring import load_score
 
-    args = SimpleNamespace(input_type="sound", batch_size=batch_size, device=device, ref_dir=data_dir, no_sctk=False)
+    args = SimpleNamespace(input_type="sound", batch_size=batch_size, device=device, ref_dir=data_dir, no_sctk=False, unit="char")
     decode_job(job, MODEL_NAME, sets, args)
     return {name: load_score(job / "decode" / name / "score_wer").counts.wer for name, _ in sets}
 

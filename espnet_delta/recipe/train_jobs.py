@@ -8,6 +8,10 @@ command-line option). Importing ESPnet's ASR task costs ~16 s per process on the
 build machines, so a stage trains all its models in one process. A job whose
 ``.done`` marker exists is skipped; an interrupted job resumes from ESPnet's
 ``checkpoint.pth`` (``--resume true``). Each job's log is ``<job>/train.log``.
+
+``--ngpu N`` (N > 1) trains with DDP, one process per GPU, never DataParallel; ``--num_nodes M``
+(M > 1) spans M nodes of a Slurm job (run this command under ``srun --ntasks-per-node=1``);
+see :mod:`espnet_delta.recipe.ddp`.
 """
 
 from __future__ import annotations
@@ -19,16 +23,18 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_delta.bin import LOG_FORMAT, add_log_level_argument, setup_logging
+from espnet_delta.recipe import ddp
 
 DONE = ".done"
 
 
-def run_job(job: Path, ngpu: int, extra) -> None:
+def run_job(job: Path, ngpu: int, extra, num_nodes: int = 1) -> None:
     from espnet_delta.bin.asr_train import main as asr_train
 
     config = job / "train.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"{config} not found (render it before training)")
+    distributed = ddp.train_args(ngpu, num_nodes, config, extra)  # refuses DataParallel before any work
     log_file = job / "train.log"
     handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -36,7 +42,7 @@ def run_job(job: Path, ngpu: int, extra) -> None:
     root.addHandler(handler)
     start = time.time()
     try:
-        asr_train(["--config", str(config), "--output_dir", str(job), "--ngpu", str(ngpu), "--resume", "true", *extra])
+        asr_train(["--config", str(config), "--output_dir", str(job), *distributed, "--resume", "true", *extra])
     finally:
         root.removeHandler(handler)
         handler.close()
@@ -47,7 +53,8 @@ def run_job(job: Path, ngpu: int, extra) -> None:
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("jobs", nargs="+", type=Path, help="job directories holding train.yaml")
-    p.add_argument("--ngpu", type=int, default=0)
+    p.add_argument("--ngpu", type=int, default=0, help="GPUs per node; > 1: DDP, one process per GPU")
+    p.add_argument("--num_nodes", type=int, default=1, help="nodes per training (> 1: under srun in a Slurm job)")
     add_log_level_argument(p)
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="more asr_train options for every job (the rest of the command line)")
@@ -63,7 +70,11 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             logging.info("%s: already trained (%s), skipping", job, job / DONE)
             continue
         logging.info("%s: training", job)
-        run_job(job, args.ngpu, args.extra)
+        try:
+            run_job(job, args.ngpu, args.extra, args.num_nodes)
+        except ddp.DistributedConfigError as e:  # wrong --ngpu / --num_nodes: no traceback
+            logging.error("%s: %s", job, e)
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -27,13 +27,15 @@ sclite prints it.
 Modules: :mod:`.align` (alignment, :class:`Counts`), :mod:`.inputs` (reading
 and pairing), :mod:`.trn` (ESPnet's trn layout), :mod:`.report`
 (``result.txt``), :mod:`.sctk` (sclite / sc_stats), :mod:`.significance`
-(paired bootstrap, matched pairs), :mod:`.results` (``score.json``,
+(paired bootstrap, matched pairs), :mod:`.phones` (PER: phones scored as they
+are), :mod:`.results` (``score.json``,
 RESULTS.md), :mod:`.scorer` (:func:`score`, the pipeline).
 CLI: ``python -m espnet_delta.bin.score``.
 """
 
 from .align import COST_INS_DEL, COST_SUB, Counts, align_words, alignment_ops, count_errors, counts_from_ops
 from .inputs import ScoredUtterance, ScoringInputError, pair_utterances
+from .phones import normalize_phones
 from .report import format_report, format_summary, speaker_counts, sum_avg_line
 from .results import (
     SCORE_JSON,
@@ -87,6 +89,7 @@ __all__ = [
     "format_trn",
     "load_score",
     "matched_pairs_test",
+    "normalize_phones",
     "pair_utterances",
     "paired_bootstrap",
     "parse_sclite_sum",

@@ -80,7 +80,7 @@ def score(
     n_missing = sum(1 for u in utterances if not u.hyp and u.ref)
     header = [
         f"system: {system}    test set: {test_set}",
-        "scored by espnet_delta.scoring: words normalised by espnet_delta.data.text_norm.normalize_transcript,",
+        f"scored by espnet_delta.scoring: words normalised by {normalizer.__module__}.{normalizer.__qualname__},",
         "aligned like sclite (substitution 4, insertion/deletion 3); "
         + ("counts confirmed by sclite (result.sclite.txt)" if sclite else "sclite not run"),
     ]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The embedded default: a synthetic children's-speech corpus and tiny upstreams,
 # pre-trained here (stage 3), every stage offline on a laptop CPU. Options after ./run.sh override the ones below
-# (./run.sh --help lists them all).
+# (./run.sh --help lists them all). Opt-in, about 25 minutes more: the layer-interface systems
+# (frozen upstream -> last / weighted sum / hconv / concat -> BiLSTM -> CTC, characters and phones):
+#   ./run.sh --interface_systems conf/interface_systems.yaml
 set -euo pipefail
 . ./db.sh
 
@@ -10,6 +12,7 @@ set -euo pipefail
     --tiny_upstream_dir downloads/upstreams \
     --pretrained_upstream_dir downloads/upstreams_pt \
     --probe_config conf/probe.yaml \
+    --interface_config conf/interface.yaml \
     --upstream_conf conf/upstreams.yaml \
     --finetune_config conf/finetune.yaml \
     --fusion_config conf/fusion.yaml \

@@ -5,6 +5,11 @@
 #   ./run.sh --adult_train_set libri_train      # + merging (needs LIBRISPEECH in db.sh)
 # Options after ./run.sh override the ones below (./run.sh --help lists them all).
 # conf/*.yaml link to the paper configs in conf/tuning/.
+# Job placement (cmd.sh: local or slurm): --nj trainings at once, each on --ngpu GPUs (DDP when
+# > 1; --num_nodes M for several nodes on Slurm); extraction and decoding on GPUs
+# (--gpu_inference true) in --inference_nj jobs, by default one per visible GPU (local) - a GPU
+# job never shares its GPU. On one 1-GPU machine this runs one job at a time; on a Slurm cluster
+# e.g. ./run.sh --cmd_backend slurm --nj 4 --ngpu 4 --inference_nj 16
 set -euo pipefail
 . ./db.sh
 
@@ -16,7 +21,8 @@ set -euo pipefail
     --fusion_config conf/fusion.yaml \
     --fusion_systems conf/fusion_systems.yaml \
     --subset_hours 1,5,10 \
-    --nj 8 \
+    --nj 1 \
     --ngpu 1 \
+    --gpu_inference true \
     --extract_fp16 true \
     "$@"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# SSHR (arXiv 2309.16937) on an embedded multilingual corpus: six languages spoken by
+# espeak-ng, a tiny 6-layer WavLM pre-trained here on the corpus audio (stage 3), the
+# fine-tuned baseline and the SSHR systems of conf/sshr_systems.yaml for graphemes (CER)
+# and phonemes (PER) per language, and a language-ID probe of every layer of the frozen
+# pre-trained model (stage 5). Offline, CPU, ~13 min on two cores. Options after ./run.sh
+# override the ones below (./run.sh --help lists them all).
+set -euo pipefail
+. ./db.sh
+
+../../../local/asr.sh \
+    --multilingual_corpus_dir "${MINI_MULTILINGUAL}" \
+    --tiny_upstream_dir downloads/upstreams \
+    --tiny_upstream_opts "--archs wavlm --num_layers 6 --feature_extractor single --conv_channels 512" \
+    --pretrained_upstream_dir downloads/upstreams_pt \
+    --pretrain_archs wavlm \
+    --upstreams wavlm \
+    --upstream_conf conf/upstreams.yaml \
+    --finetune_config '' \
+    --sshr_config conf/sshr.yaml \
+    --sshr_systems conf/sshr_systems.yaml \
+    --sshr_units "char phn" \
+    --langid_probe true \
+    --results_baseline sshr_baseline_char \
+    --test_sets test \
+    --stop_stage 5 \
+    --nj 2 \
+    --ngpu 0 \
+    "$@"

@@ -1,0 +1,206 @@
+"""The lower half of an SSL transformer stack, trainable: waveform -> layer k (SSHR, arXiv 2309.16937).
+
+SSHR reads a language frame from a middle layer k and changes what happens above it,
+so the model has to run the upstream's transformer layers itself instead of taking
+S3PRL's list of hidden states. The stack is split in two ESPnet components:
+
+* :class:`SSHRFrontend` (``frontend: sshr``) runs the convolutional feature
+  extractor, the positional convolution and layers ``1..k`` of the upstream and
+  returns layer k's output (the residual stream, before any final LayerNorm);
+* :class:`espnet_delta.asr.sshr.SSHREncoder` (``encoder: sshr``) holds layers
+  ``k+1..L`` and everything SSHR adds on top.
+
+Both are fine-tuned. Only the modules that run are kept (layers above k and the
+pre-training heads are dropped), so every parameter of the frontend gets a gradient.
+The helpers here (:func:`load_ssl_model`, :func:`run_layer`,
+:func:`relative_position_bias`) are the one place that knows how S3PRL's WavLM,
+HuBERT and wav2vec2 layers are called, and are shared with the encoder.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from typing import Any, Dict, Optional, Tuple, Union
+
+import humanfriendly
+import torch
+import torch.nn.functional as F
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+from espnet2.asr.frontend.abs_frontend import AbsFrontend
+from typeguard import typechecked
+
+from espnet_delta.ssl.embeddings import UpstreamSpec
+from espnet_delta.ssl.upstream import conv_output_lengths, conv_strides, load_upstream
+
+
+def load_ssl_model(spec: UpstreamSpec, where: str) -> Tuple[torch.nn.Module, bool]:
+    """The S3PRL model object (WavLM / HubertModel / Wav2Vec2Model) and whether it
+    expects per-utterance normalised waveforms (its expert's ``normalize`` flag)."""
+    upstream = load_upstream(spec.upstream, spec.path_or_url, spec.finetuned)
+    expert = upstream.upstream
+    model = expert.model
+    for attr in ("feature_extractor", "layer_norm", "dropout_input", "encoder"):
+        if not hasattr(model, attr):
+            raise ValueError(f"{where}: {spec.upstream} ({type(model).__name__}) has no {attr!r}; "
+                             "SSHR needs a fairseq-style WavLM / HuBERT / wav2vec2 model")
+    if getattr(model.encoder, "layer_type", "transformer") != "transformer":
+        raise ValueError(f"{where}: {spec.upstream} uses {model.encoder.layer_type} layers; only transformer layers are supported")
+    if hasattr(expert, "wav_normalize"):
+        normalize = bool(expert.wav_normalize)
+    elif hasattr(expert, "task_cfg"):
+        normalize = bool(expert.task_cfg.normalize)
+    else:
+        normalize = bool(expert.cfg.normalize)
+    model.requires_grad_(True)
+    return model, normalize
+
+
+def takes_position_bias(layer: torch.nn.Module) -> bool:
+    """WavLM layers pass a relative position bias along the stack; HuBERT / wav2vec2 layers do not."""
+    return "pos_bias" in inspect.signature(layer.forward).parameters
+
+
+def run_layer(
+    layer: torch.nn.Module, x: torch.Tensor, pad_mask: torch.Tensor, pos_bias: Optional[torch.Tensor]
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One S3PRL transformer layer on ``x`` (T, B, D); returns (output, position bias for the next layer)."""
+    if takes_position_bias(layer):
+        x, _, pos_bias = layer(x, self_attn_padding_mask=pad_mask, need_weights=False, pos_bias=pos_bias)
+        return x, pos_bias
+    return layer(x, self_attn_padding_mask=pad_mask, need_weights=False)[0], None
+
+
+def relative_buckets(length: int, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """Bidirectional T5-style buckets of key position minus query position, (length, length).
+
+    Half of the buckets hold keys to the right; within each half, distances below a
+    quarter of the buckets get their own bucket and larger ones share log-spaced ones
+    up to ``max_distance``.
+    """
+    pos = torch.arange(length)
+    rel = pos[None, :] - pos[:, None]
+    half = num_buckets // 2
+    exact = half // 2
+    side = (rel > 0).long() * half
+    dist = rel.abs()
+    log_ratio = torch.log(dist.clamp(min=1).float() / exact) / math.log(max_distance / exact)
+    far = (exact + (log_ratio * (half - exact)).long()).clamp(max=half - 1)
+    return side + torch.where(dist < exact, dist, far)
+
+
+def relative_position_bias(
+    embedding: torch.nn.Embedding, length: int, batch: int, num_buckets: int, max_distance: int
+) -> torch.Tensor:
+    """WavLM's raw (ungated) position bias for ``length`` frames: (batch * heads, length, length)."""
+    buckets = relative_buckets(length, num_buckets, max_distance).to(embedding.weight.device)
+    bias = embedding(buckets).permute(2, 0, 1)  # heads, T, T
+    return bias.unsqueeze(0).expand(batch, -1, -1, -1).reshape(-1, length, length)
+
+
+def normalize_waveforms(wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over each utterance's own samples; padding stays zero."""
+    out = torch.zeros_like(wavs)
+    for b, n in enumerate(lengths.tolist()):
+        out[b, :n] = F.layer_norm(wavs[b, :n], (n,))
+    return out
+
+
+class SSHRFrontend(AbsFrontend):
+    """Waveform -> CNN -> layers 1..k of an S3PRL upstream -> (B, T, D), trainable.
+
+    ``layer`` is SSHR's language-frame layer k, and must equal the encoder's
+    ``language_frame_layer`` (the recipes write both from one value). Config::
+
+        frontend: sshr
+        frontend_conf:
+          upstream: {upstream: wavlm_local, path_or_url: downloads/upstreams_pt/wavlm.pt}
+          layer: 8
+          freeze_feature_extractor: true   # the CNN, as wav2vec2/HuBERT fine-tuning does
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        fs: Union[int, str] = 16000,
+        upstream: Optional[Dict[str, Any]] = None,
+        layer: int = 8,
+        freeze_feature_extractor: bool = True,
+        download_dir: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(fs, str):
+            fs = humanfriendly.parse_size(fs)
+        if fs != 16000:
+            raise ValueError(f"frontend_conf: S3PRL upstreams take 16 kHz audio, got fs={fs}")
+        if upstream is None:
+            raise ValueError("frontend_conf.upstream is required, e.g. {upstream: xls_r_300m}")
+        if download_dir is not None:
+            import s3prl.util.download
+
+            s3prl.util.download.set_dir(download_dir)
+        self.spec = UpstreamSpec.from_config(upstream, "frontend_conf.upstream")
+        model, self.normalize = load_ssl_model(self.spec, "frontend_conf.upstream")
+        n_layers = len(model.encoder.layers)
+        if not 1 <= layer < n_layers:
+            raise ValueError(f"frontend_conf.layer={layer}: {self.spec.upstream} has {n_layers} layers; need 1 <= layer < {n_layers}")
+        self.layer = layer
+        self.freeze_feature_extractor = freeze_feature_extractor
+        self.kernels_strides = conv_strides(model)
+        enc = model.encoder
+        self.layer_norm_first = bool(enc.layer_norm_first)
+        self.dropout = float(enc.dropout)
+        self._dim = int(enc.embedding_dim)
+        for name, module in self._pretrained_parts(model).items():
+            setattr(self, name, module)
+        if freeze_feature_extractor:
+            self.feature_extractor.requires_grad_(False)
+        logging.info("sshr frontend: %s CNN + layers 1..%d of %d (%d parameters)", self.spec.upstream, layer, n_layers,
+                     sum(p.numel() for p in self.parameters()))
+
+    def _pretrained_parts(self, model: torch.nn.Module) -> Dict[str, Optional[torch.nn.Module]]:
+        """The modules of ``model`` this frontend runs, by attribute name."""
+        enc = model.encoder
+        return {
+            "feature_extractor": model.feature_extractor,
+            "feature_norm": model.layer_norm,
+            "post_extract_proj": model.post_extract_proj,
+            "dropout_input": model.dropout_input,
+            "pos_conv": enc.pos_conv,
+            # post-LN stacks normalise before layer 1; pre-LN stacks after the last (the encoder's job)
+            "input_norm": None if self.layer_norm_first else enc.layer_norm,
+            "layers": torch.nn.ModuleList(list(enc.layers)[: self.layer]),
+        }
+
+    def output_size(self) -> int:
+        return self._dim
+
+    def forward(self, input: torch.Tensor, input_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        wavs = input[:, : int(input_lengths.max())]
+        if self.normalize:
+            wavs = normalize_waveforms(wavs, input_lengths)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_feature_extractor):
+            feats = self.feature_extractor(wavs)
+        feats = self.feature_norm(feats.transpose(1, 2))
+        frames = conv_output_lengths(input_lengths, self.kernels_strides).clamp(min=1)
+        pad = make_pad_mask(frames, maxlen=feats.size(1)).to(feats.device)
+        if self.post_extract_proj is not None:
+            feats = self.post_extract_proj(feats)
+        x = self.dropout_input(feats).masked_fill(pad.unsqueeze(-1), 0.0)
+        x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        if self.input_norm is not None:
+            x = self.input_norm(x)
+        x = F.dropout(x, p=self.dropout, training=self.training).transpose(0, 1)
+        pos_bias = None
+        for layer in self.layers:
+            x, pos_bias = run_layer(layer, x, pad, pos_bias)
+        return x.transpose(0, 1), frames.to(input_lengths.device)
+
+    def reload_pretrained_parameters(self) -> None:
+        """Called by ESPnet's initialiser after ``--init``: put the upstream's weights back."""
+        model, _ = load_ssl_model(self.spec, "frontend_conf.upstream")
+        for name, module in self._pretrained_parts(model).items():
+            if module is not None:
+                getattr(self, name).load_state_dict(module.state_dict())
+        logging.info("sshr frontend: reloaded the pre-trained weights of %s", self.spec.upstream)
