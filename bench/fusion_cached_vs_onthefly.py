@@ -136,8 +136,8 @@ def main() -> None:
             mats = [torch.tensor(table[k]) for k in keys if k.startswith(f"utt{b:03d}_")]
             lens = torch.tensor([m.size(0) for m in mats])
             x = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True).to(device)
-            ref, pt, ft = torch.split(x, dims, dim=-1)
-            train_step(head, ctc, optim, ref, [ft - pt], lens.to(device))
+            ref, delta, ft = torch.split(x, dims, dim=-1)
+            train_step(head, ctc, optim, ref, [delta], lens.to(device))
         cached = time.perf_counter() - start
 
     print(f"on-the-fly frontend: {on_the_fly:8.3f} s/epoch")

@@ -11,8 +11,12 @@ set -euo pipefail
 # General
 stage=1                 # first stage to run
 stop_stage=10           # last stage to run
-nj=2                    # parallel processes per stage (trainings, feature shards, decoding)
-ngpu=0                  # GPUs per training process (0: CPU); decoding uses cuda when > 0
+nj=2                    # trainings at once (and CPU jobs of stage 3)
+ngpu=0                  # GPUs per training (0: CPU; > 1: DDP, one process per GPU)
+num_nodes=1             # nodes per training (> 1: DDP across nodes; slurm back-end only)
+inference_nj=           # extraction / decoding jobs ('': --nj, or one per visible GPU with --gpu_inference true)
+gpu_inference=false     # true: extraction, decoding, merging and analysis on GPUs (one GPU per job)
+cmd_backend=            # where jobs run: local | slurm ('': cmd.sh's default); cmd.sh sets train_cmd, cuda_cmd, decode_cmd
 data_dir=data           # Kaldi-style data dirs (stage 1)
 exp_dir=exp             # trained models, decodings, logs
 # Corpora and data preparation (stage 1)
@@ -20,6 +24,8 @@ myst=                   # MyST root: data/{train,development,test}/<student>/<se
 librispeech=            # LibriSpeech root (adult speech), optional
 mini_corpus_dir=        # generate the synthetic mini corpus here and use it as --myst/--librispeech
 mini_corpus_scale=1.0   # size factor of the mini corpus (1.0: ~30 min)
+multilingual_corpus_dir=     # generate the embedded multilingual corpus here and prepare data/{train,dev,test} from it
+multilingual_corpus_scale=1.0   # its size factor (1.0: ~27 min, 6 languages)
 tiny_upstream_dir=      # write tiny random upstream checkpoints here
 tiny_upstream_opts="--feature_extractor single --conv_channels 512"  # options of make_tiny_upstreams
 whisper_hyp=            # utt_id<TAB>hypothesis file: enables the Whisper WER filter
@@ -48,15 +54,21 @@ shape_dir=dump/shapes   # speech_shape files per set
 # SSL models and CTC fine-tuning (stages 4-5)
 upstreams="wavlm hubert wav2vec2"   # entries of --upstream_conf to fine-tune; the first is the fusion reference
 upstream_conf=conf/upstreams.yaml   # name -> {upstream, path_or_url}
-finetune_config=conf/finetune.yaml  # ESPnet config of CTC fine-tuning
+finetune_config=conf/finetune.yaml  # ESPnet config of CTC fine-tuning ('' skips the ft_<name> models)
 probe_config=           # ESPnet config of a frozen-upstream CTC probe (frontend: ssl_interface), trained in stage 4
                         # on the reference's pre-trained and random (--tiny_upstream_dir) checkpoints ('' skips)
 interface_config=conf/interface.yaml  # ESPnet config of the layer-interface systems (frozen upstream -> interface -> downstream -> CTC)
 interface_systems=      # YAML of layer-interface systems trained in stage 4 and scored in stage 5 ('' skips)
 interface_units="char phn"  # char: WER/CER; phn: PER (needs phone targets, --phone_text)
+sshr_config=conf/sshr.yaml  # ESPnet config of the SSHR systems (frontend: sshr, encoder: sshr)
+sshr_systems=           # YAML of SSHR systems fine-tuning the reference, trained in stage 4, scored per language in stage 5 ('' skips)
+sshr_units="char phn"   # char: CER per language; phn: PER per language (needs phone targets)
+langid_probe=false      # true: stage 5 also probes every layer of the frozen reference for the language (needs utt2lang)
+results_baseline=       # system RESULTS.md tests the others against (default: ft_<reference>)
 # Feature extraction (stage 6)
-feats_dir=dump/feats    # cached E_ft / E_pt matrices per set
-extract_fp16=false      # true: run the upstreams in float16 (GPU)
+feats_dir=dump/feats    # cached E_ft / E_delta matrices per set
+feats_fp16=false        # true: STORE the features in float16 (computed in float32, rounded once)
+extract_autocast=none   # COMPUTE precision of the upstream forwards: none (float32) | bf16 | fp16 (GPU)
 # Fusion training (stage 7)
 fusion_config=conf/fusion.yaml           # ESPnet config of fusion training on cached features
 fusion_systems=conf/fusion_systems.yaml  # the fusion systems to train
@@ -64,7 +76,7 @@ fusion_systems=conf/fusion_systems.yaml  # the fusion systems to train
 merge_lambdas="0.1 0.2 0.3"   # selective attention merge grid, searched on --valid_set
 merge_alphas="0.7 0.8 0.9"
 # Decoding (stages 5, 8, 9)
-decode_batch_size=1     # utterances per greedy-CTC batch (1: padded batches of ESPnet's S3PRL frontend change the hypotheses, see README)
+decode_batch_size=8     # utterances per greedy-CTC batch (fine-tuned models use frontend s3prl_exact: batched = alone)
 # Analysis (stage 10)
 analysis_max_utts=64        # dev utterances sampled for layer-wise CCA/PWCCA
 analysis_max_frames=20000   # frames pooled over them
@@ -75,8 +87,12 @@ Usage: $0 [options]   (--name value or --name=value; recipe values shown as defa
 
 General
   --stage N --stop_stage M  run stages N..M (default: ${stage}..${stop_stage})
-  --nj N                    parallel processes per stage (default: ${nj})
-  --ngpu N                  GPUs per training process, 0 = CPU (default: ${ngpu})
+  --nj N                    trainings at once (default: ${nj})
+  --ngpu N                  GPUs per training, 0 = CPU, > 1 = DDP (default: ${ngpu})
+  --num_nodes M             nodes per training, DDP across them, slurm only (default: ${num_nodes})
+  --inference_nj N          extraction/decoding jobs; '' = --nj, or one per GPU with --gpu_inference (default: '${inference_nj}')
+  --gpu_inference BOOL      extraction, decoding, merging, analysis on GPUs, one per job (default: ${gpu_inference})
+  --cmd_backend NAME        local | slurm: where jobs run, see cmd.sh (default: '${cmd_backend}')
   --data_dir DIR            data dirs (default: ${data_dir})
   --exp_dir DIR             models, decodings, logs (default: ${exp_dir})
 
@@ -85,6 +101,8 @@ Corpora and data preparation (stage 1)
   --librispeech DIR         LibriSpeech root, adult speech, optional (default: '${librispeech}')
   --mini_corpus_dir DIR     generate the synthetic mini corpus here and use it (default: '${mini_corpus_dir}')
   --mini_corpus_scale X     mini corpus size factor (default: ${mini_corpus_scale})
+  --multilingual_corpus_dir DIR  generate the multilingual corpus here and prepare data from it (default: '${multilingual_corpus_dir}')
+  --multilingual_corpus_scale X  its size factor (default: ${multilingual_corpus_scale})
   --tiny_upstream_dir DIR   write tiny random upstream checkpoints here (default: '${tiny_upstream_dir}')
   --tiny_upstream_opts STR  options of make_tiny_upstreams (default: '${tiny_upstream_opts}')
   --whisper_hyp FILE        utt_id<TAB>hypothesis file for the Whisper WER filter (default: '${whisper_hyp}')
@@ -117,16 +135,23 @@ SSL pre-training (stage 3)
 SSL models and CTC fine-tuning (stages 4-5)
   --upstreams "A B C"       models to fine-tune; the first is the fusion reference (default: '${upstreams}')
   --upstream_conf FILE      name -> {upstream, path_or_url} (default: ${upstream_conf})
-  --finetune_config FILE    ESPnet config of CTC fine-tuning (default: ${finetune_config})
+  --finetune_config FILE    ESPnet config of CTC fine-tuning; '' skips ft_<name> (default: '${finetune_config}')
   --probe_config FILE       frozen-upstream probe on the pre-trained vs random reference; '' skips (default: '${probe_config}')
   --interface_config FILE   ESPnet config of the layer-interface systems (default: ${interface_config})
   --interface_systems FILE  layer-interface systems, trained in stage 4, scored in stage 5; '' skips (default: '${interface_systems}')
                             (last, weighted_sum, hconv, concat, delta fusion + hconv; characters and phones)
   --interface_units "A B"   char (WER/CER) and/or phn (PER) (default: '${interface_units}')
+  --sshr_config FILE        ESPnet config of the SSHR systems (default: ${sshr_config})
+  --sshr_systems FILE       SSHR systems (language frame, layer drop/replace, Cross-CTC) trained in stage 4,
+                            scored per language in stage 5; '' skips (default: '${sshr_systems}')
+  --sshr_units "A B"        char (CER) and/or phn (PER) (default: '${sshr_units}')
+  --langid_probe BOOL       stage 5: language-ID probe per layer of the frozen reference (default: ${langid_probe})
+  --results_baseline NAME   RESULTS.md p-values against this system (default: 'ft_<reference>')
 
 Feature extraction (stage 6)
   --feats_dir DIR           cached features (default: ${feats_dir})
-  --extract_fp16 BOOL       upstreams in float16 (default: ${extract_fp16})
+  --feats_fp16 BOOL         store the features in float16, 2 bytes per value (default: ${feats_fp16})
+  --extract_autocast TYPE   upstream forwards under autocast: none|bf16|fp16 (default: ${extract_autocast})
 
 Fusion training (stage 7)
   --fusion_config FILE      ESPnet config of fusion training (default: ${fusion_config})
@@ -155,8 +180,6 @@ parse_options "$@"
 run_command="$0 $*"   # the script's own arguments (parse_options shifts only its copy)
 [ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
 
-decode_device=cpu
-[ "${ngpu}" -gt 0 ] && decode_device=cuda
 mkdir -p "${exp_dir}/logs"
 run_log=${exp_dir}/logs/asr.$(date '+%Y%m%dT%H%M%S').log
 # every stage's output also goes to exp/logs/
@@ -166,10 +189,45 @@ exec > >(tee -a "${run_log}") 2>&1
 . "$(dirname "${BASH_SOURCE[0]}")/path.sh"
 export python
 
+# Job back-end (ESPnet's cmd.sh convention): train_cmd, cuda_cmd, decode_cmd
+if [ -f cmd.sh ]; then
+    # shellcheck source=/dev/null
+    . ./cmd.sh
+else
+    train_cmd=local; cuda_cmd="local --gpu 1"; decode_cmd=local
+fi
+# trainings: --ngpu GPUs each (DDP when > 1), on --num_nodes nodes under srun (slurm)
+train_job_cmd=${train_cmd}
+[ "${ngpu}" -gt 0 ] && train_job_cmd="${cuda_cmd} --gpu ${ngpu}"
+train_prefix=()
+if [ "${num_nodes}" -gt 1 ]; then
+    case "${train_job_cmd}" in slurm*) ;; *) log "ERROR: --num_nodes ${num_nodes} needs the slurm back-end (cmd.sh)"; exit 2 ;; esac
+    train_job_cmd="${train_job_cmd} --num_nodes ${num_nodes}"
+    train_prefix=(srun --ntasks-per-node=1)
+fi
+# extraction, decoding, merging, analysis: one GPU per job with --gpu_inference true
+decode_device=cpu
+inference_cmd=${decode_cmd}
+if [ "${gpu_inference}" = true ]; then
+    decode_device=cuda
+    inference_cmd=${cuda_cmd}
+fi
+if [ -z "${inference_nj}" ]; then
+    inference_nj=${nj}
+    if [ "${gpu_inference}" = true ] && [[ "${inference_cmd}" == local* ]]; then
+        inference_nj=$(count_gpus)  # one job per GPU
+        [ "${inference_nj}" -gt 0 ] || { log "ERROR: --gpu_inference true but no GPU is visible (CUDA_VISIBLE_DEVICES / nvidia-smi)"; exit 2; }
+    fi
+fi
+log "Jobs (cmd.sh): trainings ${nj} at once on '${train_job_cmd}'; inference ${inference_nj} jobs on '${inference_cmd}' (${decode_device})"
+
 if [ -n "${mini_corpus_dir}" ]; then
     myst=${mini_corpus_dir}/myst
     librispeech=${mini_corpus_dir}/librispeech
     phone_text=${phone_text:-${mini_corpus_dir}/phones.txt}
+fi
+if [ -n "${multilingual_corpus_dir}" ]; then
+    phone_text=${phone_text:-${multilingual_corpus_dir}/phones.txt}
 fi
 
 token_list=${data_dir}/token_list/${token_type}/tokens.txt
@@ -197,8 +255,10 @@ write_results() {
     for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done
     [ -f "${exp_dir}/interface_results.md" ] && append+=("${exp_dir}/interface_results.md")
     [ -f "${exp_dir}/analysis/figures.md" ] && append+=("${exp_dir}/analysis/figures.md")
+    [ -f "${exp_dir}/sshr_results.md" ] && append+=("${exp_dir}/sshr_results.md")
+    [ -f "${exp_dir}/analysis/langid_probe.md" ] && append+=("${exp_dir}/analysis/langid_probe.md")
     [ ${#append[@]} -gt 0 ] && append=(--append_md "${append[@]}")
-    ${python} -m espnet_delta.bin.score --results_md RESULTS.md --scored "${scored[@]}" --baseline "ft_${reference}" \
+    ${python} -m espnet_delta.bin.score --results_md RESULTS.md --scored "${scored[@]}" --baseline "${results_baseline:-ft_${reference}}" \
         --command "${run_command}" "${append[@]}"
     log "Wrote RESULTS.md ($(grep -c '^|' RESULTS.md) table rows)"
 }
@@ -217,6 +277,18 @@ list_interface_jobs() {
     [ -n "${out}" ] || { log "ERROR: no ${unit} layer-interface systems in ${interface_systems}"; exit 1; }
 }
 
+# list_sshr_jobs <unit>: renders exp/sshr_<system>_<unit>/train.yaml for every SSHR system and
+# fills the array sshr_jobs.
+list_sshr_jobs() {
+    local unit=$1 list=${token_list} out
+    [ "${unit}" = phn ] && list=${phone_token_list}
+    out=$(${python} -m espnet_delta.recipe.sshr_jobs --systems "${sshr_systems}" --base_config "${sshr_config}" \
+        --upstream_conf "${upstream_conf}" --reference "${reference}" --data_dir "${data_dir}" --shape_dir "${shape_dir}" \
+        --train_set "${train_set}" --valid_set "${valid_set}" --unit "${unit}" --token_list "${list}" --exp_dir "${exp_dir}")
+    mapfile -t sshr_jobs <<< "${out}"
+    [ -n "${out}" ] || sshr_jobs=()
+}
+
 # list_fusion_jobs: renders exp/fusion_<system>/train.yaml for every system (needs stage 6's
 # feature layout) and fills the array fusion_jobs with the job directories.
 list_fusion_jobs() {
@@ -233,18 +305,25 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
         log "Generating the synthetic mini corpus in ${mini_corpus_dir} (skipped when complete)"
         ${python} -m espnet_delta.bin.make_mini_corpus --out "${mini_corpus_dir}" --scale "${mini_corpus_scale}" --nj "${nj}"
     fi
+    if [ -n "${multilingual_corpus_dir}" ]; then
+        log "Generating the multilingual corpus in ${multilingual_corpus_dir} (skipped when complete) -> ${data_dir}/{train,dev,test}"
+        ${python} -m espnet_delta.bin.make_multilingual_corpus --out "${multilingual_corpus_dir}" \
+            --scale "${multilingual_corpus_scale}" --nj "${nj}" --data_dir "${data_dir}"
+    fi
     if [ -n "${tiny_upstream_dir}" ]; then
         log "Writing tiny random upstreams to ${tiny_upstream_dir} (skipped when present)"
         # shellcheck disable=SC2086
         ${python} -m espnet_delta.bin.make_tiny_upstreams --out_dir "${tiny_upstream_dir}" ${tiny_upstream_opts}
     fi
-    [ -n "${myst}" ] || { log "ERROR: --myst <root> (or --mini_corpus_dir) is required for stage 1 (a recipe sets MYST in db.sh)"; exit 2; }
-    data_args=(--myst "${myst}" --data_dir "${data_dir}" --subset_hours "${subset_hours}" --seed "${subset_seed}"
-               --max_duration "${max_duration}" --min_words "${min_words}" --max_wer "${max_wer}"
-               --keep_long_test "${keep_long_test}")
-    [ -n "${librispeech}" ] && data_args+=(--librispeech "${librispeech}")
-    [ -n "${whisper_hyp}" ] && data_args+=(--whisper_hyp "${whisper_hyp}")
-    "${repo_root}/local/data.sh" "${data_args[@]}"
+    if [ -z "${multilingual_corpus_dir}" ]; then
+        [ -n "${myst}" ] || { log "ERROR: --myst <root> (or --mini_corpus_dir) is required for stage 1 (a recipe sets MYST in db.sh)"; exit 2; }
+        data_args=(--myst "${myst}" --data_dir "${data_dir}" --subset_hours "${subset_hours}" --seed "${subset_seed}"
+                   --max_duration "${max_duration}" --min_words "${min_words}" --max_wer "${max_wer}"
+                   --keep_long_test "${keep_long_test}")
+        [ -n "${librispeech}" ] && data_args+=(--librispeech "${librispeech}")
+        [ -n "${whisper_hyp}" ] && data_args+=(--whisper_hyp "${whisper_hyp}")
+        "${repo_root}/local/data.sh" "${data_args[@]}"
+    fi
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
@@ -271,7 +350,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         for s in ${pretrain_sets}; do scps+=("${data_dir}/${s}/wav.scp"); done
         # one architecture per process, one thread each; run_parallel appends the items, so --archs comes last
         # shellcheck disable=SC2086
-        run_parallel "${nj}" ${python} -m espnet_delta.bin.pretrain_upstreams --in_dir "${tiny_upstream_dir}" \
+        run_parallel --cmd "${train_cmd}" --name pretrain "${nj}" ${python} -m espnet_delta.bin.pretrain_upstreams --in_dir "${tiny_upstream_dir}" \
             --out_dir "${pretrained_upstream_dir}" --work_dir "${exp_dir}/pretrain" --wav_scp "${scps[@]}" \
             ${pretrain_opts} --archs -- ${pretrain_archs}
     fi
@@ -281,6 +360,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     log "Stage 4: CTC fine-tuning of ${upstreams} on ${train_set} -> ${exp_dir}/ft_<name>"
     jobs=()
     for name in ${upstreams}; do
+        [ -n "${finetune_config}" ] || break
         job=${exp_dir}/ft_${name}
         render_espnet_config "${finetune_config}" "${job}/train.yaml" "${train_set}" "${valid_set}" \
             --set-from "${upstream_conf}:${name}=frontend_conf.frontend_conf"
@@ -303,7 +383,18 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
             jobs+=("${job}")
         done
     fi
-    run_parallel "${nj}" ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" -- "${jobs[@]}"
+    [ ${#jobs[@]} -eq 0 ] || run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" "${train_prefix[@]}" \
+        ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" --num_nodes "${num_nodes}" -- "${jobs[@]}"
+    if [ -n "${sshr_systems}" ]; then
+        jobs=()
+        for unit in ${sshr_units}; do
+            list_sshr_jobs "${unit}"
+            jobs+=("${sshr_jobs[@]}")
+        done
+        log "Stage 4: training ${#jobs[@]} SSHR systems of ${sshr_systems} (${sshr_units}) -> ${exp_dir}/sshr_<system>_<unit>"
+        run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" "${train_prefix[@]}" \
+            ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" --num_nodes "${num_nodes}" -- "${jobs[@]}"
+    fi
     if [ -n "${interface_systems}" ]; then
         jobs=()
         for unit in ${interface_units}; do
@@ -311,7 +402,8 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
             jobs+=("${interface_jobs[@]}")
         done
         log "Stage 4: training ${#jobs[@]} layer-interface systems of ${interface_systems} (${interface_units}) -> ${exp_dir}/if_<system>_<unit>"
-        run_parallel "${nj}" ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" -- "${jobs[@]}"
+        run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" "${train_prefix[@]}" \
+        ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" --num_nodes "${num_nodes}" -- "${jobs[@]}"
     fi
 fi
 
@@ -320,12 +412,37 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     tests=()
     for t in ${test_sets}; do tests+=(--test "${t}=${data_dir}/${t}/wav.scp"); done
     jobs=()
-    for name in ${upstreams}; do jobs+=("${exp_dir}/ft_${name}"); done
+    [ -z "${finetune_config}" ] || for name in ${upstreams}; do jobs+=("${exp_dir}/ft_${name}"); done
     if [ -n "${probe_config}" ]; then
         for kind in pretrained random; do jobs+=("${exp_dir}/probe_${reference}_${kind}"); done
     fi
-    ${python} -m espnet_delta.bin.decode "${jobs[@]}" --model_name valid.wer_ctc.best.pth "${tests[@]}" \
-        --input_type sound --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}"
+    [ ${#jobs[@]} -eq 0 ] || run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.decode \
+        --model_name valid.wer_ctc.best.pth "${tests[@]}" --input_type sound --batch_size "${decode_batch_size}" \
+        --ref_dir "${data_dir}" --device "${decode_device}" -- "${jobs[@]}"
+    if [ -n "${sshr_systems}" ]; then
+        log "Stage 5: decoding + scoring the SSHR systems (${sshr_units}) per language -> ${exp_dir}/sshr_results.md"
+        jobs=()
+        for unit in ${sshr_units}; do
+            list_sshr_jobs "${unit}"
+            model=valid.wer_ctc.best.pth
+            [ "${unit}" = phn ] && model=valid.loss.best.pth
+            run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.decode \
+                --model_name "${model}" --unit "${unit}" "${tests[@]}" --input_type sound --batch_size "${decode_batch_size}" \
+                --ref_dir "${data_dir}" --device "${decode_device}" -- "${sshr_jobs[@]}"
+            jobs+=("${sshr_jobs[@]}")
+        done
+        # shellcheck disable=SC2086
+        ${python} -m espnet_delta.recipe.sshr_results --jobs "${jobs[@]}" --data_dir "${data_dir}" --test_sets ${test_sets} \
+            --out "${exp_dir}/sshr_results.md"
+    fi
+    if [ "${langid_probe}" = true ]; then
+        log "Stage 5: language-ID probe per layer of the frozen ${reference} -> ${exp_dir}/analysis/langid_probe.{csv,png,md}"
+        ${python} -m espnet_delta.bin.langid_probe --upstream_conf "${upstream_conf}" --model "${reference}" \
+            --train_dir "${data_dir}/${train_set}" --test_dir "${data_dir}/${valid_set}" --out_dir "${exp_dir}/analysis"
+    fi
+    if [ -n "${sshr_systems}" ] || [ "${langid_probe}" = true ]; then
+        write_results
+    fi
     if [ -n "${interface_systems}" ]; then
         log "Stage 5: decoding + scoring the layer-interface systems (${interface_units}) -> ${exp_dir}/interface_results.md"
         jobs=()
@@ -334,7 +451,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
             # the checkpoints interface_jobs selects: dev WER for characters, dev loss for phones
             model=valid.wer_ctc.best.pth
             [ "${unit}" = phn ] && model=valid.loss.best.pth
-            run_parallel "${nj}" ${python} -m espnet_delta.bin.decode --model_name "${model}" --unit "${unit}" "${tests[@]}" \
+            run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.decode --model_name "${model}" --unit "${unit}" "${tests[@]}" \
                 --input_type sound --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}" \
                 -- "${interface_jobs[@]}"
             jobs+=("${interface_jobs[@]}")
@@ -346,7 +463,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
-    log "Stage 6: extracting E_ft of the reference and E_pt, E_ft of the other models -> ${feats_dir}"
+    log "Stage 6: extracting E_ft of the reference and E_delta, E_ft of the other models -> ${feats_dir}"
     others=${upstreams#* }
     extract_conf=${feats_dir}/extract.yaml
     # shellcheck disable=SC2086
@@ -354,18 +471,20 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
         --reference "${reference}" --others ${others} \
         --finetuned "${exp_dir}/ft_{name}/valid.wer_ctc.best.pth" --out "${extract_conf}"
     fp16_flag=()
-    [ "${extract_fp16}" = true ] && fp16_flag=(--fp16)
+    [ "${feats_fp16}" = true ] && fp16_flag=(--fp16)
     dirs=()
     for dset in ${sets_with_audio}; do dirs+=(--data_dir "${data_dir}/${dset}" --out_dir "${feats_dir}/${dset}"); done
     # shellcheck disable=SC2046
-    run_parallel "${nj}" ${python} -m espnet_delta.bin.extract_features --config "${extract_conf}" \
-        "${dirs[@]}" --nj "${nj}" "${fp16_flag[@]}" --shard -- $(seq 1 "${nj}")
+    run_parallel --cmd "${inference_cmd}" --name extract "${inference_nj}" ${python} -m espnet_delta.bin.extract_features \
+        --config "${extract_conf}" "${dirs[@]}" --nj "${inference_nj}" --device "${decode_device}" "${fp16_flag[@]}" \
+        --autocast "${extract_autocast}" --shard -- $(seq 1 "${inference_nj}")
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     list_fusion_jobs
     log "Stage 7: training ${#fusion_jobs[@]} fusion systems of ${fusion_systems} on cached features"
-    run_parallel "${nj}" ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" -- "${fusion_jobs[@]}"
+    run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" "${train_prefix[@]}" \
+        ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" --num_nodes "${num_nodes}" -- "${fusion_jobs[@]}"
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
@@ -377,7 +496,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
             "${upstream_conf}" "${reference}")
         [ -n "${base}" ] || { log "ERROR: stage 8 needs the pre-trained checkpoint of ${reference} as path_or_url in ${upstream_conf}"; exit 2; }
         # shellcheck disable=SC2086
-        ${python} -m espnet_delta.recipe.merge_stage --child "${exp_dir}/ft_${reference}" --adult "${exp_dir}/ft_${reference}_adult" \
+        run_job --cmd "${inference_cmd}" --name merge ${python} -m espnet_delta.recipe.merge_stage --child "${exp_dir}/ft_${reference}" --adult "${exp_dir}/ft_${reference}_adult" \
             --base "${base}" --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
             --lambdas ${merge_lambdas} --alphas ${merge_alphas} --exp_dir "${exp_dir}" --batch_size "${decode_batch_size}" --device "${decode_device}"
     fi
@@ -388,7 +507,7 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     log "Stage 9: decoding + scoring ${#fusion_jobs[@]} fusion systems on ${test_sets}; RESULTS.md"
     tests=()
     for t in ${test_sets}; do tests+=(--test "${t}=${feats_dir}/${t}/feats.scp"); done
-    run_parallel "${nj}" ${python} -m espnet_delta.bin.decode --model_name valid.wer_ctc.best.pth "${tests[@]}" \
+    run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.decode --model_name valid.wer_ctc.best.pth "${tests[@]}" \
         --input_type kaldi_ark --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}" -- "${fusion_jobs[@]}"
     write_results
 fi
@@ -396,7 +515,7 @@ fi
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
     log "Stage 10: analysis: layer-wise CCA/PWCCA of ${upstreams}, MoE gate histograms, WER chart -> ${exp_dir}/analysis"
     # shellcheck disable=SC2086
-    ${python} -m espnet_delta.bin.analyze --out_dir "${exp_dir}/analysis" \
+    run_job --cmd "${inference_cmd}" --name analysis ${python} -m espnet_delta.bin.analyze --out_dir "${exp_dir}/analysis" \
         --upstream_conf "${upstream_conf}" --models ${upstreams} \
         --finetuned "${exp_dir}/ft_{name}/valid.wer_ctc.best.pth" --wav_scp "${data_dir}/${valid_set}/wav.scp" \
         --max_utts "${analysis_max_utts}" --max_frames "${analysis_max_frames}" \

@@ -87,7 +87,7 @@ def test_bool_flags_exist_where_expected():
     """The known booleans (so the test above checks something in each of these commands)."""
     expected = {
         "espnet_delta.bin.decode": {"no_sctk"},
-        "espnet_delta.bin.extract_features": {"merge_only", "fp16", "overwrite", "progress"},
+        "espnet_delta.bin.extract_features": {"merge_only", "fp16", "overwrite", "progress", "share_cnn"},
         "espnet_delta.bin.make_tiny_upstreams": {"overwrite"},
         "espnet_delta.bin.merge": {"allow_pickle", "progress"},
         "espnet_delta.bin.prepare_data": {"keep_long_test", "decode_audio"},

@@ -75,7 +75,7 @@ def relative_lines(path: Path, out: Path) -> list:
 def test_matrices_equal_single_utterance_streams(clean, extractor, data):
     layout = FeatureLayout.load(clean / "layout.json")
     assert layout.names == extractor.stream_names() == [
-        "wavlm_local.ft", "hubert_local.pt", "hubert_local.ft", "wav2vec2_local.pt", "wav2vec2_local.ft",
+        "wavlm_local.ft", "hubert_local.delta", "hubert_local.ft", "wav2vec2_local.delta", "wav2vec2_local.ft",
     ]
     assert [(s.start, s.end) for s in layout.streams] == [(0, 32), (32, 64), (64, 96), (96, 128), (128, 160)]
     assert layout.dtype == "float32" and layout.frame_shift == 320 and layout.frame_rate == 50.0
@@ -189,6 +189,8 @@ def test_layout_mismatch_is_refused(conf, data, clean, tiny_upstreams, tmp_path)
         extract_features({**conf, "layer": 2}, data, out, nj=2, **BATCH)
     with pytest.raises(LayoutMismatchError, match=r"dtype: 'float32' in the file, 'float16' now"):
         extract_features(conf, data, out, nj=2, fp16=True, **BATCH)
+    with pytest.raises(LayoutMismatchError, match=r"autocast: 'none' in the file, 'bf16' now"):
+        extract_features(conf, data, out, nj=2, autocast="bf16", **BATCH)
     # a complete extraction is reused whatever nj; an incomplete one must keep its split
     assert extract_features(conf, data, out, nj=3, **BATCH).merged
     (out / "feats.scp").unlink()
@@ -232,7 +234,7 @@ def test_fp16_and_overwrite_on_a_tiny_set(conf, extractor, data, clean, tmp_path
         assert mat.dtype == np.float16
         np.testing.assert_allclose(mat.astype(np.float32), full[utt], atol=1e-2, rtol=1e-2)
         d = layout.delta(mat, "hubert_local")
-        assert d.dtype == np.float32  # computed from the float16 values, in float32
+        assert d.dtype == np.float32  # the stored float16 delta, read as float32
     # ESPnet's kaldi_ark loader reads the float16 records and casts them to float32
     dataset = ESPnetDataset([(str(out / "feats.scp"), "speech", "kaldi_ark")])
     utt, batch = dataset[next(iter(full))]
@@ -296,7 +298,7 @@ def test_feature_layout_from_dict_and_reading():
     full_only = FeatureLayout.from_dict(
         {"streams": [{"name": "a.ft", "dim": 2}, {"name": "b.ft", "dim": 2}], "mode": "full"}
     )
-    with pytest.raises(LayoutError, match=r"no pre-trained stream 'b.pt'.*mode: full"):
+    with pytest.raises(LayoutError, match=r"no delta stream 'b.delta' \(nor a pre-trained stream 'b.pt'.*mode: full"):
         full_only.delta(np.zeros((3, 4), dtype=np.float32), "b")
     with pytest.raises(LayoutError, match="appears twice"):
         FeatureLayout.from_dict({"streams": [{"name": "a.ft", "dim": 2}, {"name": "a.ft", "dim": 2}]})
@@ -309,7 +311,7 @@ def test_feature_layout_from_dict_and_reading():
 def test_config_validation(conf):
     with pytest.raises(ValueError, match="unknown key"):
         ExtractionConfig.from_dict({**conf, "fusion": "concat"})
-    with pytest.raises(ValueError, match=r"stream names \['hubert_local.ft', 'hubert_local.pt'\] occur twice"):
+    with pytest.raises(ValueError, match=r"stream names \['hubert_local.delta', 'hubert_local.ft'\] occur twice"):
         ExtractionConfig.from_dict({**conf, "others": [conf["others"][0], conf["others"][0]]})
     deltas = ExtractionConfig.from_dict({"reference": conf["reference"], "deltas": conf["others"], "mode": "full"})
     assert deltas.stream_names() == ["wavlm_local.ft", "hubert_local.ft", "wav2vec2_local.ft"]
@@ -318,5 +320,27 @@ def test_config_validation(conf):
         {**conf, "others": [{**hubert, "name": "hubert_child"}, {**hubert, "name": "hubert_adult"}]}
     )
     assert named.stream_names() == [
-        "wavlm_local.ft", "hubert_child.pt", "hubert_child.ft", "hubert_adult.pt", "hubert_adult.ft",
+        "wavlm_local.ft", "hubert_child.delta", "hubert_child.ft", "hubert_adult.delta", "hubert_adult.ft",
     ]
+
+
+def test_old_format_cache_is_refused_naming_the_file(conf, data, clean, tmp_path):
+    """Format 1 stored E_pt ('<name>.pt') and subtracted on read; its columns mean
+    something else now, so reading or resuming it fails and says what to do."""
+    out = tmp_path / "feats"
+    shutil.copytree(clean, out)
+    old = json.loads((out / "layout.json").read_text())
+    assert old["format"] == "espnet_delta.features.layout/2"
+    old["format"] = "espnet_delta.features.layout/1"
+    old["streams"] = [{**s, "name": s["name"].replace(".delta", ".pt")} for s in old["streams"]]
+    (out / "layout.json").write_text(json.dumps(old))
+    for call in (lambda: FeatureLayout.load(out), lambda: extract_features(conf, data, out, nj=2, **BATCH)):
+        with pytest.raises(LayoutMismatchError) as e:
+            call()
+        assert str(out / "layout.json") in str(e.value)
+        assert "format 'espnet_delta.features.layout/1'" in str(e.value) and "--overwrite" in str(e.value)
+    # a hand-written layout (no format) may still hold E_pt columns: delta = ft - pt
+    del old["format"]
+    hand = FeatureLayout.from_dict(old)
+    mat = np.array(read_scp(clean)[next(iter(read_scp(clean)))])
+    np.testing.assert_array_equal(hand.delta(mat, "hubert_local"), mat[:, 64:96] - mat[:, 32:64])

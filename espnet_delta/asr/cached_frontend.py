@@ -57,7 +57,7 @@ class CachedFusionFrontend(AbsFrontend):
         other_sizes = [self.layout.stream_dim(f"{d}.ft") for d in self.deltas]
         if mode == "delta":
             for d in self.deltas:
-                self.layout.stream_columns(f"{d}.pt")  # error early when E_pt was not cached
+                self.layout.require_delta(d)  # error early when neither E_delta nor E_pt was cached
         self.head = FusionHead(fusion, ref_size, other_sizes, fusion_conf, head_norm, head_dropout)
 
     def output_size(self) -> int:

@@ -83,6 +83,8 @@ def decode_batches(model, entries, input_type: str, batch_size: int = 8, device:
     with tqdm(total=len(entries), unit="utt", desc="decode", leave=False) as bar:
         for keys, speech, lengths in batches(entries, input_type, batch_size):
             enc, enc_lens = model.encode(speech.to(device), lengths.to(device))
+            if isinstance(enc, tuple):  # intermediate CTC (e.g. encoder: sshr): (out, [(layer, out_l), ...])
+                enc = enc[0]
             ids = model.ctc.argmax(enc).cpu()
             for b, key in enumerate(keys):
                 hyps[key] = ids_to_text(ids[b, : int(enc_lens[b])].tolist(), model.token_list)

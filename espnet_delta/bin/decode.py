@@ -73,6 +73,8 @@ def decode_phones(model, entries, input_type: str, batch_size: int, device: str)
     hyps = {}
     for keys, speech, lengths in batches(entries, input_type, batch_size):
         enc, enc_lens = model.encode(speech.to(device), lengths.to(device))
+        if isinstance(enc, tuple):  # intermediate CTC (e.g. encoder: sshr): (out, [(layer, out_l), ...])
+            enc = enc[0]
         ids = model.ctc.argmax(enc).cpu()
         for b, key in enumerate(keys):
             path = torch.unique_consecutive(ids[b, : int(enc_lens[b])]).tolist()

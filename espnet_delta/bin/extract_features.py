@@ -2,13 +2,13 @@
 
     python -m espnet_delta.bin.extract_features --config conf/extract.yaml \\
         --data_dir data/train --out_dir dump/feats/train --nj 2 [--shard K] \\
-        [--batch_seconds 60] [--batch_size 8] [--fp16] [--device cpu]
+        [--batch_seconds 60] [--batch_size 8] [--fp16] [--autocast none|bf16|fp16] [--device cpu]
 
 conf/extract.yaml (paths relative to the current directory)::
 
     reference: {upstream: wavlm_local, path_or_url: downloads/upstreams/wavlm.pt,
                 finetuned: exp/ft_wavlm/valid.loss.best.pth}
-    others:                        # each contributes E_pt and E_ft (mode: delta)
+    others:                        # each contributes E_delta and E_ft (mode: delta)
       - {upstream: hubert_local, path_or_url: downloads/upstreams/hubert.pt,
          finetuned: exp/ft_hubert/valid.loss.best.pth}
     mode: delta                    # delta (E_pt and E_ft) | full (E_ft only)
@@ -27,8 +27,14 @@ interrupted ones. An out_dir written for another configuration (models, checkpoi
 files, layer, dtype, nj, wav.scp) is refused; --overwrite deletes its features first
 (not together with --shard: delete the directory before starting parallel shards).
 
---fp16 stores float16 (half the disk); the delta E_ft - E_pt is then computed from the
-float16-rounded values.
+Precision: --fp16 is the STORAGE dtype: float16, 2 bytes per value instead of 4 (a
+1024-dim stream at 50 frames/s: 369 MB instead of 737 MB per audio hour). The delta
+E_ft - E_pt is taken in float32 from the float32 forwards and rounded once, so it
+keeps 2^-11 of its own magnitude. --autocast is the COMPUTE precision of the upstream
+forwards (bf16/fp16 under torch.autocast, for GPUs; default none = float32).
+Upstreams with bit-identical CNN feature encoders (pre-trained and fine-tuned models
+of one upstream when fine-tuning froze the CNN) run the CNN once (--share_cnn false:
+run it per model).
 """
 
 from __future__ import annotations
@@ -57,7 +63,11 @@ def get_parser() -> argparse.ArgumentParser:
     add_bool_argument(p, "--merge_only", help="only merge complete shards into feats.scp (fails if one is missing)")
     p.add_argument("--batch_seconds", type=float, default=60.0, help="max padded audio seconds per batch")
     p.add_argument("--batch_size", type=int, default=8, help="max utterances per batch")
-    add_bool_argument(p, "--fp16", help="store float16 instead of float32")
+    add_bool_argument(p, "--fp16", help="STORAGE dtype: store float16 instead of float32 (rounded once)")
+    p.add_argument("--autocast", choices=("none", "bf16", "fp16"), default="none",
+                   help="COMPUTE precision of the upstream forwards (torch.autocast; none = float32)")
+    add_bool_argument(p, "--share_cnn", default=True,
+                      help="run a CNN feature encoder once for upstreams whose encoders are bit-identical")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument(
         "--num_threads", type=int, default=None, help="torch threads (default: cores, or cores / nj with --shard)"
@@ -93,7 +103,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         for data_dir, out_dir in zip(args.data_dir, args.out_dir):
             # one process serves several sets: the models are loaded once, and only when needed
             if extractor is None and not args.merge_only and not (Path(out_dir) / "feats.scp").is_file():
-                extractor = config.build_extractor()
+                extractor = config.build_extractor(autocast=args.autocast, share_cnn=args.share_cnn)
             result = extract_features(
                 config,
                 data_dir,
@@ -103,6 +113,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
                 batch_seconds=args.batch_seconds,
                 batch_size=args.batch_size,
                 fp16=args.fp16,
+                autocast=args.autocast,
                 device=args.device,
                 overwrite=args.overwrite,
                 merge_only=args.merge_only,

@@ -3,14 +3,18 @@
 One pass over a data dir runs every upstream of an extraction config (the
 reference's fine-tuned model and, per other model, its pre-trained and fine-tuned
 models) and stores per utterance ONE matrix ``(T, sum D_s)``: the streams of
-:meth:`SSLEmbeddingExtractor.stream_names` side by side. :mod:`espnet_delta.features.layout`
-(:class:`~espnet_delta.features.layout.FeatureLayout`) slices it back into streams and
-computes deltas.
+:meth:`SSLEmbeddingExtractor.stream_names` side by side -- the reference's E_ft, then
+per other model E_delta = E_ft - E_pt (taken in float32, rounded once to the storage
+dtype) and E_ft. :mod:`espnet_delta.features.layout`
+(:class:`~espnet_delta.features.layout.FeatureLayout`) slices it back into streams.
+Upstreams with bit-identical CNN feature encoders run the CNN once per batch; the next
+batch's audio is read in a background thread while the current one is computed.
 
 Output directory (``dump/feats/<set>/``)::
 
-    layout.json          stream names and columns, dtype, layer, hidden_norm, mode, frame
-                         shift, the model specs with their checkpoints' paths, sizes, mtimes
+    layout.json          format, stream names and columns, dtype, autocast, layer, hidden_norm,
+                         mode, frame shift, the model specs with their checkpoints' paths,
+                         sizes, mtimes
     shards.json          nj and a fingerprint of the utterance list (wav.scp)
     feats.<k>.ark        shard k = 1..nj: the matrices (float32 Kaldi "FM", or float16 as
                          kaldiio's NPY-in-ark record with --fp16)
@@ -30,7 +34,8 @@ lock (``.feats.<k>.lock``); a killed run leaves ``*.tmp`` files or an ark withou
 scp, which the next run removes before redoing that shard. Within a shard,
 utterances are processed longest first in batches of at most ``batch_size``
 utterances and ``batch_seconds`` of padded audio; each utterance's matrix is trimmed
-to its own frame count and written as soon as its batch is done.
+to its own frame count and written as soon as its batch is done, so memory is
+bounded by the batch (two batches of audio, one of features), not by the corpus.
 
 The ark paths in the scp files are ``out_dir`` as given: relative to the recipe
 directory when ``out_dir`` is relative (ESPnet's convention), so run training from
@@ -39,8 +44,9 @@ settings, device and number of threads; another thread count changes values by
 about 1e-6, another batch composition by up to about 1e-4 (float summation order).
 
 An existing ``out_dir`` is reused only when its layout.json matches the config
-(stream names, dtype, mode, layer, hidden_norm, and each checkpoint's absolute path,
-size and mtime: a retrained checkpoint is a different model) and shards.json the
+(layout format, stream names, dtype, autocast, mode, layer, hidden_norm, and each
+checkpoint's absolute path, size and mtime: a retrained checkpoint is a different
+model) and shards.json the
 data (same utterances and paths; same nj unless already merged). Otherwise the call
 fails naming the file and the differing keys; ``overwrite`` deletes the earlier
 features first.

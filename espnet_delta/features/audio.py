@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Callable, Iterator, List, Sequence, Tuple, TypeVar
 
 import numpy as np
+import torch
 
 from espnet_delta.data.audio import TARGET_RATE, AudioError, probe_audio, read_audio
 from espnet_delta.fileio import read_table
@@ -103,3 +105,33 @@ def make_batches(
     if current:
         batches.append(current)
     return batches
+
+
+Batch = List[Tuple[AudioItem, int]]
+T = TypeVar("T")
+
+
+def padded_batch(audio: AudioReader, batch: Batch, pin_memory: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The batch's waveforms zero-padded to ``(B, max samples)`` and their lengths ``(B,)``;
+    pinned (page-locked) for an asynchronous copy to a GPU when ``pin_memory``."""
+    signals = [audio.read(item) for item, _ in batch]
+    lens = torch.tensor([len(w) for w in signals], dtype=torch.long)
+    wavs = torch.zeros(len(batch), int(lens.max()), pin_memory=pin_memory)
+    for i, wav in enumerate(signals):
+        wavs[i, : len(wav)] = torch.from_numpy(wav)
+    return wavs, lens
+
+
+def prefetched(batches: Sequence[Batch], load: Callable[[Batch], T]) -> Iterator[Tuple[Batch, T]]:
+    """``(batch, load(batch))`` in order, loading the next batch in a background thread
+    while the caller computes on the current one (file reads release the GIL), so audio
+    I/O overlaps the forwards. At most two batches are held at once."""
+    if not batches:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio-prefetch") as pool:
+        pending = pool.submit(load, batches[0])
+        for i, batch in enumerate(batches):
+            loaded = pending.result()
+            if i + 1 < len(batches):
+                pending = pool.submit(load, batches[i + 1])
+            yield batch, loaded

@@ -15,15 +15,17 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from espnet_delta.features.layout import FeatureLayout, StreamColumns, stream_names
+from espnet_delta.features.layout import (  # noqa: F401  (LayoutMismatchError: re-exported)
+    FeatureLayout,
+    LayoutMismatchError,
+    StreamColumns,
+    check_format,
+    stream_names,
+)
 from espnet_delta.fileio import load_yaml
 from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor, UpstreamSpec, check_options, hidden_state_index
 
 SAMPLE_RATE = 16000
-
-
-class LayoutMismatchError(RuntimeError):
-    """An output directory holds features of a different configuration."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +112,9 @@ class ExtractionConfig:
         """Same order as :meth:`SSLEmbeddingExtractor.stream_names`."""
         return stream_names(self.reference.label, [s.label for s in self.others], self.mode)
 
-    def build_extractor(self) -> SSLEmbeddingExtractor:
+    def build_extractor(self, autocast: str = "none", share_cnn: bool = True) -> SSLEmbeddingExtractor:
+        """The extractor; ``autocast`` and ``share_cnn`` are compute options (see
+        :class:`SSLEmbeddingExtractor`), not part of what is extracted."""
         return SSLEmbeddingExtractor(
             self.reference,
             list(self.others),
@@ -118,6 +122,8 @@ class ExtractionConfig:
             layer=self.layer,
             hidden_norm=self.hidden_norm,
             max_frame_diff=self.max_frame_diff,
+            autocast=autocast,
+            share_cnn=share_cnn,
         )
 
     def models_record(self) -> Dict[str, Any]:
@@ -162,7 +168,7 @@ def layout_for(extractor: SSLEmbeddingExtractor, config: ExtractionConfig, dtype
 
     dims = [state_dim(extractor.reference_ft)]
     for j, ft in enumerate(extractor.others_ft):
-        if config.mode == "delta":
+        if config.mode == "delta":  # E_delta has E_pt's (= E_ft's) dimension
             dims.append(state_dim(extractor.others_pt[j]))
         dims.append(state_dim(ft))
     streams, start = [], 0
@@ -178,6 +184,7 @@ def layout_for(extractor: SSLEmbeddingExtractor, config: ExtractionConfig, dtype
         sample_rate=SAMPLE_RATE,
         frame_shift=_frame_shift(extractor),
         models=config.models_record(),
+        autocast=extractor.autocast,
     )
 
 
@@ -199,8 +206,10 @@ _AS_GIVEN = ("path_or_url", "finetuned")
 
 
 def _comparable(layout: Dict[str, Any], with_columns: bool) -> Dict[str, Any]:
-    keys = ["dtype", "mode", "layer", "hidden_norm"] + (["sample_rate", "frame_shift"] if with_columns else [])
+    keys = ["format", "dtype", "autocast", "mode", "layer", "hidden_norm"]
+    keys += ["sample_rate", "frame_shift"] if with_columns else []
     out: Dict[str, Any] = {k: layout.get(k) for k in keys}
+    out["autocast"] = out["autocast"] or "none"
     out["stream_names"] = [s["name"] for s in layout.get("streams", [])]
     if with_columns:
         out["streams"] = [[s["name"], s["start"], s["end"]] for s in layout.get("streams", [])]
@@ -235,6 +244,9 @@ def check_layout_file(path: Path, expected: Dict[str, Any], with_columns: bool =
         raise LayoutMismatchError(
             f"{path}: cannot read the existing layout ({e}); pass --overwrite to start over"
         ) from e
+    if not isinstance(existing, dict):
+        raise LayoutMismatchError(f"{path}: not a layout mapping; pass --overwrite to start over")
+    check_format({"format": existing.get("format", "(none)")}, str(path))
     diffs = _differences(_comparable(existing, with_columns), _comparable(expected, with_columns))
     if diffs:
         shown = "; ".join(f"{key}: {old!r} in the file, {new!r} now" for key, old, new in diffs[:5])

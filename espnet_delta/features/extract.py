@@ -15,9 +15,18 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from espnet_delta.features.audio import AudioItem, AudioReader, _utts_fingerprint, make_batches, read_wav_scp, shard_items
+from espnet_delta.features.audio import (
+    AudioItem,
+    AudioReader,
+    _utts_fingerprint,
+    make_batches,
+    padded_batch,
+    prefetched,
+    read_wav_scp,
+    shard_items,
+)
 from espnet_delta.features.config import SAMPLE_RATE, ExtractionConfig, LayoutMismatchError, check_layout_file, layout_for
-from espnet_delta.features.layout import LAYOUT_FILE, FeatureLayout
+from espnet_delta.features.layout import AUTOCASTS, LAYOUT_FILE, LAYOUT_FORMAT, FeatureLayout
 from espnet_delta.fileio import write_lines_atomic
 from espnet_delta.features.shards import (
     ShardFiles,
@@ -68,18 +77,16 @@ def _write_shard(
     entries: List[Tuple[str, int, int]] = []  # utt, offset, frames
     ark_tmp = files.tmp(files.ark)
     bar = tqdm(total=len(items), unit="utt", desc=f"shard {files.k}/{nj}", disable=not progress, leave=False)
+    pin = device.type == "cuda"
     try:
         with open(ark_tmp, "wb") as fd:
-            for batch in batches:
-                signals = [torch.from_numpy(audio.read(item)) for item, _ in batch]
-                lens = torch.tensor([len(w) for w in signals], dtype=torch.long)
-                wavs = torch.zeros(len(batch), int(lens.max()))
-                for i, wav in enumerate(signals):
-                    wavs[i, : len(wav)] = wav
-                streams, frames = extractor.streams(wavs.to(device), lens.to(device))
+            for batch, (wavs, lens) in prefetched(batches, lambda b: padded_batch(audio, b, pin_memory=pin)):
+                wavs, lens = wavs.to(device, non_blocking=pin), lens.to(device)
+                streams, frames = extractor.streams(wavs, lens)
                 got = [int(s.size(-1)) for s in streams]
                 if got != dims:
                     raise RuntimeError(f"stream dims {got} differ from the layout's {dims} ({layout.names})")
+                # float32 streams (E_delta taken in float32); the storage dtype rounds each value once
                 matrix = torch.cat(streams, dim=-1).float().cpu()
                 frames = frames.cpu()
                 for i, (item, _) in enumerate(batch):
@@ -115,6 +122,7 @@ def extract_features(
     batch_seconds: float = 60.0,
     batch_size: int = 8,
     fp16: bool = False,
+    autocast: str = "none",
     device: Optional[str] = None,
     overwrite: bool = False,
     merge_only: bool = False,
@@ -130,6 +138,10 @@ def extract_features(
     ``overwrite`` deletes earlier features in ``out_dir`` first (not with ``shard``:
     parallel calls would delete each other's work). ``extractor``: an already built
     :class:`SSLEmbeddingExtractor` for this config, to avoid loading the models again.
+
+    ``fp16`` is the STORAGE dtype (float16 values, rounded once from float32 streams);
+    ``autocast`` (``none`` | ``bf16`` | ``fp16``) the COMPUTE precision of the upstream
+    forwards, recorded in layout.json (a cache is never resumed with another one).
     """
     config = ExtractionConfig.from_config(config)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -142,6 +154,8 @@ def extract_features(
             "overwrite cannot be combined with shard: parallel shard jobs would delete each other's work; "
             f"delete {out_dir} (or run once with overwrite and no shard) before starting the shard jobs"
         )
+    if autocast not in AUTOCASTS:
+        raise ValueError(f"autocast={autocast!r}; expected one of {AUTOCASTS}")
     if batch_size < 1 or batch_seconds <= 0:
         raise ValueError(f"batch_size={batch_size}, batch_seconds={batch_seconds}; expected positive values")
     if out_dir.resolve() == data_dir.resolve():
@@ -161,7 +175,9 @@ def extract_features(
     # 1. refuse a directory written for another configuration, before loading any model
     layout_path = out_dir / LAYOUT_FILE
     partial_expected = {
+        "format": LAYOUT_FORMAT,
         "dtype": dtype,
+        "autocast": autocast,
         "mode": config.mode,
         "layer": config.layer,
         "hidden_norm": config.hidden_norm,
@@ -200,9 +216,10 @@ def extract_features(
 
     if todo and not merge_only:
         if extractor is None:
-            extractor = config.build_extractor()
+            extractor = config.build_extractor(autocast=autocast)
         else:
             config.check_extractor(extractor)
+            extractor.autocast = autocast
         layout = layout_for(extractor, config, dtype)
         if layout_path.is_file():
             check_layout_file(layout_path, layout.to_dict(), with_columns=True)

@@ -6,17 +6,25 @@ utterance: the streams of :meth:`SSLEmbeddingExtractor.stream_names` concatenate
 along the feature axis, e.g. for a WavLM reference and HuBERT / wav2vec2 as the other
 models (``mode: delta``)::
 
-    wavlm_local.ft | hubert_local.pt | hubert_local.ft | wav2vec2_local.pt | wav2vec2_local.ft
+    wavlm_local.ft | hubert_local.delta | hubert_local.ft | wav2vec2_local.delta | wav2vec2_local.ft
 
-so that one extraction serves both fusion modes (delta = ``ft - pt`` computed from
-the columns, full = ``ft``) and every subset of the other models. The layout
+so that one extraction serves both fusion modes (delta = the ``.delta`` columns,
+full = the ``.ft`` columns) and every subset of the other models. The layout
 (stream names and their column ranges, plus provenance) is ``layout.json`` next to
 the features; :class:`FeatureLayout` reads it, or a plain dict of the same shape
 (e.g. from a YAML config), and slices a matrix -- numpy array or torch tensor, one
 utterance ``(T, D)`` or a padded batch ``(B, T, D)`` -- into streams.
 
-Deltas are computed in at least float32: a float16 cache (``--fp16``) stores E_ft and
-E_pt rounded to float16 each, and their difference is taken from those rounded values.
+Why the delta is stored (format 2) rather than E_pt (format 1): the delta is
+computed in float32 from the float32 forwards and rounded ONCE to the storage dtype,
+so a float16 cache holds it to 2^-11 of its own magnitude. Format 1 stored E_ft and
+E_pt rounded separately; their difference then carries the float16 spacing of the
+operands (2^-8 absolute near |E| = 10 at worst, half of 2^-7), which for a small
+delta can exceed the delta itself. A hand-written layout (a dict without ``format``)
+may still name ``<model>.pt`` streams; the delta is then ``ft - pt`` in float32.
+Storage: 4 bytes per value in float32, 2 in float16 (kaldiio's NPY record adds ~80
+bytes per utterance); a 1024-dim stream at 50 frames/s is 184.3 M values per audio
+hour, i.e. 737 MB (float32) or 369 MB (float16).
 """
 
 from __future__ import annotations
@@ -29,12 +37,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from espnet_delta.fileio import write_text_atomic
 
-#: Version tag written into layout.json.
-LAYOUT_FORMAT = "espnet_delta.features.layout/1"
+#: Version tag written into layout.json. 2: the other models' streams are
+#: ``<name>.delta`` (E_ft - E_pt, rounded once) and ``<name>.ft``; 1 stored ``<name>.pt``.
+LAYOUT_FORMAT = "espnet_delta.features.layout/2"
 LAYOUT_FILE = "layout.json"
 DTYPES = ("float32", "float16")
-FT, PT = "ft", "pt"
-#: What the other models contribute: E_delta = E_ft - E_pt (needs the E_pt streams) or E_ft.
+AUTOCASTS = ("none", "bf16", "fp16")
+FT, PT, DELTA = "ft", "pt", "delta"
+KINDS = (FT, PT, DELTA)
+#: What the other models contribute: E_delta = E_ft - E_pt or E_ft.
 MODES = ("delta", "full")
 
 
@@ -42,21 +53,25 @@ class LayoutError(ValueError):
     """A layout (file or dict) is malformed, or a matrix/stream does not fit it."""
 
 
+class LayoutMismatchError(RuntimeError):
+    """Features on disk were written for a different configuration or layout format."""
+
+
 def stream_name(model: str, kind: str) -> str:
-    """``stream_name("hubert_local", "ft") == "hubert_local.ft"``."""
+    """``stream_name("hubert_local", "ft") == "hubert_local.ft"``; kinds: ft, pt, delta."""
     return f"{model}.{kind}"
 
 
 def stream_names(reference: str, others: Sequence[str], mode: str) -> List[str]:
     """The streams of one extraction, in column order: the reference's E_ft, then per
-    other model E_pt (``mode: delta`` only) and E_ft; refuses a name that occurs twice."""
+    other model E_delta (``mode: delta`` only) and E_ft; refuses a name that occurs twice."""
     names = [stream_name(reference, FT)]
     for model in others:
-        names += ([stream_name(model, PT)] if mode == "delta" else []) + [stream_name(model, FT)]
+        names += ([stream_name(model, DELTA)] if mode == "delta" else []) + [stream_name(model, FT)]
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         raise ValueError(
-            f"stream names {dups} occur twice: the streams are named '<name>.ft' / '<name>.pt' after each "
+            f"stream names {dups} occur twice: the streams are named '<name>.ft' / '<name>.delta' after each "
             "model's 'name' (default: its S3PRL upstream name); give the models distinct names"
         )
     return names
@@ -64,8 +79,8 @@ def stream_names(reference: str, others: Sequence[str], mode: str) -> List[str]:
 
 def split_stream_name(name: str) -> Tuple[str, str]:
     model, dot, kind = name.rpartition(".")
-    if not dot or not model or kind not in (FT, PT):
-        raise LayoutError(f"stream name {name!r} is not '<model>.ft' or '<model>.pt'")
+    if not dot or not model or kind not in KINDS:
+        raise LayoutError(f"stream name {name!r} is not '<model>.ft', '<model>.delta' or '<model>.pt'")
     return model, kind
 
 
@@ -105,6 +120,7 @@ class FeatureLayout:
     sample_rate: int = 16000
     frame_shift: int = 320
     models: Optional[Dict[str, Any]] = None
+    autocast: str = "none"
     source: Optional[str] = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -132,6 +148,8 @@ class FeatureLayout:
             )
         if self.dtype not in DTYPES:
             raise LayoutError(f"{where}: dtype={self.dtype!r}; expected one of {DTYPES}")
+        if self.autocast not in AUTOCASTS:
+            raise LayoutError(f"{where}: autocast={self.autocast!r}; expected one of {AUTOCASTS}")
 
     # ----------------------------------------------------------------- construction
 
@@ -140,12 +158,14 @@ class FeatureLayout:
         """From :meth:`to_dict` output or a hand-written mapping.
 
         ``streams`` is a list of ``{name, start, end}`` or ``{name, dim}`` (columns then
-        follow in list order); everything else is optional. Unknown keys are ignored, so
-        a layout.json written by a newer version still loads.
+        follow in list order); everything else is optional. Unknown keys are ignored; a
+        ``format`` other than :data:`LAYOUT_FORMAT` (an older cache) is refused with
+        :class:`LayoutMismatchError`, since its columns mean something else.
         """
         where = source or "feature layout"
         if not isinstance(data, dict) or "streams" not in data:
             raise LayoutError(f"{where}: expected a mapping with a 'streams' list, got {type(data).__name__}")
+        check_format(data, where)
         raw = data["streams"]
         if not isinstance(raw, list):
             raise LayoutError(f"{where}: 'streams' must be a list of {{name, start, end}} or {{name, dim}}")
@@ -165,7 +185,7 @@ class FeatureLayout:
             start = e
         if "dim" in data and int(data["dim"]) != start:
             raise LayoutError(f"{where}: 'dim' is {data['dim']} but the streams cover {start} columns")
-        optional = ("dtype", "mode", "layer", "hidden_norm", "sample_rate", "frame_shift", "models")
+        optional = ("dtype", "mode", "layer", "hidden_norm", "sample_rate", "frame_shift", "models", "autocast")
         kwargs = {f: data[f] for f in optional if f in data}
         return cls(streams=tuple(streams), source=source, **kwargs)
 
@@ -208,6 +228,7 @@ class FeatureLayout:
             "sample_rate": self.sample_rate,
             "frame_shift": self.frame_shift,
             "frame_rate": self.frame_rate,
+            "autocast": self.autocast,
         }
         if self.models is not None:
             out["models"] = self.models
@@ -285,19 +306,32 @@ class FeatureLayout:
         return self.stream(matrix, stream_name(_model_of(model), FT))
 
     def pt(self, matrix, model: str):
-        name = stream_name(_model_of(model), PT)
-        if not self.has(name):
+        """E_pt of ``model``: the stored stream, else E_ft - E_delta (float32; for analysis)."""
+        model = _model_of(model)
+        if self.has(stream_name(model, PT)):
+            return self.stream(matrix, stream_name(model, PT))
+        self.require_delta(model)
+        return _at_least_float32(self.ft(matrix, model)) - _at_least_float32(self.delta(matrix, model))
+
+    def require_delta(self, model: str) -> None:
+        """Refuse a model whose delta cannot be read (extracted with ``mode: full``)."""
+        model = _model_of(model)
+        if not (self.has(stream_name(model, DELTA)) or self.has(stream_name(model, PT))):
             raise LayoutError(
-                f"{self._where()}: no pre-trained stream {name!r} (the features were extracted with "
-                f"mode: {self.mode}); extract with mode: delta to get E_pt"
+                f"{self._where()}: no delta stream {stream_name(model, DELTA)!r} (nor a pre-trained stream "
+                f"{stream_name(model, PT)!r} to compute it from); the features were extracted with mode: "
+                f"{self.mode}; extract with mode: delta"
             )
-        return self.stream(matrix, name)
 
     def delta(self, matrix, model: str):
-        """E_delta = E_ft - E_pt of ``model``, in at least float32."""
-        pt = self.pt(matrix, model)
-        ft = self.ft(matrix, model)
-        return _at_least_float32(ft) - _at_least_float32(pt)
+        """E_delta = E_ft - E_pt of ``model`` in at least float32: the stored ``.delta``
+        stream (rounded once at extraction), else ``ft - pt`` of a hand-written layout."""
+        model = _model_of(model)
+        self.require_delta(model)
+        if self.has(stream_name(model, DELTA)):
+            return _at_least_float32(self.stream(matrix, stream_name(model, DELTA)))
+        pt = self.stream(matrix, stream_name(model, PT))
+        return _at_least_float32(self.ft(matrix, model)) - _at_least_float32(pt)
 
     def fusion_inputs(self, matrix, reference: str, others: Sequence[str], mode: str = "delta"):
         """``(E_ft^ref, [E_delta^j or E_ft^j for j in others])`` as the fusion head takes them."""
@@ -317,9 +351,20 @@ def read_streams(matrix, layout: Union[FeatureLayout, Dict[str, Any], str, os.Pa
 
 
 def _model_of(name: str) -> str:
-    if name.endswith(f".{FT}") or name.endswith(f".{PT}"):
+    if any(name.endswith(f".{kind}") for kind in KINDS):
         return split_stream_name(name)[0]
     return name
+
+
+def check_format(data: Dict[str, Any], where: str) -> None:
+    """Refuse a layout written in another format (a hand-written one has no ``format``)."""
+    found = data.get("format")
+    if found is not None and found != LAYOUT_FORMAT:
+        raise LayoutMismatchError(
+            f"{where}: layout format {found!r}, this version reads {LAYOUT_FORMAT!r}. Format 1 stored E_pt "
+            "and E_ft separately (a float16 cache then loses small deltas); format 2 stores the delta itself. "
+            "Extract these features again (extract_features --overwrite, or delete the directory)"
+        )
 
 
 def _at_least_float32(x):

@@ -18,10 +18,18 @@ parameter-free LayerNorm over the feature axis to E_ft and E_pt *before*
 subtracting whenever the selected state is not the last one, and nothing for the
 last one (it is already LayerNorm-ed). ``layer_norm`` always normalises, ``none``
 never does.
+
+Compute: upstreams whose CNN feature encoders are bit-identical (the pre-trained and
+fine-tuned models of one upstream when fine-tuning froze the CNN) run it once per
+batch (``share_cnn``, :func:`~espnet_delta.ssl.upstream.share_feature_encoders`);
+``autocast`` (``bf16`` / ``fp16``, default ``none``) runs the upstream forwards under
+``torch.autocast``. Either way every selected state is cast to float32 before
+normalisation and before any delta is taken.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -29,10 +37,11 @@ import torch
 import torch.nn.functional as F
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 
-from espnet_delta.features.layout import MODES, stream_names
-from espnet_delta.ssl.upstream import FrozenUpstream, load_upstream
+from espnet_delta.features.layout import AUTOCASTS, MODES, stream_names
+from espnet_delta.ssl.upstream import FrozenUpstream, clear_shared_encoders, load_upstream, share_feature_encoders
 
 HIDDEN_NORMS = ("auto", "layer_norm", "none")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check_options(mode: str, layer: Union[str, int], hidden_norm: str) -> None:
@@ -118,6 +127,17 @@ def mask_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x * valid.reshape(valid.shape + (1,) * (x.dim() - 2)).to(x.dtype)
 
 
+def cache_streams(outs: Sequence[torch.Tensor], mode: str) -> List[torch.Tensor]:
+    """Raw outputs ``[E_ft^ref, (E_pt^j,) E_ft^j, ...]`` -> the cached streams
+    ``[E_ft^ref, (E_ft^j - E_pt^j,) E_ft^j, ...]``; the delta in at least float32."""
+    if mode == "full":
+        return list(outs)
+    stored = [outs[0]]
+    for pt, ft in zip(outs[1::2], outs[2::2]):
+        stored += [ft.float() - pt.float(), ft]
+    return stored
+
+
 class SSLEmbeddingExtractor(torch.nn.Module):
     """Reference E_ft plus, per other model, E_delta (``mode: delta``) or E_ft (``mode: full``)."""
 
@@ -129,9 +149,14 @@ class SSLEmbeddingExtractor(torch.nn.Module):
         layer: Union[str, int] = "last",
         hidden_norm: str = "auto",
         max_frame_diff: int = 2,
+        autocast: str = "none",
+        share_cnn: bool = True,
     ) -> None:
         super().__init__()
         check_options(mode, layer, hidden_norm)
+        if autocast not in AUTOCASTS:
+            raise ValueError(f"autocast={autocast!r}; expected one of {AUTOCASTS}")
+        self.autocast = autocast
         self.mode = mode
         self.layer = layer
         self.hidden_norm = hidden_norm
@@ -150,6 +175,23 @@ class SSLEmbeddingExtractor(torch.nn.Module):
         self.others_pt = torch.nn.ModuleList(
             FrozenUpstream(_load(s, finetuned=False)) for s in self.other_specs if mode == "delta"
         )
+        #: groups of indices into :meth:`_upstreams` that run one CNN (singletons: their own)
+        self.cnn_groups = [[i] for i in range(len(self._upstreams()))]
+        if share_cnn:
+            self.cnn_groups = share_feature_encoders(self._upstreams(), self._upstream_names())
+
+    def _upstreams(self) -> List[FrozenUpstream]:
+        """In forward order: reference E_ft, then per other model E_pt (delta mode) and E_ft."""
+        out = [self.reference_ft]
+        for j, ft in enumerate(self.others_ft):
+            out += ([self.others_pt[j]] if self.mode == "delta" else []) + [ft]
+        return out
+
+    def _upstream_names(self) -> List[str]:
+        out = [f"{self.reference_spec.label} (fine-tuned)"]
+        for s in self.other_specs:
+            out += ([f"{s.label} (pre-trained)"] if self.mode == "delta" else []) + [f"{s.label} (fine-tuned)"]
+        return out
 
     @property
     def reference_size(self) -> int:
@@ -167,40 +209,56 @@ class SSLEmbeddingExtractor(torch.nn.Module):
     def other_num_states(self) -> List[int]:
         return [len(u.hidden_sizes) for u in self.others_ft]
 
+    def _forward(self, upstream: FrozenUpstream, wavs: torch.Tensor, wavs_len: torch.Tensor):
+        """Hidden states under the configured autocast (float32 states come back either way).
+
+        On the CPU, autocast runs without oneDNN: its bfloat16 grouped conv1d returns
+        wrong values for some shapes (torch 2.9.1: 32 channels, kernel 16, 4 groups --
+        the positional convolution of a small model -- is off by over 100 %), while
+        ATen's own kernels are correct. CPU autocast is for testing the GPU path.
+        """
+        if self.autocast == "none":
+            return upstream(wavs, wavs_len)
+        device = wavs.device.type
+        no_onednn = torch.backends.mkldnn.flags(enabled=False) if device == "cpu" else contextlib.nullcontext()
+        with no_onednn, torch.autocast(device, dtype=_AUTOCAST_DTYPES[self.autocast]):
+            hs, frames = upstream(wavs, wavs_len)
+        return [h.float() for h in hs], frames
+
     def _state(self, upstream: FrozenUpstream, wavs: torch.Tensor, wavs_len: torch.Tensor):
-        hs, frames = upstream(wavs, wavs_len)
+        hs, frames = self._forward(upstream, wavs, wavs_len)
         return select_hidden_state(hs, self.layer, self.hidden_norm), frames
 
     def _all_states(self, upstream: FrozenUpstream, wavs: torch.Tensor, wavs_len: torch.Tensor):
         """Every hidden state, each normalised as :func:`select_hidden_state` would, as (B, T, L, D)."""
-        hs, frames = upstream(wavs, wavs_len)
+        hs, frames = self._forward(upstream, wavs, wavs_len)
         return torch.stack([select_hidden_state(hs, i, self.hidden_norm) for i in range(len(hs))], dim=2), frames
 
     def _run(self, wavs: torch.Tensor, wavs_len: torch.Tensor, pick) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        with torch.no_grad():
-            outs, lens = [], []
-            out, n = pick(self.reference_ft, wavs, wavs_len)
-            outs.append(out)
-            lens.append(n)
-            for j, ft in enumerate(self.others_ft):
-                if self.mode == "delta":
-                    out, n = pick(self.others_pt[j], wavs, wavs_len)
+        """Raw outputs in :meth:`_upstreams` order (E_ft^ref, [E_pt^j,] E_ft^j, ...), aligned."""
+        upstreams = self._upstreams()
+        try:
+            with torch.no_grad():
+                outs, lens = [], []
+                for upstream in upstreams:
+                    out, n = pick(upstream, wavs, wavs_len)
                     outs.append(out)
                     lens.append(n)
-                out, n = pick(ft, wavs, wavs_len)
-                outs.append(out)
-                lens.append(n)
-            lengths = align_lengths(lens, self.max_frame_diff, self.stream_names())
-            return [mask_padding(o, lengths) for o in outs], lengths
+        finally:
+            clear_shared_encoders(upstreams)
+        lengths = align_lengths(lens, self.max_frame_diff, self._upstream_names())
+        return [mask_padding(o, lengths) for o in outs], lengths
 
     def streams(self, wavs: torch.Tensor, wavs_len: torch.Tensor) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        """The raw streams of one pass, aligned and padding-zeroed, with their lengths.
+        """The streams the feature cache stores, aligned, padding-zeroed, float32, with lengths.
 
-        Order: reference E_ft, then per other model E_pt (``mode: delta`` only) and E_ft,
-        as named by :meth:`stream_names`. Feature caching stores these, so that one
-        extraction serves both modes and every subset of the other models.
+        Order as named by :meth:`stream_names`: reference E_ft, then per other model
+        E_delta = E_ft - E_pt (``mode: delta`` only; taken here in float32 from the
+        float32 states, so a float16 cache rounds the delta once) and E_ft. One
+        extraction serves both fusion modes and every subset of the other models.
         """
-        return self._run(wavs, wavs_len, self._state)
+        outs, lengths = self._run(wavs, wavs_len, self._state)
+        return cache_streams(outs, self.mode), lengths
 
     def layer_streams(
         self, wavs: torch.Tensor, wavs_len: torch.Tensor
@@ -222,7 +280,7 @@ class SSLEmbeddingExtractor(torch.nn.Module):
         self, wavs: torch.Tensor, wavs_len: torch.Tensor
     ) -> Tuple[torch.Tensor, List[torch.Tensor], torch.Tensor]:
         """Return ``(E_ref (B,T,D), [E_j (B,T,D_j)], lengths (B,))`` with padded frames zeroed."""
-        outs, lengths = self.streams(wavs, wavs_len)
+        outs, lengths = self._run(wavs, wavs_len, self._state)
         return outs[0], self._others(outs[1:]), lengths
 
     def _others(self, rest: List[torch.Tensor]) -> List[torch.Tensor]:
@@ -237,6 +295,7 @@ class SSLEmbeddingExtractor(torch.nn.Module):
             "others": [dataclasses.asdict(s) for s in self.other_specs],
             "mode": self.mode,
             "layer": self.layer,
+            "autocast": self.autocast,
         }
 
 

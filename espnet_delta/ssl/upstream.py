@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import types
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
@@ -210,3 +210,104 @@ class FrozenUpstream(torch.nn.Module):
             hidden_states, _ = self._upstream(wavs, wavs_len)
         frames = conv_output_lengths(wavs_len, conv_strides(self._upstream.upstream.model)).clamp(min=1)
         return hidden_states, frames.to(wavs_len.device)
+
+
+class _EncoderMemo:
+    """The last input and output of one shared CNN feature encoder (one batch's worth)."""
+
+    def __init__(self) -> None:
+        self.key: Optional[tuple] = None
+        self.input: Optional[torch.Tensor] = None
+        self.output: Optional[torch.Tensor] = None
+        self.calls = 0  # forwards asked for
+        self.runs = 0  # forwards computed
+
+    def clear(self) -> None:
+        self.key = self.input = self.output = None
+
+
+class SharedFeatureEncoder(torch.nn.Module):
+    """One CNN feature encoder serving several upstreams whose encoders are bit-identical.
+
+    The pre-trained and fine-tuned models of one upstream share the CNN when fine-tuning
+    froze it (the usual recipe), so their CNN outputs on a batch are equal; running it
+    once saves about a seventh of a large model's FLOPs (a third of a base one's). A
+    call whose input equals the previous call's (same shape, dtype, device, autocast
+    state and values: ``torch.equal``) returns the stored output, which is what running
+    the same weights on the same input gives bit for bit. Only used without autograd;
+    :meth:`clear` (called after each batch) drops the stored tensors.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, memo: _EncoderMemo) -> None:
+        super().__init__()
+        self.encoder = encoder
+        object.__setattr__(self, "memo", memo)  # shared between the upstreams, not a submodule
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        memo = self.memo
+        memo.calls += 1
+        if torch.is_grad_enabled():
+            memo.runs += 1
+            return self.encoder(source)
+        dev = source.device.type
+        key = (tuple(source.shape), source.dtype, source.device,
+               torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+        if memo.key == key and torch.equal(memo.input, source):
+            return memo.output
+        memo.runs += 1
+        output = self.encoder(source)
+        memo.key, memo.input, memo.output = key, source, output
+        return output
+
+    def clear(self) -> None:
+        self.memo.clear()
+
+
+def _feature_encoder(upstream) -> torch.nn.Module:
+    encoder = upstream.upstream.model.feature_extractor
+    return encoder.encoder if isinstance(encoder, SharedFeatureEncoder) else encoder
+
+
+def same_feature_encoder(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Same class and configuration (kernels, strides, norms: the module repr) and every
+    state tensor bit-identical (``torch.equal``: same shape, dtype and values)."""
+    if type(a) is not type(b) or repr(a) != repr(b):
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    if list(sa) != list(sb):
+        return False
+    return all(sa[k].dtype == sb[k].dtype and sa[k].device == sb[k].device and torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def share_feature_encoders(upstreams: Sequence["FrozenUpstream"], names: Sequence[str]) -> List[List[int]]:
+    """Let upstreams with bit-identical CNN feature encoders run that CNN once per batch.
+
+    Groups ``upstreams`` by :func:`same_feature_encoder` and gives every member of a
+    group of two or more a :class:`SharedFeatureEncoder` around the first member's
+    encoder (the others' CNN weights are then unused). Returns the groups (indices);
+    an upstream whose encoder differs from every other keeps its own, untouched.
+    """
+    groups: List[List[int]] = []
+    for i, up in enumerate(upstreams):
+        enc = _feature_encoder(up.upstream)
+        for group in groups:
+            if same_feature_encoder(_feature_encoder(upstreams[group[0]].upstream), enc):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    for group in groups:
+        if len(group) < 2:
+            continue
+        encoder, memo = _feature_encoder(upstreams[group[0]].upstream), _EncoderMemo()
+        for i in group:
+            upstreams[i].upstream.upstream.model.feature_extractor = SharedFeatureEncoder(encoder, memo)
+        logging.info("CNN feature encoder shared (bit-identical weights): %s", ", ".join(names[i] for i in group))
+    return groups
+
+
+def clear_shared_encoders(upstreams: Sequence["FrozenUpstream"]) -> None:
+    for up in upstreams:
+        encoder = up.upstream.upstream.model.feature_extractor
+        if isinstance(encoder, SharedFeatureEncoder):
+            encoder.clear()

@@ -24,5 +24,5 @@ set -euo pipefail
     --nj 1 \
     --ngpu 1 \
     --gpu_inference true \
-    --extract_fp16 true \
+    --feats_fp16 true \
     "$@"
