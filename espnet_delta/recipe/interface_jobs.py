@@ -137,6 +137,13 @@ def render_system(name: str, system: Dict[str, Any], base: Dict[str, Any], table
     config["frontend"], config["frontend_conf"] = frontend_of(name, system, base, table, args)
     if system.get("encoder_conf"):
         config["encoder_conf"] = {**(config.get("encoder_conf") or {}), **system["encoder_conf"]}
+    return write_train_config(config, args, f"{JOB_PREFIX}{name}_{args.unit}", token_type, text_name, criterion)
+
+
+def write_train_config(config: Dict[str, Any], args, job_name: str, token_type: str, text_name: str,
+                       criterion) -> Path:
+    """Fill in the data, token and schedule keys every recipe-rendered system shares and
+    write ``<exp_dir>/<job_name>/train.yaml``; returns the job directory."""
     if criterion is not None:
         config["best_model_criterion"] = criterion
     train_shape = args.shape_dir / args.train_set / "speech_shape"
@@ -155,7 +162,7 @@ def render_system(name: str, system: Dict[str, Any], base: Dict[str, Any], table
         train_shape_file=[str(train_shape)],
         valid_shape_file=[str(args.shape_dir / args.valid_set / "speech_shape")],
     )
-    job = args.exp_dir / f"{JOB_PREFIX}{name}_{args.unit}"
+    job = args.exp_dir / job_name
     write_yaml_atomic(config, job / "train.yaml")
     return job
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from espnet_delta.bin import add_log_level_argument, setup_logging
-from espnet_delta.fileio import load_yaml, write_yaml_atomic
-from espnet_delta.recipe.interface_jobs import UNITS, count_lines, upstream_entry, warmup_schedule
+from espnet_delta.fileio import load_yaml
+from espnet_delta.recipe.interface_jobs import UNITS, upstream_entry, write_train_config
 
 JOB_PREFIX = "sshr_"
 ENCODER_KEYS = ("language_frame", "drop_layers", "replace_layers", "cross_ctc_layers", "cross_ctc_heads")
@@ -56,27 +56,7 @@ def render_system(name: str, system: Dict[str, Any], base: Dict[str, Any], upstr
     config["frontend_conf"], config["encoder_conf"] = frontend_conf, encoder_conf
     if "interctc_weight" in system:
         config["model_conf"] = dict(config.get("model_conf") or {}, interctc_weight=float(system["interctc_weight"]))
-    if criterion is not None:
-        config["best_model_criterion"] = criterion
-    train_shape = args.shape_dir / args.train_set / "speech_shape"
-    warmup_schedule(config, count_lines(train_shape), args.base_config)
-
-    def data(set_name: str):
-        d = args.data_dir / set_name
-        return [[str(d / "wav.scp"), "speech", "sound"], [str(d / text_name), "text", "text"]]
-
-    config.update(
-        token_type=token_type,
-        token_list=str(args.token_list),
-        use_preprocessor=True,
-        train_data_path_and_name_and_type=data(args.train_set),
-        valid_data_path_and_name_and_type=data(args.valid_set),
-        train_shape_file=[str(train_shape)],
-        valid_shape_file=[str(args.shape_dir / args.valid_set / "speech_shape")],
-    )
-    job = args.exp_dir / f"{JOB_PREFIX}{name}_{args.unit}"
-    write_yaml_atomic(config, job / "train.yaml")
-    return job
+    return write_train_config(config, args, f"{JOB_PREFIX}{name}_{args.unit}", token_type, text_name, criterion)
 
 
 def get_parser() -> argparse.ArgumentParser:
