@@ -1,0 +1,1 @@
+"""Whisper in espnet_delta: tiny local checkpoints, screening transcription, ESPnet integration."""
