@@ -41,6 +41,7 @@ valid_set=dev
 test_sets="dev test"
 adult_train_set=        # e.g. libri_train: also fine-tune the reference on adult speech (stage 4) for merging (stage 8)
 adult_valid_set=libri_dev
+adult_upstreams=        # e.g. "hubert wav2vec2": also fine-tune these on --adult_train_set into ft_<name>_adult (stage 4)
 # SSL pre-training (stage 3)
 pretrained_upstream_dir=     # pre-train the --tiny_upstream_dir checkpoints into this dir ('' skips stage 3)
 pretrain_sets=train          # data sets whose audio is used, untranscribed
@@ -67,6 +68,8 @@ langid_probe=false      # true: stage 5 also probes every layer of the frozen re
 results_baseline=       # system RESULTS.md tests the others against (default: ft_<reference>)
 # Feature extraction (stage 6)
 feats_dir=dump/feats    # cached E_ft / E_delta matrices per set
+finetuned_ckpts=        # e.g. "hubert=exp/ft_hubert_adult/valid.wer_ctc.best.pth": extract these models from
+                        # these fine-tuned ESPnet model files instead of ft_<name>/valid.wer_ctc.best.pth
 feats_fp16=false        # true: STORE the features in float16 (computed in float32, rounded once)
 extract_autocast=none   # COMPUTE precision of the upstream forwards: none (float32) | bf16 | fp16 (GPU)
 # Fusion training (stage 7)
@@ -119,6 +122,7 @@ Data sets
   --test_sets "A B"         decoded and scored sets (default: '${test_sets}')
   --adult_train_set NAME    fine-tune the reference on it too, for merging (default: '${adult_train_set}')
   --adult_valid_set NAME    (default: ${adult_valid_set})
+  --adult_upstreams "A B"   also fine-tune these on --adult_train_set into ft_<name>_adult (default: '${adult_upstreams}')
 
 Tokens and shapes (stage 2)
   --token_type TYPE         char only (default: ${token_type})
@@ -150,6 +154,8 @@ SSL models and CTC fine-tuning (stages 4-5)
 
 Feature extraction (stage 6)
   --feats_dir DIR           cached features (default: ${feats_dir})
+  --finetuned_ckpts "N=P"   fine-tuned ESPnet model file per model instead of ft_<name>/valid.wer_ctc.best.pth (default: '${finetuned_ckpts}')
+                            e.g. hubert=exp/ft_hubert_adult/valid.wer_ctc.best.pth; other checkpoints need another --feats_dir
   --feats_fp16 BOOL         store the features in float16, 2 bytes per value (default: ${feats_fp16})
   --extract_autocast TYPE   upstream forwards under autocast: none|bf16|fp16 (default: ${extract_autocast})
 
@@ -358,6 +364,9 @@ fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     log "Stage 4: CTC fine-tuning of ${upstreams} on ${train_set} -> ${exp_dir}/ft_<name>"
+    if [ -n "${adult_upstreams}" ] && [ -z "${adult_train_set}" ]; then
+        log "ERROR: --adult_upstreams '${adult_upstreams}' fine-tunes on --adult_train_set; set it (e.g. libri_train)"; exit 2
+    fi
     jobs=()
     for name in ${upstreams}; do
         [ -n "${finetune_config}" ] || break
@@ -366,11 +375,19 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
             --set-from "${upstream_conf}:${name}=frontend_conf.frontend_conf"
         jobs+=("${job}")
     done
-    if [ -n "${adult_train_set}" ]; then
-        job=${exp_dir}/ft_${reference}_adult
-        render_espnet_config "${finetune_config}" "${job}/train.yaml" "${adult_train_set}" "${adult_valid_set}" \
-            --set-from "${upstream_conf}:${reference}=frontend_conf.frontend_conf"
-        jobs+=("${job}")
+    if [ -n "${adult_train_set}" ] && [ -n "${finetune_config}" ]; then
+        # the reference (merged in stage 8), then --adult_upstreams (deltas of adult models, Table 4)
+        adult_names=${reference}
+        for name in ${adult_upstreams}; do
+            [[ " ${adult_names} " == *" ${name} "* ]] || adult_names="${adult_names} ${name}"
+        done
+        log "Stage 4: CTC fine-tuning of ${adult_names} on ${adult_train_set} -> ${exp_dir}/ft_<name>_adult"
+        for name in ${adult_names}; do
+            job=${exp_dir}/ft_${name}_adult
+            render_espnet_config "${finetune_config}" "${job}/train.yaml" "${adult_train_set}" "${adult_valid_set}" \
+                --set-from "${upstream_conf}:${name}=frontend_conf.frontend_conf"
+            jobs+=("${job}")
+        done
     fi
     if [ -n "${probe_config}" ]; then
         [ -n "${tiny_upstream_dir}" ] || { log "ERROR: --probe_config compares with the random checkpoints of --tiny_upstream_dir; set it"; exit 2; }
@@ -466,10 +483,13 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     log "Stage 6: extracting E_ft of the reference and E_delta, E_ft of the other models -> ${feats_dir}"
     others=${upstreams#* }
     extract_conf=${feats_dir}/extract.yaml
+    ft_map=()
+    # shellcheck disable=SC2206  # NAME=PATH words
+    [ -z "${finetuned_ckpts}" ] || ft_map=(--finetuned_map ${finetuned_ckpts})
     # shellcheck disable=SC2086
     ${python} -m espnet_delta.recipe.make_extract_config --upstream_conf "${upstream_conf}" \
         --reference "${reference}" --others ${others} \
-        --finetuned "${exp_dir}/ft_{name}/valid.wer_ctc.best.pth" --out "${extract_conf}"
+        --finetuned "${exp_dir}/ft_{name}/valid.wer_ctc.best.pth" "${ft_map[@]}" --out "${extract_conf}"
     fp16_flag=()
     [ "${feats_fp16}" = true ] && fp16_flag=(--fp16)
     dirs=()
@@ -509,6 +529,10 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
     for t in ${test_sets}; do tests+=(--test "${t}=${feats_dir}/${t}/feats.scp"); done
     run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.decode --model_name valid.wer_ctc.best.pth "${tests[@]}" \
         --input_type kaldi_ark --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}" -- "${fusion_jobs[@]}"
+    log "Stage 9: per-utterance mean gate weights of the MoE systems -> ${exp_dir}/fusion_<system>/decode/<set>/gate_means.tsv"
+    run_parallel --cmd "${inference_cmd}" --name gate_means "${inference_nj}" ${python} -m espnet_delta.bin.gate_means \
+        --model_name valid.wer_ctc.best.pth "${tests[@]}" --batch_size "${decode_batch_size}" --device "${decode_device}" \
+        -- "${fusion_jobs[@]}"
     write_results
 fi
 

@@ -6,11 +6,18 @@ other models, per frame). Running a trained system on cached features and
 averaging each utterance's weights over its valid frames (``t < length``) gives one
 point per utterance and expert; their histogram shows whether the gate uses the
 delta streams at all and whether it routes utterances differently.
+
+Stage 9 writes these means per MoE system and test set as
+``<job>/decode/<set>/gate_means.tsv`` (:func:`write_gate_means`): header
+``utt_id<TAB><reference><TAB><other models...>`` with the expert names of the
+system's ``frontend_conf`` (Table 5 of arXiv 2601.20142 reports the mean weight on
+the fine-tuned reference stream).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -18,7 +25,10 @@ import numpy as np
 import torch
 
 from espnet_delta.analysis.outputs import file_fingerprint, load_cache, save_cache
-from espnet_delta.fileio import load_yaml
+from espnet_delta.fileio import load_yaml, read_table, write_text_atomic
+
+#: Per-utterance mean gate weights of one MoE system on one test set, in ``<job>/decode/<set>/``.
+GATE_MEANS_FILE = "gate_means.tsv"
 
 
 def utterance_gate_means(gate: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
@@ -33,13 +43,17 @@ def utterance_gate_means(gate: torch.Tensor, lengths: torch.Tensor) -> np.ndarra
     return (sums / lengths[:, None].to(gate.dtype)).double().cpu().numpy()
 
 
+def is_moe_config(config: Path) -> bool:
+    """True when an ESPnet config's frontend fuses with ``moe``."""
+    return (load_yaml(config).get("frontend_conf") or {}).get("fusion") == "moe"
+
+
 def moe_systems(exp_dir: Path, model_name: str) -> List[Tuple[str, Path]]:
     """``(system, job dir)`` of every ``fusion_<system>`` whose config fuses with ``moe`` and
     whose model file exists."""
     systems = []
     for config in sorted(Path(exp_dir).glob("fusion_*/config.yaml")):
-        conf = load_yaml(config)
-        if (conf.get("frontend_conf") or {}).get("fusion") != "moe":
+        if not is_moe_config(config):
             continue
         job = config.parent
         if not (job / model_name).is_file():
@@ -60,6 +74,16 @@ def expert_labels(frontend, n_experts: int) -> List[str]:
     return [f"{reference} (ft)"] + [f"{prefix}{o}" for o in others]
 
 
+def expert_names(frontend) -> List[str]:
+    """The gate's experts as the system's ``frontend_conf`` names them: the reference, then
+    each other model (its delta stream with ``mode: delta``)."""
+    reference = getattr(frontend, "reference", None)
+    others = getattr(frontend, "deltas", None)
+    if not isinstance(reference, str) or not isinstance(others, list) or not all(isinstance(o, str) for o in others):
+        raise RuntimeError(f"{type(frontend).__name__}: no expert names (reference, deltas) to label the gate with")
+    return [reference, *others]
+
+
 def find_moe(model):
     from espnet_delta.fusion import MoEFusion
 
@@ -70,18 +94,16 @@ def find_moe(model):
 
 
 @torch.no_grad()
-def collect_gate_means(job: Path, model_name: str, feats_scp: Path, batch_size: int = 8, device: str = "cpu"):
-    """``(utt ids, means [n_utts, 1 + K], expert labels)`` of one system on one feature set."""
+def model_gate_means(model, feats_scp: Path, batch_size: int = 8, device: str = "cpu", desc: str = "gates"):
+    """``(utt ids, means [n_utts, 1 + K])`` of a loaded MoE fusion model on cached features."""
     from tqdm import tqdm
 
     from espnet_delta.asr.greedy_ctc import batches, read_scp
-    from espnet_delta.bin.decode import load_model
 
-    model = load_model(job / "config.yaml", job / model_name, device)
     moe = find_moe(model)
     entries = read_scp(feats_scp)
     utts, means = [], []
-    with tqdm(total=len(entries), unit="utt", desc=f"gates {job.name}", leave=False) as bar:
+    with tqdm(total=len(entries), unit="utt", desc=desc, leave=False) as bar:
         for keys, feats, lengths in batches(entries, "kaldi_ark", batch_size):
             moe.last_gate = None
             _, enc_lens = model.encode(feats.to(device), lengths.to(device))
@@ -90,8 +112,19 @@ def collect_gate_means(job: Path, model_name: str, feats_scp: Path, batch_size: 
             means.append(utterance_gate_means(moe.last_gate, lengths))
             utts += keys
             bar.update(len(keys))
-    labels = expert_labels(model.frontend, means[0].shape[1])
-    return utts, np.concatenate(means), labels
+    if not utts:
+        raise ValueError(f"{feats_scp}: no utterances")
+    return utts, np.concatenate(means)
+
+
+def collect_gate_means(job: Path, model_name: str, feats_scp: Path, batch_size: int = 8, device: str = "cpu"):
+    """``(utt ids, means [n_utts, 1 + K], expert labels)`` of one system on one feature set."""
+    from espnet_delta.bin.decode import load_model
+
+    model = load_model(job / "config.yaml", job / model_name, device)
+    utts, means = model_gate_means(model, feats_scp, batch_size, device, desc=f"gates {job.name}")
+    labels = expert_labels(model.frontend, means.shape[1])
+    return utts, means, labels
 
 
 def gate_means_cached(job: Path, model_name: str, feats_scp: Path, cache: Path, batch_size: int, device: str):
@@ -131,3 +164,38 @@ def gate_sets(feats_dir: Path, sets: Sequence[str]) -> List[Tuple[str, Path]]:
 
 def describe(means: np.ndarray, labels: Sequence[str]) -> Optional[str]:
     return ", ".join(f"{label} {m:.3f}" for label, m in zip(labels, means.mean(0))) if len(means) else None
+
+
+def format_gate_means(utts: Sequence[str], means: np.ndarray, names: Sequence[str]) -> str:
+    """``gate_means.tsv``: header ``utt_id<TAB><names...>``, one row per utterance sorted by id."""
+    means = np.asarray(means, dtype=np.float64)
+    if means.shape != (len(utts), len(names)):
+        raise ValueError(f"means of shape {means.shape} do not fit {len(utts)} utterances x {len(names)} experts")
+    lines = ["\t".join(["utt_id", *names])]
+    for utt, row in sorted(zip(utts, means.tolist())):
+        lines.append("\t".join([utt, *(f"{v:.6f}" for v in row)]))
+    return "\n".join(lines) + "\n"
+
+
+def write_gate_means_file(path: Path, utts: Sequence[str], means: np.ndarray, names: Sequence[str]) -> Path:
+    """Write :func:`format_gate_means` atomically (a reader never sees a partial table)."""
+    return write_text_atomic(path, format_gate_means(utts, means, names))
+
+
+def _mtime_ns(path: Path) -> int:
+    """Latest of a file's and, for a symlink (ESPnet's ``valid.*.best.pth``), its target's mtime."""
+    return max(os.lstat(path).st_mtime_ns, os.stat(path).st_mtime_ns)
+
+
+def gate_means_up_to_date(tsv: Path, feats_scp: Path, inputs: Sequence[Path]) -> bool:
+    """True when ``tsv`` holds one row for each utterance of ``feats_scp`` and is not older
+    than any of ``inputs`` (the model file, its config, the features)."""
+    if not tsv.is_file():
+        return False
+    if any(_mtime_ns(tsv) < _mtime_ns(p) for p in inputs):
+        return False
+    lines = tsv.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0].split("\t")[0] != "utt_id":
+        return False
+    rows = [line.split("\t", 1)[0] for line in lines[1:]]
+    return sorted(rows) == sorted(row.key for row in read_table(feats_scp, what="scp"))

@@ -3,15 +3,25 @@
     python -m espnet_delta.recipe.make_extract_config --upstream_conf conf/upstreams.yaml \\
         --reference wavlm --others hubert wav2vec2 \\
         --finetuned 'exp/ft_{name}/valid.wer_ctc.best.pth' --out dump/feats/extract.yaml
+
+``--finetuned_map NAME=PATH ...`` takes a model's fine-tuned checkpoint from PATH instead
+of the ``--finetuned`` template, e.g. the deltas of models fine-tuned on adult speech
+(Table 4 of arXiv 2601.20142: ``--finetuned_map hubert=exp/ft_hubert_adult/valid.wer_ctc.best.pth``).
+Every checkpoint must exist; a missing one stops the command with one error line naming it.
 """
 
 import argparse
 import logging
+import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from espnet_delta.bin import add_log_level_argument, setup_logging
 from espnet_delta.fileio import load_yaml, write_yaml_atomic
+
+
+class ExtractConfigError(ValueError):
+    """The upstream table, a model name or a checkpoint does not fit the requested extraction."""
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -20,6 +30,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", required=True)
     p.add_argument("--others", nargs="+", required=True)
     p.add_argument("--finetuned", required=True, help="fine-tuned checkpoint path, {name} is replaced")
+    p.add_argument("--finetuned_map", nargs="*", default=[], metavar="NAME=PATH",
+                   help="fine-tuned checkpoint of these models instead of --finetuned (an ESPnet model file)")
     p.add_argument("--mode", default="delta", choices=["delta", "full"])
     p.add_argument("--layer", default="last")
     p.add_argument("--hidden_norm", default="auto")
@@ -28,28 +40,56 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(cmd: Optional[Sequence[str]] = None) -> None:
-    p = get_parser()
-    args = p.parse_args(cmd)
-    setup_logging(args.log_level)
+def parse_finetuned_map(items: Sequence[str], known: Sequence[str]) -> Dict[str, str]:
+    """``["hubert=PATH", ...]`` -> ``{"hubert": "PATH"}``; names must be models of this extraction."""
+    out: Dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ExtractConfigError(f"--finetuned_map: expected NAME=PATH, got {item!r}")
+        if name not in known:
+            raise ExtractConfigError(f"--finetuned_map: {name!r} is not a model of this extraction ({list(known)})")
+        if name in out:
+            raise ExtractConfigError(f"--finetuned_map: {name!r} given twice")
+        out[name] = path
+    return out
+
+
+def build_config(args) -> dict:
+    """The extraction config (:class:`espnet_delta.features.config.ExtractionConfig` as a dict)."""
     table = load_yaml(args.upstream_conf)
+    overrides = parse_finetuned_map(args.finetuned_map, [args.reference, *args.others])
 
     def spec(name: str) -> dict:
         if name not in table:
-            p.error(f"{args.upstream_conf}: no entry {name!r} (has {sorted(table)})")
-        finetuned = Path(args.finetuned.format(name=name))
+            raise ExtractConfigError(f"{args.upstream_conf}: no entry {name!r} (has {sorted(table)})")
+        if name in overrides:
+            finetuned, hint = Path(overrides[name]), "given by --finetuned_map"
+        else:
+            finetuned, hint = Path(args.finetuned.format(name=name)), "run stage 4"
         if not finetuned.is_file():
-            p.error(f"fine-tuned checkpoint of {name} not found: {finetuned} (run stage 4)")
+            raise ExtractConfigError(f"fine-tuned checkpoint of {name} not found: {finetuned} ({hint})")
         return {**table[name], "finetuned": str(finetuned), "name": name}
 
-    layer = args.layer if args.layer == "last" else int(args.layer)
-    config = {
+    return {
         "reference": spec(args.reference),
         "others": [spec(o) for o in args.others],
         "mode": args.mode,
-        "layer": layer,
+        "layer": args.layer if args.layer == "last" else int(args.layer),
         "hidden_norm": args.hidden_norm,
     }
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    args = get_parser().parse_args(cmd)
+    setup_logging(args.log_level)
+    try:
+        config = build_config(args)
+    except ExtractConfigError as e:
+        logging.error("%s", e)
+        sys.exit(1)
+    for model in [config["reference"], *config["others"]]:
+        logging.info("%s: fine-tuned checkpoint %s", model["name"], model["finetuned"])
     write_yaml_atomic(config, args.out)
     logging.info("wrote %s", args.out)
 
