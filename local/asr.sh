@@ -29,6 +29,8 @@ multilingual_corpus_scale=1.0   # its size factor (1.0: ~27 min, 6 languages)
 tiny_upstream_dir=      # write tiny random upstream checkpoints here
 tiny_upstream_opts="--feature_extractor single --conv_channels 512"  # options of make_tiny_upstreams
 whisper_hyp=            # utt_id<TAB>hypothesis file: enables the Whisper WER filter
+whisper_model=          # Whisper that writes a missing --whisper_hyp first (hub name, e.g. large-v2, or checkpoint file; '' none)
+whisper_opts=           # more options of espnet_delta.bin.transcribe_whisper, e.g. "--batch_size 32 --download_root DIR"
 max_duration=30         # drop utterances longer than this (seconds)
 min_words=3             # drop MyST utterances with fewer words after cleaning
 max_wer=0.5             # drop MyST utterances whose Whisper WER exceeds this
@@ -109,6 +111,9 @@ Corpora and data preparation (stage 1)
   --tiny_upstream_dir DIR   write tiny random upstream checkpoints here (default: '${tiny_upstream_dir}')
   --tiny_upstream_opts STR  options of make_tiny_upstreams (default: '${tiny_upstream_opts}')
   --whisper_hyp FILE        utt_id<TAB>hypothesis file for the Whisper WER filter (default: '${whisper_hyp}')
+  --whisper_model M         Whisper (hub name or file) writing a missing --whisper_hyp (default: '${whisper_model}')
+                            (transcribes train/dev/test on the inference jobs, then filters; '' never transcribes)
+  --whisper_opts STR        more options of transcribe_whisper (default: '${whisper_opts}')
   --max_duration SEC        drop longer utterances (default: ${max_duration})
   --min_words N             drop MyST utterances with fewer words (default: ${min_words})
   --max_wer X               drop MyST utterances with a higher Whisper WER (default: ${max_wer})
@@ -328,7 +333,11 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
                    --keep_long_test "${keep_long_test}")
         [ -n "${librispeech}" ] && data_args+=(--librispeech "${librispeech}")
         [ -n "${whisper_hyp}" ] && data_args+=(--whisper_hyp "${whisper_hyp}")
-        "${repo_root}/local/data.sh" "${data_args[@]}"
+        # Whisper screening (when --whisper_hyp is missing): local/data.sh prepares without the WER filter,
+        # transcribes train/dev/test in ${inference_nj} shards on the inference back-end, then filters
+        [ -n "${whisper_model}" ] && data_args+=(--whisper_model "${whisper_model}" --whisper_device "${decode_device}"
+            --whisper_nj "${inference_nj}" --whisper_cmd "${inference_cmd}" --whisper_opts "${whisper_opts}")
+        exp_dir=${exp_dir} "${repo_root}/local/data.sh" "${data_args[@]}"
     fi
 fi
 

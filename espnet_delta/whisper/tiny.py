@@ -52,6 +52,11 @@ def make_tiny_whisper(
     torch.manual_seed(seed)
     dims = ModelDimensions(**dataclasses.asdict(config))
     model = Whisper(dims)
+    # openai-whisper allocates the decoder's learned positional embedding with torch.empty (it
+    # expects a checkpoint to fill it): uninitialised memory, up to ~1e22 or NaN and different
+    # per run, which makes the attention decoder's loss NaN. Give it GPT-2's N(0, 0.01^2).
+    with torch.no_grad():
+        torch.nn.init.normal_(model.decoder.positional_embedding, std=0.01)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

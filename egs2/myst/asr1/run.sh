@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MyST children's speech at paper scale: large S3PRL hub models, a GPU.
 # Set the corpus paths in db.sh, then
-#   ./run.sh [--whisper_hyp whisper.tsv]
+#   ./run.sh                                    # screens MyST with Whisper large-v2 first (stage 1; see README)
 #   ./run.sh --adult_train_set libri_train      # + merging (needs LIBRISPEECH in db.sh)
 # Options after ./run.sh override the ones below (./run.sh --help lists them all).
 # conf/*.yaml link to the paper configs in conf/tuning/.
@@ -21,6 +21,8 @@ set -euo pipefail
     --fusion_config conf/fusion.yaml \
     --fusion_systems conf/fusion_systems.yaml \
     --subset_hours 1,5,10 \
+    --whisper_model large-v2 \
+    --whisper_hyp data/whisper_large-v2.tsv \
     --nj 1 \
     --ngpu 1 \
     --gpu_inference true \
