@@ -78,8 +78,14 @@ extract_autocast=none   # COMPUTE precision of the upstream forwards: none (floa
 fusion_config=conf/fusion.yaml           # ESPnet config of fusion training on cached features
 fusion_systems=conf/fusion_systems.yaml  # the fusion systems to train
 # Model merging (stage 8)
+merge_schedules="depth_power linear_exponent"  # SA schedule readings searched on --valid_set: formulas
+                              # (each over lambdas x alphas) and/or schedule YAML files (layer groups, explicit c_i)
 merge_lambdas="0.1 0.2 0.3"   # selective attention merge grid, searched on --valid_set
 merge_alphas="0.7 0.8 0.9"
+merge_lerp_coefs="0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9"  # baseline grids, as large as SA's lambda x alpha grid
+merge_ta_scales="0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0"
+merge_ties_topks="10 20 50"   # crossed with merge_ties_scales
+merge_ties_scales="0.5 1.0 1.5"
 # Decoding (stages 5, 8, 9)
 decode_batch_size=8     # utterances per greedy-CTC batch (fine-tuned models use frontend s3prl_exact: batched = alone)
 # Analysis (stage 10)
@@ -169,8 +175,14 @@ Fusion training (stage 7)
   --fusion_systems FILE     systems to train (default: ${fusion_systems})
 
 Model merging (stage 8, needs --adult_train_set)
+  --merge_schedules "A B"   SA schedule readings searched on dev (default: '${merge_schedules}'):
+                            formulas (each over lambda x alpha) and/or schedule YAML files (one grid point each)
   --merge_lambdas "X Y"     selective attention merge lambda grid (default: '${merge_lambdas}')
   --merge_alphas "X Y"      selective attention merge alpha grid (default: '${merge_alphas}')
+  --merge_lerp_coefs "X Y"  lerp grid, weight of the child model (default: '${merge_lerp_coefs}')
+  --merge_ta_scales "X Y"   task-arithmetic grid, scale of both task vectors (default: '${merge_ta_scales}')
+  --merge_ties_topks "X Y"  TIES grid: percent of each task vector kept (default: '${merge_ties_topks}')
+  --merge_ties_scales "X Y" TIES grid: scale of the merged task vector (default: '${merge_ties_scales}')
 
 Decoding (stages 5, 8, 9)
   --decode_batch_size N     utterances per greedy-CTC batch (default: ${decode_batch_size})
@@ -265,6 +277,7 @@ write_results() {
     local scored=() d append=()
     for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done
     [ -f "${exp_dir}/interface_results.md" ] && append+=("${exp_dir}/interface_results.md")
+    [ -f "${exp_dir}/merge_results.md" ] && append+=("${exp_dir}/merge_results.md")
     [ -f "${exp_dir}/analysis/figures.md" ] && append+=("${exp_dir}/analysis/figures.md")
     [ -f "${exp_dir}/sshr_results.md" ] && append+=("${exp_dir}/sshr_results.md")
     [ -f "${exp_dir}/analysis/langid_probe.md" ] && append+=("${exp_dir}/analysis/langid_probe.md")
@@ -520,14 +533,16 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     if [ -z "${adult_train_set}" ]; then
         log "Stage 8: skipped: merging needs an adult model (--adult_train_set libri_train, with --librispeech)"
     else
-        log "Stage 8: merging ft_${reference} (child) with ft_${reference}_adult: SA grid on ${valid_set}, baselines"
+        log "Stage 8: merging ft_${reference} (child) with ft_${reference}_adult: SA and baseline grids on ${valid_set}"
         base=$(${python} -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]].get('path_or_url') or '')" \
             "${upstream_conf}" "${reference}")
         [ -n "${base}" ] || { log "ERROR: stage 8 needs the pre-trained checkpoint of ${reference} as path_or_url in ${upstream_conf}"; exit 2; }
         # shellcheck disable=SC2086
         run_job --cmd "${inference_cmd}" --name merge ${python} -m espnet_delta.recipe.merge_stage --child "${exp_dir}/ft_${reference}" --adult "${exp_dir}/ft_${reference}_adult" \
             --base "${base}" --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
-            --lambdas ${merge_lambdas} --alphas ${merge_alphas} --exp_dir "${exp_dir}" --batch_size "${decode_batch_size}" --device "${decode_device}"
+            --schedules ${merge_schedules} --lambdas ${merge_lambdas} --alphas ${merge_alphas} \
+            --lerp_coefs ${merge_lerp_coefs} --ta_scales ${merge_ta_scales} --ties_topks ${merge_ties_topks} --ties_scales ${merge_ties_scales} \
+            --exp_dir "${exp_dir}" --batch_size "${decode_batch_size}" --device "${decode_device}"
     fi
 fi
 

@@ -155,6 +155,8 @@ STAGE_ENGINE_COMMANDS = [
     ("espnet_delta.recipe.merge_stage",
      ["--child", "exp/ft_wavlm", "--adult", "exp/ft_wavlm_adult", "--base", "up/wavlm.pt", "--data_dir", "data",
       "--dev_set", "dev", "--test_sets", "test", "libri_test", "--lambdas", "0.1", "0.2", "--alphas", "0.7",
+      "--schedules", "depth_power", "linear_exponent", "--lerp_coefs", "0.3", "0.7", "--ta_scales", "0.5", "1.0",
+      "--ties_topks", "20", "--ties_scales", "0.5", "1.0",
       "--exp_dir", "exp", "--batch_size", "8", "--device", "cpu"],
      {"lambdas": [0.1, 0.2], "test_sets": ["test", "libri_test"]}),
     ("espnet_delta.bin.transcribe_whisper",

@@ -28,7 +28,16 @@ RECIPE = REPO / "egs2" / "mini_myst" / "asr1"
 CORPUS = "downloads/mini_myst"
 SCALE = "0.03"
 SYSTEMS = ("ft_wavlm", "ft_hubert", "ft_wav2vec2", "fusion_wavlm+dhubert_concat", "fusion_wavlm+dhubert+dw2v2_moe",
-           "fusion_wavlm+hubert_concat_full", "merge_lerp_c0.5", "merge_ta", "merge_ties_k20")
+           "fusion_wavlm+hubert_concat_full")
+# stage 8's dev grids (two points per method and SA reading) and the job names of their points
+MERGE_GRIDS = ("--merge_lambdas", "0.2", "--merge_alphas", "0.8 0.9", "--merge_lerp_coefs", "0.3 0.7",
+               "--merge_ta_scales", "0.5 1.0", "--merge_ties_topks", "20", "--merge_ties_scales", "0.5 1.0")
+MERGE_POINTS = {
+    "sa": {f"sa_{s}_l0.2_a{a}" for s in ("depth_power", "linear_exponent") for a in ("0.8", "0.9")},
+    "lerp": {"lerp_c0.3", "lerp_c0.7"},
+    "ta": {"ta_s0.5", "ta_s1"},
+    "ties": {"ties_k20_s0.5", "ties_k20_s1"},
+}
 
 
 def run_engine(cwd: Path, *args: str) -> str:
@@ -36,7 +45,7 @@ def run_engine(cwd: Path, *args: str) -> str:
     proc = subprocess.run(
         ["bash", str(REPO / "local" / "asr.sh"), "--mini_corpus_dir", CORPUS,
          "--mini_corpus_scale", SCALE, "--tiny_upstream_dir", "downloads/upstreams", "--subset_hours", "",
-         "--nj", "2", "--adult_train_set", "libri_train", "--merge_lambdas", "0.2", "--merge_alphas", "0.8 0.9",
+         "--nj", "2", "--adult_train_set", "libri_train", *MERGE_GRIDS,
          # stage 3 at a token size: conf/upstreams.yaml names the pre-trained checkpoints
          "--pretrained_upstream_dir", "downloads/upstreams_pt", "--pretrain_opts", "--epochs 1 --num_clusters 8",
          # padded decoding batches (frontend s3prl_exact): the hypotheses must equal those recomputed
@@ -106,6 +115,22 @@ def results_wer_table(text: str) -> Dict[str, Dict[str, float]]:
     return table
 
 
+def merge_grid(root: Path) -> Dict[str, List[List[str]]]:
+    """method -> rows (method, reading, name, params, dev_wer, chosen) of exp/merge_grid.tsv."""
+    rows: Dict[str, List[List[str]]] = {}
+    for line in (root / "exp" / "merge_grid.tsv").read_text().splitlines()[1:]:
+        if not line.startswith("#"):
+            row = line.split("\t")
+            rows.setdefault(row[0], []).append(row)
+    return rows
+
+
+def chosen_merge(root: Path, method: str) -> str:
+    """The job dir name of the merged model stage 8 chose for ``method``."""
+    (row,) = [r for r in merge_grid(root)[method] if r[5] == "*"]
+    return f"merge_{row[2]}"
+
+
 def ids_of(path: Path) -> List[str]:
     return [line.split(maxsplit=1)[0] for line in path.read_text().splitlines()]
 
@@ -114,8 +139,11 @@ def test_all_stages_end_with_results_md(ran):
     assert re.search(r"Successfully finished stages 1\.\.\d+\s*$", ran.log), ran.log[-2000:]
     wer = results_wer_table((ran.root / "RESULTS.md").read_text())
     assert set(SYSTEMS) <= set(wer), f"systems missing from RESULTS.md: {set(SYSTEMS) - set(wer)}"
-    # the SA grid was searched on dev and the chosen merge decoded on test
-    assert any(re.fullmatch(r"merge_sa_l0\.2_a0\.[89]", s) for s in wer)
+    # every merge method's grid was searched on dev and its chosen point decoded on test
+    merged = {s for s in wer if s.startswith("merge_")}
+    assert merged == {chosen_merge(ran.root, m) for m in MERGE_POINTS}
+    for method, names in MERGE_POINTS.items():
+        assert chosen_merge(ran.root, method)[len("merge_"):] in names
     for system, by_set in wer.items():
         assert set(by_set) == {"dev", "test"}, system
         for test_set, value in by_set.items():
@@ -134,16 +162,22 @@ def test_all_stages_end_with_results_md(ran):
     assert "hubert.pt" in layout and "wavlm.ft" in layout
 
 
-def test_sa_grid_picks_the_best_dev_wer(ran):
-    lines = (ran.root / "exp" / "merge_sa_grid.tsv").read_text().splitlines()
-    rows = [line.split("\t") for line in lines[1:] if not line.startswith("#")]
-    assert {(lam, alpha) for lam, alpha, _ in rows} == {("0.2", "0.8"), ("0.2", "0.9")}
-    wers = [float(w) for *_, w in rows]
-    assert all(w >= 0.0 for w in wers)
-    lam, alpha, _ = rows[wers.index(min(wers))]  # the first of equal dev WERs
-    assert lines[-1] == f"# best: lambda={lam} alpha={alpha}"
-    wer = results_wer_table((ran.root / "RESULTS.md").read_text())
-    assert f"merge_sa_l{lam}_a{alpha}" in wer
+def test_merge_grids_pick_the_best_dev_wer(ran):
+    grid = merge_grid(ran.root)
+    assert {m: {r[2] for r in rows} for m, rows in grid.items()} == MERGE_POINTS
+    results = (ran.root / "RESULTS.md").read_text()
+    for method, rows in grid.items():
+        wers = [float(r[4]) for r in rows]
+        assert all(w >= 0.0 for w in wers)
+        best = rows[wers.index(min(wers))]  # the first of equal dev WERs
+        assert best[5] == "*" and sum(r[5] == "*" for r in rows) == 1
+        assert f"# best {method}: {best[2]}" in (ran.root / "exp" / "merge_grid.tsv").read_text()
+        assert f"|{method}|{len(rows)}|merge_{best[2]}|" in results  # merge_results.md, appended
+        # the grid's models were deleted after decoding dev; the chosen one is a job of its own
+        assert not (ran.root / "exp" / "merge_grid" / best[2] / "valid.wer_ctc.best.pth").exists()
+        assert (ran.root / "exp" / f"merge_{best[2]}" / "valid.wer_ctc.best.pth").is_file()
+    sa = ran.root / "exp" / chosen_merge(ran.root, "sa")
+    assert (sa / "merge_schedule.tsv").read_text().startswith("stack\tlayer\tc_child\tc_adult\trule\n")
 
 
 def test_preparation_leaves_the_corpus_untouched(ran):
@@ -170,6 +204,8 @@ def test_rerun_changes_nothing(ran):
 @pytest.mark.parametrize("job", ["ft_wavlm", "merge_ta"])
 def test_decoded_text_is_the_greedy_ctc_path(ran, job, monkeypatch):
     """decode/test/text: one line per test utterance, the model's greedy CTC path recomputed here."""
+    if job == "merge_ta":  # the task-arithmetic merge stage 8 chose on dev
+        job = chosen_merge(ran.root, "ta")
     import soundfile
     import torch
 
@@ -206,7 +242,7 @@ def test_merged_checkpoint_decodes_with_espnet_speech2text(ran, monkeypatch):
     from espnet_delta.asr.inference import Speech2Text
 
     monkeypatch.chdir(ran.root)
-    job = Path("exp") / "merge_ta"
+    job = Path("exp") / chosen_merge(ran.root, "ta")
     s2t = Speech2Text(asr_train_config=str(job / "config.yaml"), asr_model_file=str(job / "valid.wer_ctc.best.pth"),
                       ctc_weight=1.0, beam_size=2, lm_weight=0.0, device="cpu")
     merged = torch.load(job / "valid.wer_ctc.best.pth", map_location="cpu", weights_only=True)

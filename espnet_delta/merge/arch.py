@@ -2,8 +2,10 @@
 
 Every name pattern the merge code knows lives in :data:`NAME_PATTERNS`. Patterns
 match *upstream-relative* names (an ESPnet checkpoint's S3PRL prefix is stripped
-first, see :mod:`espnet_delta.merge.checkpoint`) or, for models without an S3PRL
-upstream such as ESPnet's Whisper encoder/decoder, the full ESPnet key.
+first, see :mod:`espnet_delta.merge.checkpoint`); Whisper tensors are matched in
+both openai-whisper's spelling (``encoder.blocks.N``) and ESPnet's
+(``encoder.encoders.blocks.N``). Each stack (Whisper: encoder, decoder) has its own
+layer count.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ _FAIRSEQ_LAYER = r"^encoder\.layers\.(?P<layer>\d+)\."
 _FAIRSEQ_QKV = r"^encoder\.layers\.(?P<layer>\d+)\.self_attn\.(q_proj|k_proj|v_proj)\.(weight|bias)$"
 # wav2vec2 conformer variant (ESPnet-style attention inside S3PRL's wav2vec2 model)
 _W2V_CONFORMER_QKV = r"^encoder\.layers\.(?P<layer>\d+)\.self_attn\.linear_(q|k|v)\.(weight|bias)$"
+# Whisper stacks: openai-whisper's "encoder." / "decoder.", or ESPnet's "encoder.encoders." /
+# "decoder.decoders." (the whisper module's attribute inside ESPnet's encoder/decoder)
+_WHISPER_ENC = r"^encoder\.(?:encoders\.)?"
+_WHISPER_DEC = r"^decoder\.(?:decoders\.)?"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,13 +47,16 @@ class NamePattern:
 # fmt: off
 #: arch, role, stack, regex. Detection order = table order (specific before generic).
 NAME_PATTERNS: Tuple[NamePattern, ...] = (
-    # ESPnet Whisper (espnet2/asr/encoder/whisper_encoder.py, decoder/whisper_decoder.py);
-    # whisper's `key` projection has no bias, `out` is the output projection (not merged).
-    NamePattern("whisper", "marker", "", r"^(encoder\.encoders|decoder\.decoders)\.blocks\.\d+\.attn\.query\.weight$"),
-    NamePattern("whisper", "layer", "encoder", r"^encoder\.encoders\.blocks\.(?P<layer>\d+)\."),
-    NamePattern("whisper", "qkv", "encoder", r"^encoder\.encoders\.blocks\.(?P<layer>\d+)\.attn\.(query|key|value)\.(weight|bias)$"),
-    NamePattern("whisper", "layer", "decoder", r"^decoder\.decoders\.blocks\.(?P<layer>\d+)\."),
-    NamePattern("whisper", "qkv", "decoder", r"^decoder\.decoders\.blocks\.(?P<layer>\d+)\.(attn|cross_attn)\.(query|key|value)\.(weight|bias)$"),
+    # Whisper: openai-whisper's own names (encoder.blocks.N / decoder.blocks.N) and ESPnet's
+    # (OpenAIWhisperEncoder keeps the whisper encoder at encoder.encoders, OpenAIWhisperDecoder
+    # the decoder at decoder.decoders: espnet2/asr/{encoder/whisper_encoder,decoder/whisper_decoder}.py).
+    # `key` has no bias; `out` is the output projection (not merged); the decoder's Q/K/V are its
+    # self-attention (attn) and its cross-attention (cross_attn).
+    NamePattern("whisper", "marker", "", rf"^(?:{_WHISPER_ENC[1:]}|{_WHISPER_DEC[1:]})blocks\.\d+\.attn\.query\.weight$"),
+    NamePattern("whisper", "layer", "encoder", rf"{_WHISPER_ENC}blocks\.(?P<layer>\d+)\."),
+    NamePattern("whisper", "qkv", "encoder", rf"{_WHISPER_ENC}blocks\.(?P<layer>\d+)\.attn\.(query|key|value)\.(weight|bias)$"),
+    NamePattern("whisper", "layer", "decoder", rf"{_WHISPER_DEC}blocks\.(?P<layer>\d+)\."),
+    NamePattern("whisper", "qkv", "decoder", rf"{_WHISPER_DEC}blocks\.(?P<layer>\d+)\.(attn|cross_attn)\.(query|key|value)\.(weight|bias)$"),
     # WavLM (s3prl/upstream/wavlm/WavLM.py): gated relative position bias params are not Q/K/V.
     NamePattern("wavlm", "marker", "", r"^encoder\.layers\.\d+\.self_attn\.(relative_attention_bias|grep_linear|grep_a)\b"),
     NamePattern("wavlm", "layer", "encoder", _FAIRSEQ_LAYER),

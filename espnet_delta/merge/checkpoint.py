@@ -1,18 +1,22 @@
 """Read and write the checkpoint containers that model merging accepts.
 
-Three containers are recognised (found by content, not by file name):
+Four containers are recognised (found by content, not by file name):
 
 * ``espnet``: an ESPnet ASR checkpoint, i.e. a plain ``state_dict`` saved with
   ``torch.save`` (``exp/*/valid.loss.best.pth``). With ESPnet's S3PRL frontend the
   SSL model sits under ``frontend.upstream.upstream.model.`` (older ESPnet:
-  ``frontend.upstream.model.``); models without an S3PRL frontend (e.g. Whisper)
-  have no upstream prefix.
+  ``frontend.upstream.model.``); with ESPnet's Whisper encoder/decoder the whisper
+  modules sit under ``encoder.encoders.`` and ``decoder.decoders.``; other models
+  have no upstream.
 * ``s3prl_wavlm``: what S3PRL's ``wavlm_local`` loads, ``{"cfg": dict, "model": state_dict}``.
 * ``s3prl_converted``: what ``hubert_local`` / ``wav2vec2_local`` load (S3PRL's
   fairseq-free conversion), ``{"task_cfg", "model_cfg", "model_weight"[, "dictionaries_symbols"]}``.
+* ``whisper``: openai-whisper's own file, ``{"dims": dict, "model_state_dict": state_dict}``
+  (what ``whisper.load_model(path)`` reads; keys ``encoder.blocks.N...``, ``decoder.blocks.N...``).
 
-Keys of different containers are aligned through the upstream-relative name, so a
-bare pre-trained S3PRL checkpoint can serve as the base of fine-tuned ESPnet ones.
+Keys of different containers are aligned through the upstream-relative name (the
+S3PRL model's own name; openai-whisper's name for Whisper), so a bare pre-trained
+checkpoint can serve as the base of fine-tuned ESPnet ones.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import dataclasses
 import logging
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -34,61 +39,84 @@ from espnet_delta.ssl.upstream import espnet_upstream_prefix
 from .errors import CheckpointFormatError
 
 ESPNET = "espnet"
+WHISPER = "whisper"
+#: where each bare container keeps its state dict
+STATE_ENTRY = {**S3PRL_STATE_ENTRY, WHISPER: "model_state_dict"}
+#: ESPnet's whisper module prefix -> openai-whisper's, with the key that shows it is there
+WHISPER_PREFIXES = (
+    ("encoder.encoders.", "encoder.", re.compile(r"^encoder\.encoders\.blocks\.\d+\.attn\.query\.weight$")),
+    ("decoder.decoders.", "decoder.", re.compile(r"^decoder\.decoders\.blocks\.\d+\.attn\.query\.weight$")),
+)
 
 PathLike = Union[str, os.PathLike]
+#: (prefix of the key in this checkpoint, prefix of the upstream-relative name)
+Prefixes = Tuple[Tuple[str, str], ...]
 
 
 @dataclasses.dataclass
 class Checkpoint:
     """A loaded checkpoint: its model state dict plus what is needed to write it back.
 
-    ``upstream_prefix`` is where the SSL upstream's tensors start: ``""`` for a bare
-    S3PRL checkpoint, e.g. ``"frontend.upstream.upstream.model."`` for ESPnet, and
-    ``None`` when the checkpoint has no S3PRL upstream (all keys are ESPnet keys).
+    ``prefixes`` maps stored keys to upstream-relative names: ``(("", ""),)`` for a bare
+    checkpoint, e.g. ``(("frontend.upstream.upstream.model.", ""),)`` for ESPnet with
+    S3PRL, ``(("encoder.encoders.", "encoder."), ("decoder.decoders.", "decoder."))`` for
+    ESPnet's Whisper, and ``None`` when the checkpoint has no upstream (all keys are ESPnet keys).
     """
 
     state: Dict[str, torch.Tensor]
     container: str
-    upstream_prefix: Optional[str]
+    prefixes: Optional[Prefixes]
     name: str = "checkpoint"
-    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)  # S3PRL: the other entries
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)  # bare containers: the other entries
 
     def upstream_name(self, key: str) -> Optional[str]:
         """Name relative to the upstream model, or None for a non-upstream (e.g. CTC head) key."""
-        if self.upstream_prefix is None or not key.startswith(self.upstream_prefix):
-            return None
-        return key[len(self.upstream_prefix):]
+        for own, rel in self.prefixes or ():
+            if key.startswith(own):
+                return rel + key[len(own):]
+        return None
+
+    def own_key(self, rel: str) -> Optional[str]:
+        """The stored key of an upstream-relative name (None if no prefix covers it)."""
+        for own, rel_prefix in self.prefixes or ():
+            if rel.startswith(rel_prefix):
+                return own + rel[len(rel_prefix):]
+        return None
 
     def arch_names(self) -> List[str]:
         """The names architecture patterns are matched against (upstream-relative if any)."""
-        if self.upstream_prefix is None:
+        if self.prefixes is None:
             return list(self.state)
-        return [k[len(self.upstream_prefix):] for k in self.state if k.startswith(self.upstream_prefix)]
+        return [n for n in map(self.upstream_name, self.state) if n is not None]
 
     def key_in(self, key: str, ref: "Checkpoint") -> Optional[str]:
         """This checkpoint's ``key`` translated into ``ref``'s key space (None: no counterpart).
 
-        Upstream tensors move between prefixes (bare ``""``, new or old ESPnet prefix);
-        non-upstream ESPnet keys (CTC head, featurizer, ...) keep their name and have no
-        counterpart in a bare upstream checkpoint.
+        Upstream tensors move between prefixes (bare, new or old ESPnet S3PRL prefix,
+        ESPnet's or openai-whisper's Whisper names); non-upstream ESPnet keys (CTC head,
+        featurizer, ...) keep their name and have no counterpart in a bare checkpoint.
         """
         rel = self.upstream_name(key)
         if rel is not None:
-            return key if ref.upstream_prefix is None else ref.upstream_prefix + rel
+            return key if ref.prefixes is None else ref.own_key(rel)
         return None if ref.is_bare_upstream else key
 
     @property
     def is_bare_upstream(self) -> bool:
-        """A bare S3PRL checkpoint: every tensor belongs to the upstream."""
+        """A bare S3PRL or openai-whisper checkpoint: every tensor belongs to the upstream."""
         return self.container != ESPNET
 
 
-def _detect_prefix(state: Mapping[str, Any], override: Optional[str], name: str) -> Optional[str]:
+def _detect_prefixes(state: Mapping[str, Any], override: Optional[str], name: str) -> Optional[Prefixes]:
     if override is not None:
         if not any(k.startswith(override) for k in state):
             raise CheckpointFormatError(f"{name}: no key starts with the upstream prefix {override!r}")
-        return override
-    return espnet_upstream_prefix(state)
+        return ((override, ""),)
+    prefix = espnet_upstream_prefix(state)
+    if prefix is not None:
+        return ((prefix, ""),)
+    whisper = tuple((own, rel) for own, rel, marker in WHISPER_PREFIXES if any(marker.match(k) for k in state))
+    return whisper or None
 
 
 def _check_state(state: Any, where: str) -> Dict[str, torch.Tensor]:
@@ -100,31 +128,37 @@ def _check_state(state: Any, where: str) -> Dict[str, torch.Tensor]:
     return dict(state)
 
 
+def _bare_container(obj: Mapping) -> Optional[str]:
+    if "dims" in obj and "model_state_dict" in obj:
+        return WHISPER
+    return s3prl_container(obj)
+
+
 def from_object(
     obj: Any, name: str = "checkpoint", upstream_prefix: Optional[str] = None
 ) -> Checkpoint:
     """Wrap an already loaded checkpoint object (see module docstring for the formats).
 
     ``upstream_prefix`` overrides the detected ESPnet upstream prefix (for frontends
-    other than ESPnet's S3prlFrontend); it is ignored for bare S3PRL checkpoints.
+    other than ESPnet's S3prlFrontend); it is ignored for bare checkpoints.
     """
     if not isinstance(obj, Mapping) or not obj:
         raise CheckpointFormatError(f"{name}: expected a dict, got {type(obj).__name__}")
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = _check_state(obj, name)
-        return Checkpoint(state, ESPNET, _detect_prefix(state, upstream_prefix, name), name)
-    container = s3prl_container(obj)
+        return Checkpoint(state, ESPNET, _detect_prefixes(state, upstream_prefix, name), name)
+    container = _bare_container(obj)
     if container is None:
         raise CheckpointFormatError(
-            f"{name}: not an ESPnet state dict nor an S3PRL wavlm/hubert/wav2vec2 local "
-            f"checkpoint; top-level keys: {sorted(map(str, obj))[:10]}"
+            f"{name}: not an ESPnet state dict, an S3PRL wavlm/hubert/wav2vec2 local checkpoint nor an "
+            f"openai-whisper checkpoint; top-level keys: {sorted(map(str, obj))[:10]}"
         )
-    entry = S3PRL_STATE_ENTRY[container]
+    entry = STATE_ENTRY[container]
     state = _check_state(obj[entry], f"{name}[{entry!r}]")
-    # Keep every other entry (configs, dictionaries) in the file's order; the state
-    # dict's slot holds None and is refilled on save.
+    # Keep every other entry (configs, dictionaries, whisper dims) in the file's order; the
+    # state dict's slot holds None and is refilled on save.
     extra = {k: (None if k == entry else v) for k, v in obj.items()}
-    return Checkpoint(state, container, "", name, extra)
+    return Checkpoint(state, container, (("", ""),), name, extra)
 
 
 def load_checkpoint(
@@ -158,11 +192,11 @@ def load_checkpoint(
         ) from e
     ckpt = from_object(obj, name, upstream_prefix)
     logging.info(
-        "loaded %s: %s container, %d tensors, upstream prefix %r%s",
+        "loaded %s: %s container, %d tensors, upstream prefixes %s%s",
         name,
         ckpt.container,
         len(ckpt.state),
-        ckpt.upstream_prefix,
+        ckpt.prefixes,
         " (memory-mapped)" if mmap else "",
     )
     return ckpt
@@ -172,7 +206,7 @@ def to_object(template: Checkpoint, state: Dict[str, torch.Tensor]) -> Any:
     """The object to save: ``state`` inside the same container as ``template``."""
     if template.container == ESPNET:
         return state
-    entry = S3PRL_STATE_ENTRY[template.container]
+    entry = STATE_ENTRY[template.container]
     return {k: (state if k == entry else v) for k, v in template.extra.items()}
 
 

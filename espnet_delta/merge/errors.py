@@ -27,3 +27,7 @@ class KeyMismatchError(MergeError):
 
 class ShapeMismatchError(MergeError):
     """A tensor whose shape or dtype differs between inputs."""
+
+
+class ScheduleError(MergeError):
+    """An SA schedule that cannot be applied: a bad schedule file, a layer the model lacks, overlapping groups."""

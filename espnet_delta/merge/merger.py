@@ -2,7 +2,8 @@
 
 Output keys, order, shapes and dtypes are exactly those of M1 (the first model), so
 an ESPnet M1 gives a state dict that ESPnet loads with strict loading, and a bare
-S3PRL M1 gives a checkpoint S3PRL's ``*_local`` upstreams load.
+S3PRL (openai-whisper) M1 gives a checkpoint S3PRL's ``*_local`` upstreams
+(``whisper.load_model``) load.
 
 Tensors without a task vector ("head" tensors: present in the fine-tuned models but
 not in the base, e.g. ``ctc.ctc_lo.*`` or ``frontend.featurizer.weights`` when the
@@ -14,14 +15,17 @@ method     head tensors (no base counterpart)
 lerp       interpolated like every other tensor (lerp needs no base)
 ta         copied from M1
 ties       copied from M1
-sa         copied from M1 (as is every non-Q/K/V tensor)
+sa         copied from M1, unless a schedule group's ``extra`` pattern names
+           them: c * theta_1 + (1 - c) * theta_2, which is what the task-vector
+           form gives for any base, since the weights sum to one
 transfer   copied from M1 (the target model)
 ========== ============================================================
 
 Integer/bool (any non-floating) tensors, e.g. ``num_batches_tracked`` or position
 ids, are copied from M1 for every method. ``keep_m1`` regexes copy the matching
 tensors from M1 without any check against the other inputs (e.g. ``^ctc\\.`` when
-the token lists differ).
+the token lists differ). In SA merging a tensor whose ratio is exactly 1 is M1's
+bit for bit (layers no group lists), exactly 0 M2's.
 """
 
 from __future__ import annotations
@@ -30,211 +34,23 @@ import collections
 import dataclasses
 import logging
 import re
-from typing import Counter, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Counter, Dict, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
 
+from espnet_delta.fileio import write_text_atomic
+
 from . import ops
-from .arch import attention_qkv_layer, detect_architecture, num_layers
+from .align import Aligned, Pattern, any_of, check_architectures, check_key_sets, check_tensors, drop_reinitialised
+from .arch import attention_qkv_layer, num_layers
 from .checkpoint import Checkpoint, PathLike, load_checkpoint, save_checkpoint
-from .errors import (
-    ArchitectureMismatchError,
-    KeyMismatchError,
-    MergeError,
-    ShapeMismatchError,
-)
-from .schedule import SCHEDULES, coefficient_tables, log_coefficient_table
+from .config import METHODS, MergeConfig, MergeReport
+from .errors import ArchitectureMismatchError, MergeError, ScheduleError
+from .schedule import CHILD, SchedulePlan, log_schedule, schedule_tsv
 
-METHODS = ("lerp", "ta", "ties", "sa", "transfer")
-
-
-@dataclasses.dataclass
-class MergeConfig:
-    """What to merge and how.
-
-    ``coefs``: lerp: ``[c]`` (weight of M1, default 0.5); ta: one weight per model
-    or one shared weight (default 1/K each, i.e. the average task vector);
-    transfer: ``[scale]`` (default 1.0); not used by sa and ties.
-    ``sa_lambda``/``sa_alpha``/``schedule``: SA per-layer ratio, see :mod:`.schedule`.
-    ``ties_topk``: percent of each task vector kept; ``ties_scale``: scale of the merged one.
-    """
-
-    method: str
-    coefs: Optional[Sequence[float]] = None
-    sa_lambda: float = 0.2
-    sa_alpha: float = 0.8
-    schedule: str = "depth_power"
-    ties_topk: float = 20.0
-    ties_scale: float = 1.0
-    keep_m1: Sequence[str] = ()
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown merge method {self.method!r}; expected one of {METHODS}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
-        if not 0.0 < self.ties_topk <= 100.0:
-            raise ValueError(f"ties_topk is a percentage in (0, 100], got {self.ties_topk}")
-        if self.coefs is not None:
-            self.coefs = [float(c) for c in self.coefs]
-        self.keep_m1 = list(self.keep_m1 or ())
-
-    def check_inputs(self, num_models: int, has_base: bool) -> None:
-        """Refuse input counts the method is not defined for."""
-        m = self.method
-        if m in ("lerp", "sa", "transfer") and num_models != 2:
-            raise ValueError(f"{m} merges exactly 2 models (M1 M2), got {num_models}")
-        if num_models < 1:
-            raise ValueError("no models given")
-        if m != "lerp" and not has_base:
-            raise ValueError(f"{m} needs a base checkpoint (the pre-trained model)")
-        if m in ("sa", "ties") and self.coefs is not None:
-            raise ValueError(f"{m} takes no coefs (sa: sa_lambda/sa_alpha, ties: ties_scale)")
-        n = len(self.coefs) if self.coefs is not None else None
-        if m in ("lerp", "transfer") and n not in (None, 1):
-            raise ValueError(f"{m} takes a single coefficient, got {n}")
-        if m == "ta" and n not in (None, 1, num_models):
-            raise ValueError(f"ta takes 1 or {num_models} coefficients, got {n}")
-
-    def model_coefs(self, num_models: int) -> List[float]:
-        """The resolved per-method coefficients (see the class docstring for defaults)."""
-        if self.method == "lerp":
-            return list(self.coefs) if self.coefs else [0.5]
-        if self.method == "transfer":
-            return list(self.coefs) if self.coefs else [1.0]
-        if self.method == "ta":
-            if not self.coefs:
-                return [1.0 / num_models] * num_models
-            return list(self.coefs) * num_models if len(self.coefs) == 1 else list(self.coefs)
-        return []
-
-
-@dataclasses.dataclass
-class MergeReport:
-    """What a merge did: architecture, per-layer SA ratios and tensor counts per action."""
-
-    method: str
-    architecture: Optional[str]
-    layer_coefs: Dict[str, List[float]]
-    actions: Counter[str]
-
-
-class _Aligned:
-    """One input seen through M1's key space (``ref key -> own key``)."""
-
-    def __init__(self, ckpt: Checkpoint, ref: Checkpoint, role: str):
-        self.ckpt = ckpt
-        self.role = role
-        self.index: Dict[str, str] = {}
-        for key in ckpt.state:
-            ref_key = ckpt.key_in(key, ref)
-            if ref_key is None:
-                raise KeyMismatchError(
-                    f"{role} ({ckpt.name}) has tensor '{key}' with no counterpart in M1 "
-                    f"({ref.name}, a {ref.container} checkpoint)",
-                    key,
-                )
-            self.index[ref_key] = key
-
-    def has(self, ref_key: str) -> bool:
-        return ref_key in self.index
-
-    def get(self, ref_key: str) -> torch.Tensor:
-        return self.ckpt.state[self.index[ref_key]]
-
-    def describe(self, ref_key: str) -> str:
-        own = self.index.get(ref_key, ref_key)
-        return f"'{ref_key}'" + (f" (as '{own}')" if own != ref_key else "")
-
-    def release(self, ref_key: str) -> None:
-        """Drop the reference to a tensor that is no longer needed (frees non-mmapped memory)."""
-        self.ckpt.state.pop(self.index[ref_key], None)
-
-
-def _expects_in_base(ref: Checkpoint, base: Checkpoint, key: str) -> bool:
-    """A bare upstream base covers only M1's upstream tensors (all of M1 when M1 has no
-    upstream prefix); an ESPnet base covers all of M1."""
-    if base.is_bare_upstream and ref.upstream_prefix is not None:
-        return ref.upstream_name(key) is not None
-    return True
-
-
-def _detect(ckpt: Checkpoint) -> tuple[Optional[str], Optional[str]]:
-    """(arch, evidence key as stored in ``ckpt``)."""
-    arch, name = detect_architecture(ckpt.arch_names())
-    if name is not None and ckpt.upstream_prefix:
-        name = ckpt.upstream_prefix + name
-    return arch, name
-
-
-def _check_architectures(inputs: Sequence[_Aligned], ref: Checkpoint) -> Optional[str]:
-    """All inputs must be of M1's architecture; the error names the key that told them apart."""
-    arch, evidence = _detect(ref)
-    for other in inputs:
-        other_arch, other_evidence = _detect(other.ckpt)
-        if other_arch != arch:
-            key = other_evidence or evidence
-            raise ArchitectureMismatchError(
-                f"architecture mismatch: M1 ({ref.name}) is {arch or 'unknown'}"
-                + (f" (key '{evidence}')" if evidence else "")
-                + f" but {other.role} ({other.ckpt.name}) is {other_arch or 'unknown'}"
-                + (f" (key '{other_evidence}')" if other_evidence else ""),
-                key,
-            )
-    return arch
-
-
-def _check_key_sets(
-    ref: Checkpoint, models: Sequence[_Aligned], base: Optional[_Aligned], keep: "re.Pattern[str] | None"
-) -> None:
-    def kept(key: str) -> bool:
-        return bool(keep and keep.search(key))
-
-    for other in models:
-        for key in ref.state:
-            if not kept(key) and not other.has(key):
-                raise KeyMismatchError(
-                    f"{other.role} ({other.ckpt.name}) lacks tensor '{key}' of M1", key
-                )
-        for key in other.index:
-            if key not in ref.state and not kept(key):
-                raise KeyMismatchError(
-                    f"{other.role} ({other.ckpt.name}) has tensor {other.describe(key)} "
-                    f"that M1 ({ref.name}) lacks",
-                    key,
-                )
-    if base is None:
-        return
-    for key in base.index:
-        if key not in ref.state and not kept(key):
-            raise KeyMismatchError(
-                f"base ({base.ckpt.name}) has tensor {base.describe(key)} that M1 ({ref.name}) lacks",
-                key,
-            )
-    for key in ref.state:
-        if not kept(key) and _expects_in_base(ref, base.ckpt, key) and not base.has(key):
-            raise KeyMismatchError(f"base ({base.ckpt.name}) lacks tensor '{key}' of M1", key)
-
-
-def _check_tensors(
-    ref: Checkpoint, inputs: Sequence[_Aligned], keep: "re.Pattern[str] | None"
-) -> None:
-    """Shapes and dtypes must agree; checked before any arithmetic (metadata only, so
-    memory-mapped inputs are not read)."""
-    for key, t1 in ref.state.items():
-        if keep is not None and keep.search(key):
-            continue
-        for other in inputs:
-            if not other.has(key):
-                continue
-            t = other.get(key)
-            if t.shape != t1.shape or t.dtype != t1.dtype:
-                raise ShapeMismatchError(
-                    f"tensor {other.describe(key)}: M1 has {tuple(t1.shape)} {t1.dtype}, "
-                    f"{other.role} ({other.ckpt.name}) has {tuple(t.shape)} {t.dtype}",
-                    key,
-                )
+SCHEDULE_TSV = "merge_schedule.tsv"
 
 
 def merge(
@@ -256,17 +72,20 @@ def merge(
     if config.method == "lerp" and base is not None:
         logging.info("lerp does not use the base checkpoint %s", base.name)
         base = None
-    others = [_Aligned(m, ref, f"M{k + 1}") for k, m in enumerate(models[1:], start=1)]
-    aligned_base = _Aligned(base, ref, "base") if base is not None else None
-    arch = _check_architectures(others + ([aligned_base] if aligned_base else []), ref)
-    keep = re.compile("|".join(f"(?:{p})" for p in config.keep_m1)) if config.keep_m1 else None
-    _check_key_sets(ref, others, aligned_base, keep)
-    _check_tensors(ref, others + ([aligned_base] if aligned_base else []), keep)
+    others = [Aligned(m, ref, f"M{k + 1}") for k, m in enumerate(models[1:], start=1)]
+    aligned_base = Aligned(base, ref, "base") if base is not None else None
+    inputs = others + ([aligned_base] if aligned_base else [])
+    arch = check_architectures(inputs, ref)
+    keep = any_of(config.keep_m1)
+    check_key_sets(ref, others, aligned_base, keep)
+    if aligned_base is not None:
+        drop_reinitialised(ref, aligned_base, any_of(config.reinit))
+    check_tensors(ref, inputs, keep)
 
-    layer_coefs: Dict[str, List[float]] = {}
-    sa_ratio: Dict[str, float] = {}  # Q/K/V key -> c_i of its layer
+    report = MergeReport(config.method, arch, {}, collections.Counter())
+    sa_ratio: Dict[str, float] = {}  # Q/K/V (and extra) key -> its c
     if config.method == "sa":
-        layer_coefs, sa_ratio = _sa_plan(ref, arch, config)
+        sa_ratio = _sa_plan(ref, arch, config, keep, report)
     coefs = config.model_coefs(len(models))
     logging.info(
         "merging %d model(s) with %s%s; architecture: %s",
@@ -277,55 +96,94 @@ def merge(
     )
 
     out: Dict[str, torch.Tensor] = {}
-    actions: Counter[str] = collections.Counter()
+    actions: Counter[str] = report.actions
     for key in tqdm(list(ref.state), desc=f"merge[{config.method}]", unit="tensor", disable=not progress):
         t1 = ref.state[key]
         result, action = _merge_one(key, t1, others, aligned_base, config, coefs, sa_ratio, keep)
         out[key] = result
         actions[action] += 1
         if release_inputs:
-            for other in others + ([aligned_base] if aligned_base else []):
+            for other in inputs:
                 if other.has(key):
                     other.release(key)
             ref.state.pop(key)
     logging.info("merge done: %s", ", ".join(f"{k}={v}" for k, v in sorted(actions.items())))
-    return out, MergeReport(config.method, arch, layer_coefs, actions)
+    return out, report
 
 
 def _sa_plan(
-    ref: Checkpoint, arch: Optional[str], config: MergeConfig
-) -> tuple[Dict[str, List[float]], Dict[str, float]]:
-    """Per-stack c_i tables (logged) and the ratio of every Q/K/V tensor of M1."""
+    ref: Checkpoint, arch: Optional[str], config: MergeConfig, keep: Pattern, report: MergeReport
+) -> Dict[str, float]:
+    """Resolve the schedule against M1, log its table and fill ``report``; returns the c of
+    every tensor SA merging mixes (Q/K/V of listed layers and the groups' extra tensors)."""
     if arch is None:
         raise ArchitectureMismatchError(
             f"SA merging needs a known architecture; no name pattern matched M1 ({ref.name})"
         )
-    tables = coefficient_tables(
-        num_layers(arch, ref.arch_names()), config.sa_lambda, config.sa_alpha, config.schedule
-    )
+    schedule = config.sa_schedule()
+    plan = schedule.plan(num_layers(arch, ref.arch_names()))
     ratio: Dict[str, float] = {}
+    qkv = 0
     for key in ref.state:
-        name = key if ref.upstream_prefix is None else ref.upstream_name(key)
+        name = key if ref.prefixes is None else ref.upstream_name(key)
         where = None if name is None else attention_qkv_layer(arch, name)
         if where is not None:
+            qkv += 1
             stack, layer = where
-            ratio[key] = tables[stack][layer]
-    if not ratio:
+            if plan.rules[stack][layer] != CHILD:
+                ratio[key] = plan.tables[stack][layer]
+    if not qkv:
         raise ArchitectureMismatchError(f"SA merging found no attention Q/K/V tensors in M1 ({ref.name})")
-    log_coefficient_table(tables, config.schedule, config.sa_lambda, config.sa_alpha)
-    logging.info("SA merge: %d Q/K/V tensors are merged, all others come from M1", len(ratio))
-    return tables, ratio
+    extra = _extra_tensors(ref, arch, plan, keep, schedule.source or "schedule")
+    ratio.update({k: c for k, (c, _) in extra.items()})
+    log_schedule(schedule, plan, extra)
+    logging.info(
+        "SA merge: %d of %d Q/K/V tensors and %d extra tensors are merged, all others come from M1",
+        len(ratio) - len(extra), qkv, len(extra),
+    )  # fmt: skip
+    report.layer_coefs = plan.tables
+    report.plan = plan
+    report.extra_tensors = extra
+    report.schedule_tsv = schedule_tsv(plan, extra)
+    return ratio
+
+
+def _extra_tensors(
+    ref: Checkpoint, arch: str, plan: SchedulePlan, keep: Pattern, source: str
+) -> Dict[str, Tuple[float, str]]:
+    """M1 key -> (c, rule) for the groups' extra patterns; a pattern must match some
+    floating-point tensor, and no tensor may be claimed twice (nor a Q/K/V one at all)."""
+    extra: Dict[str, Tuple[float, str]] = {}
+    for pattern, c, rule in plan.extra:
+        regex = re.compile(pattern)
+        hits = [
+            k for k, t in ref.state.items()
+            if regex.search(k) and t.is_floating_point() and not (keep and keep.search(k))
+        ]  # fmt: skip
+        if not hits:
+            raise ScheduleError(f"{source}: extra pattern {pattern!r} of {rule} matches no tensor of M1 ({ref.name})")
+        for key in hits:
+            name = key if ref.prefixes is None else ref.upstream_name(key)
+            if name is not None and attention_qkv_layer(arch, name):
+                raise ScheduleError(
+                    f"{source}: extra pattern {pattern!r} of {rule} matches the attention tensor '{key}', "
+                    "which its layer's group sets; extra patterns are for other tensors"
+                )
+            if key in extra:
+                raise ScheduleError(f"{source}: tensor '{key}' matches extra patterns of {extra[key][1]} and {rule}")
+            extra[key] = (c, rule)
+    return extra
 
 
 def _merge_one(
     key: str,
     t1: torch.Tensor,
-    others: Sequence[_Aligned],
-    base: Optional[_Aligned],
+    others: Sequence[Aligned],
+    base: Optional[Aligned],
     config: MergeConfig,
-    coefs: List[float],
+    coefs: Sequence[float],
     sa_ratio: Dict[str, float],
-    keep: "re.Pattern[str] | None",
+    keep: Pattern,
 ) -> tuple[torch.Tensor, str]:
     """(merged tensor, action) for one key; see the module docstring for the rules."""
     if keep is not None and keep.search(key):
@@ -336,19 +194,26 @@ def _merge_one(
     method = config.method
     if method == "lerp":
         return ops.lerp(t1, others[0].get(key), coefs[0]), "merged"
-    if not in_base:
+    b = base.get(key).to(t1.dtype) if in_base else None  # a float16 base is cast to M1's dtype
+    if method == "sa":
+        if key not in sa_ratio:
+            return t1, "from_m1" if in_base else "head_from_m1"
+        c = sa_ratio[key]
+        if c == 1.0:
+            return t1, "from_m1"
+        if c == 0.0:
+            return others[0].get(key), "from_m2"
+        if b is None:
+            return ops.lerp(t1, others[0].get(key), c), "merged"
+        return ops.selective_attention(b, t1, others[0].get(key), c), "merged"
+    if b is None:
         return t1, "head_from_m1"
-    b = base.get(key)
     if method == "ta":
         return ops.task_arithmetic(b, [t1] + [o.get(key) for o in others], coefs), "merged"
     if method == "ties":
         thetas = [t1] + [o.get(key) for o in others]
         return ops.ties(b, thetas, config.ties_topk, config.ties_scale), "merged"
-    if method == "transfer":
-        return ops.transfer(t1, others[0].get(key), b, coefs[0]), "merged"
-    if key not in sa_ratio:  # sa: everything but the attention Q/K/V projections
-        return t1, "from_m1"
-    return ops.selective_attention(b, t1, others[0].get(key), sa_ratio[key]), "merged"
+    return ops.transfer(t1, others[0].get(key), b, coefs[0]), "merged"  # transfer
 
 
 def merge_files(
@@ -359,8 +224,13 @@ def merge_files(
     upstream_prefix: Optional[str] = None,
     allow_pickle: bool = False,
     progress: bool = True,
+    schedule_out: Optional[PathLike] = None,
 ) -> MergeReport:
-    """Load, merge and save; the output has M1's container (ESPnet or S3PRL)."""
+    """Load, merge and save; the output has M1's container (ESPnet, S3PRL or openai-whisper).
+
+    SA merging also writes its per-layer c_i table to ``schedule_out`` (default:
+    ``merge_schedule.tsv`` beside the merged model).
+    """
     config.check_inputs(len(model_paths), base_path is not None)
     models = [load_checkpoint(p, str(p), upstream_prefix, allow_pickle) for p in model_paths]
     base = None
@@ -372,7 +242,11 @@ def merge_files(
     state, report = merge(models, config, base, progress=progress, release_inputs=True)
     path = save_checkpoint(template, state, out_path)
     logging.info("wrote merged %s checkpoint to %s", template.container, path)
+    if report.schedule_tsv:
+        tsv = Path(schedule_out) if schedule_out is not None else Path(out_path).with_name(SCHEDULE_TSV)
+        write_text_atomic(tsv, report.schedule_tsv)
+        logging.info("wrote the SA schedule table to %s", tsv)
     return report
 
 
-__all__ = ["METHODS", "MergeConfig", "MergeError", "MergeReport", "merge", "merge_files"]
+__all__ = ["METHODS", "SCHEDULE_TSV", "MergeConfig", "MergeError", "MergeReport", "merge", "merge_files"]

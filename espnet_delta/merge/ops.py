@@ -65,16 +65,29 @@ def selective_attention(
     return task_arithmetic(base, [theta_1, theta_2], [c, 1.0 - c])
 
 
+def add_task_vector(target: torch.Tensor, tau: torch.Tensor, scale: float) -> torch.Tensor:
+    """theta_target + scale * tau: apply a task vector (e.g. tau_aug = theta_aug - theta_orig)
+    to another model's tensor. Entries where ``scale * tau`` is zero keep the target's
+    bits exactly (no -0.0 + 0.0 = +0.0 flip), so a zero task vector is the identity."""
+    if tau.shape != target.shape:
+        raise ValueError(f"task vector of shape {tuple(tau.shape)} for a tensor of shape {tuple(target.shape)}")
+    if scale == 0.0:
+        return target
+    dtype = _compute_dtype(target.dtype)
+    step = tau.to(dtype) * scale
+    moved = (target.to(dtype) + step).to(target.dtype)
+    return torch.where(step != 0, moved, target)
+
+
 def transfer(
     target: torch.Tensor, donor: torch.Tensor, donor_base: torch.Tensor, scale: float
 ) -> torch.Tensor:
     """theta_target + scale * (theta_donor - theta_donor_base): move a task vector
     (e.g. "augmented minus plain fine-tuning" on one corpus) onto another model."""
+    if scale == 0.0:
+        return target
     dtype = _compute_dtype(target.dtype)
-    out = target.to(dtype)
-    if scale != 0.0:
-        out = out + (donor.to(dtype) - donor_base.to(dtype)) * scale
-    return out.to(target.dtype)
+    return add_task_vector(target, donor.to(dtype) - donor_base.to(dtype), scale)
 
 
 def trim_mask(tau: torch.Tensor, topk: float) -> torch.Tensor:

@@ -1,15 +1,19 @@
-"""Stage 8: merge the child and adult fine-tuned models, pick SA's (lambda, alpha) on dev, decode.
+"""Stage 8: merge the child and adult fine-tuned models; every method tuned on dev, then decoded.
 
     python -m espnet_delta.recipe.merge_stage --child exp/ft_wavlm --adult exp/ft_wavlm_adult \\
         --base downloads/upstreams/wavlm.pt --data_dir data --dev_set dev --test_sets test \\
-        --lambdas 0.1 0.2 0.3 --alphas 0.7 0.8 0.9 --exp_dir exp
+        --schedules depth_power linear_exponent --lambdas 0.1 0.2 0.3 --alphas 0.7 0.8 0.9 --exp_dir exp
 
-Writes one job directory per merged model (``exp/merge_<method>...``: ESPnet's
-``config.yaml`` of the child model and the merged ``valid.wer_ctc.best.pth``), decodes
-every SA grid point on the dev set, takes the (lambda, alpha) with the lowest dev WER,
-decodes it and the baselines (lerp, task arithmetic, TIES) on every set, and records
-the choice in ``<exp_dir>/merge_sa_grid.tsv``. All in one process; finished merges and
-decodings are reused.
+Grids (see :mod:`espnet_delta.recipe.merge_grid`): SA merge over every schedule reading
+given (each formula over lambdas x alphas, each schedule YAML file as one point), lerp
+over ``--lerp_coefs``, task arithmetic over ``--ta_scales``, TIES over ``--ties_topks`` x
+``--ties_scales``. Every grid point is merged into ``<exp>/merge_grid/<name>`` and decoded
+on the dev set (its model is deleted afterwards unless ``--keep_grid_models``); each
+method's dev-best point becomes ``<exp>/merge_<name>`` (the child's ``config.yaml``, the
+merged model, for SA ``merge_schedule.tsv``) and is decoded and scored on every set, so
+``exp/*/decode/*/score_wer`` holds one row per method for RESULTS.md. The grid is recorded
+in ``<exp>/merge_grid.tsv``, the choices and their WERs in ``<exp>/merge_results.md``.
+All in one process; finished merges and decodings are reused.
 """
 
 from __future__ import annotations
@@ -21,46 +25,69 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
-from espnet_delta.fileio import write_text_atomic
+from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.fileio import atomic_path, write_text_atomic
+from espnet_delta.merge import SCHEDULE_TSV
 
 MODEL_NAME = "valid.wer_ctc.best.pth"
 
 
-def merge_into(job: Path, child: Path, adult: Path, base: Path, config) -> Path:
+def merge_into(job: Path, child: Path, adult: Path, base: Path, config, model_name: str = MODEL_NAME) -> Path:
+    """``job`` with the child's config.yaml and the merged model (kept if already there)."""
     from espnet_delta.merge import merge_files
 
-    model = job / MODEL_NAME
+    model = job / model_name
     if model.is_file():
         logging.info("%s exists, not merging again", model)
         return job
     job.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(child / "config.yaml", job / "config.yaml")
-    merge_files([child / MODEL_NAME, adult / MODEL_NAME], model, config, base_path=base, progress=False)
+    merge_files([child / model_name, adult / model_name], model, config, base_path=base, progress=False,
+                schedule_out=job / SCHEDULE_TSV)  # fmt: skip
     return job
 
 
-def decode_and_score(job: Path, sets: List[Tuple[str, Path]], data_dir: Path, batch_size: int, device: str) -> Dict[str, float]:
+def decode_and_score(
+    job: Path, sets: List[Tuple[str, Path]], data_dir: Path, batch_size: int, device: str, model_name: str = MODEL_NAME
+) -> Dict[str, float]:
     from espnet_delta.bin.decode import decode_job
     from espnet_delta.scoring import load_score
 
     args = SimpleNamespace(input_type="sound", batch_size=batch_size, device=device, ref_dir=data_dir, no_sctk=False, unit="char")
-    decode_job(job, MODEL_NAME, sets, args)
+    decode_job(job, model_name, sets, args)
     return {name: load_score(job / "decode" / name / "score_wer").counts.wer for name, _ in sets}
 
 
 def get_parser() -> argparse.ArgumentParser:
+    from espnet_delta.recipe import merge_grid as g
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", type=Path, required=True, help="job dir of the child-speech model (M1)")
     p.add_argument("--adult", type=Path, required=True, help="job dir of the adult-speech model (M2)")
-    p.add_argument("--base", type=Path, required=True, help="pre-trained upstream checkpoint both started from")
+    p.add_argument("--base", type=Path, required=True, help="pre-trained checkpoint both started from")
     p.add_argument("--data_dir", type=Path, required=True)
     p.add_argument("--dev_set", default="dev")
     p.add_argument("--test_sets", nargs="+", default=["test"])
+    p.add_argument("--methods", nargs="+", default=list(g.METHOD_ORDER), choices=g.METHOD_ORDER,
+                   help="merge methods to tune and decode")
+    p.add_argument("--schedules", nargs="+", default=["depth_power", "linear_exponent"],
+                   help="SA schedule readings: formula names (swept over --lambdas x --alphas) and/or "
+                   "schedule YAML files (layer groups or explicit c_i; one grid point each)")
     p.add_argument("--lambdas", nargs="+", type=float, default=[0.1, 0.2, 0.3])
     p.add_argument("--alphas", nargs="+", type=float, default=[0.7, 0.8, 0.9])
-    p.add_argument("--schedule", default="depth_power", choices=["depth_power", "linear_exponent"])
-    p.add_argument("--ties_topk", type=float, default=20.0)
+    p.add_argument("--lerp_coefs", nargs="+", type=float, default=list(g.DEFAULT_LERP_COEFS),
+                   help="lerp grid: weight c of the child model")
+    p.add_argument("--ta_scales", nargs="+", type=float, default=list(g.DEFAULT_TA_SCALES),
+                   help="task-arithmetic grid: scale of both task vectors")
+    p.add_argument("--ties_topks", nargs="+", type=float, default=list(g.DEFAULT_TIES_TOPKS),
+                   help="TIES grid: percent of each task vector kept (crossed with --ties_scales)")
+    p.add_argument("--ties_scales", nargs="+", type=float, default=list(g.DEFAULT_TIES_SCALES),
+                   help="TIES grid: scale of the merged task vector")
+    p.add_argument("--reinit", nargs="*", default=[r"(^|\.)token_embedding\."],
+                   help="regexes of tensors fine-tuning re-created with a new shape (no task vector where "
+                   "the base's shape differs), e.g. a Whisper token embedding for a new token list")
+    p.add_argument("--model_name", default=MODEL_NAME, help="checkpoint file name inside the job dirs")
+    add_bool_argument(p, "--keep_grid_models", help="keep every grid point's merged model (default: only the chosen)")
     p.add_argument("--exp_dir", type=Path, required=True)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--device", default="cpu")
@@ -69,42 +96,77 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
+    from espnet_delta.recipe import merge_grid as g
+
     p = get_parser()
     args = p.parse_args(cmd)
     setup_logging(args.log_level)
-    from espnet_delta.merge import MergeConfig
-
     for job in (args.child, args.adult):
-        for name in ("config.yaml", MODEL_NAME):
+        for name in ("config.yaml", args.model_name):
             if not (job / name).is_file():
                 p.error(f"{job / name} not found (run stage 4)")
+    common = {"reinit": args.reinit}
+    points = []
+    if "sa" in args.methods:
+        points += g.sa_points(args.schedules, args.lambdas, args.alphas, **common)
+    baselines = g.baseline_points(args.lerp_coefs, args.ta_scales, args.ties_topks, args.ties_scales, **common)
+    points += [pt for pt in baselines if pt.method in args.methods]
+    g.check_unique(points)
+    sa_size = len(args.lambdas) * len(args.alphas)
+    for method in args.methods:
+        n = sum(1 for pt in points if pt.method == method)
+        if method != "sa" and n != sa_size:
+            logging.warning("the %s grid has %d points, SA's lambda x alpha grid %d: not like for like", method, n, sa_size)
+
     dev = [(args.dev_set, args.data_dir / args.dev_set / "wav.scp")]
     every = [(s, args.data_dir / s / "wav.scp") for s in dict.fromkeys([args.dev_set, *args.test_sets])]
-    merge_args = (args.child, args.adult, args.base)
+    inputs = (args.child, args.adult, args.base)
+    scored = []
+    for pt in points:
+        wer = _grid_point(args, pt, inputs, dev)
+        scored.append((pt, wer))
+        logging.info("%s %s (%s): %s WER %.2f", pt.method, pt.reading, pt.params, args.dev_set, wer)
+    write_text_atomic(args.exp_dir / "merge_grid.tsv", g.grid_tsv(scored, args.dev_set))
 
-    grid = []
-    for lam in args.lambdas:
-        for alpha in args.alphas:
-            job = merge_into(args.exp_dir / f"merge_sa_grid/l{lam:g}_a{alpha:g}", *merge_args,
-                             MergeConfig("sa", sa_lambda=lam, sa_alpha=alpha, schedule=args.schedule))
-            wer = decode_and_score(job, dev, args.data_dir, args.batch_size, args.device)[args.dev_set]
-            grid.append((wer, lam, alpha))
-            logging.info("SA lambda=%g alpha=%g: dev WER %.2f", lam, alpha, wer)
-    best_wer, best_lam, best_alpha = min(grid)
-    lines = ["lambda\talpha\tdev_wer\n"] + [f"{lam:g}\t{alpha:g}\t{wer:.2f}\n" for wer, lam, alpha in sorted(grid, key=lambda g: (g[1], g[2]))]
-    write_text_atomic(args.exp_dir / "merge_sa_grid.tsv", "".join(lines) + f"# best: lambda={best_lam:g} alpha={best_alpha:g}\n")
-    logging.info("best SA on %s: lambda=%g alpha=%g (WER %.2f)", args.dev_set, best_lam, best_alpha, best_wer)
+    finals = {}
+    for method, (pt, wer) in g.best_per(scored, "method").items():
+        logging.info("best %s on %s: %s (%s), WER %.2f", method, args.dev_set, pt.name, pt.params, wer)
+        job = _final(args, pt, inputs)
+        wers = decode_and_score(job, every, args.data_dir, args.batch_size, args.device, args.model_name)
+        finals[job.name] = wers
+        logging.info("%s: %s", job.name, ", ".join(f"{k} WER {v:.2f}" for k, v in wers.items()))
+    write_text_atomic(args.exp_dir / "merge_results.md", g.results_md(scored, finals, args.dev_set, args.test_sets))
+    logging.info("wrote %s and %s", args.exp_dir / "merge_grid.tsv", args.exp_dir / "merge_results.md")
 
-    finals = {
-        f"merge_sa_l{best_lam:g}_a{best_alpha:g}": MergeConfig("sa", sa_lambda=best_lam, sa_alpha=best_alpha, schedule=args.schedule),
-        "merge_lerp_c0.5": MergeConfig("lerp", coefs=[0.5]),
-        "merge_ta": MergeConfig("ta", coefs=[1.0, 1.0]),
-        f"merge_ties_k{args.ties_topk:g}": MergeConfig("ties", ties_topk=args.ties_topk),
-    }
-    for name, config in finals.items():
-        job = merge_into(args.exp_dir / name, *merge_args, config)
-        wers = decode_and_score(job, every, args.data_dir, args.batch_size, args.device)
-        logging.info("%s: %s", name, ", ".join(f"{k} WER {v:.2f}" for k, v in wers.items()))
+
+def _grid_point(args, pt, inputs, dev) -> float:
+    """Dev WER of one grid point: merged and decoded unless its dev hypotheses exist."""
+    job = args.exp_dir / "merge_grid" / pt.name
+    decoded = (job / "decode" / args.dev_set / "text").is_file()
+    if not decoded:
+        merge_into(job, *inputs, pt.config, args.model_name)
+    wer = decode_and_score(job, dev, args.data_dir, args.batch_size, args.device, args.model_name)[args.dev_set]
+    if not args.keep_grid_models and (job / args.model_name).is_file():
+        (job / args.model_name).unlink()  # a paper-scale grid would hold dozens of full models
+    return wer
+
+
+def _final(args, pt, inputs) -> Path:
+    """``<exp>/merge_<name>``: the chosen point's model (copied from the grid when kept,
+    else merged again: merging is deterministic) and its dev hypotheses."""
+    grid, job = args.exp_dir / "merge_grid" / pt.name, args.exp_dir / f"merge_{pt.name}"
+    if not (job / args.model_name).is_file() and (grid / args.model_name).is_file():
+        job.mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", SCHEDULE_TSV, args.model_name):  # the model last: it marks the job done
+            if (grid / name).is_file():
+                with atomic_path(job / name) as tmp:
+                    shutil.copyfile(grid / name, tmp)
+    merge_into(job, *inputs, pt.config, args.model_name)
+    hyp = Path("decode") / args.dev_set / "text"
+    if (grid / hyp).is_file() and not (job / hyp).is_file():
+        (job / hyp).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(grid / hyp, job / hyp)
+    return job
 
 
 if __name__ == "__main__":

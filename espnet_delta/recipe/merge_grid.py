@@ -1,0 +1,176 @@
+"""The dev grids of stage 8: one point per merged model, selection on dev, the reports.
+
+SA merging is searched over every schedule reading the stage is given (each formula
+over the lambda x alpha grid, each schedule file as one point); each baseline gets
+its own grid (lerp c, task-arithmetic scale, TIES top-k x scale), nine points by
+default like SA's lambda x alpha grid. Every method's dev-best point is then decoded
+on the test sets, so the comparison is like for like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from espnet_delta.merge import FORMULAS, MergeConfig
+
+METHOD_ORDER = ("sa", "lerp", "ta", "ties")
+DEFAULT_LERP_COEFS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_TA_SCALES = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+DEFAULT_TIES_TOPKS = (10.0, 20.0, 50.0)
+DEFAULT_TIES_SCALES = (0.5, 1.0, 1.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPoint:
+    """One merged model of a grid. ``name`` names its job directories
+    (``<exp>/merge_grid/<name>`` on dev, ``<exp>/merge_<name>`` when chosen);
+    ``reading`` is the SA schedule reading (formula name or file) or the method."""
+
+    method: str
+    reading: str
+    name: str
+    params: str
+    config: MergeConfig
+
+
+def _stem(path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(path).stem)
+
+
+def sa_points(schedules: Sequence[str], lambdas: Sequence[float], alphas: Sequence[float], **common) -> List[GridPoint]:
+    """Each formula over lambdas x alphas, then each schedule file as one point."""
+    points = []
+    for schedule in schedules:
+        if schedule in FORMULAS:
+            for lam in lambdas:
+                for alpha in alphas:
+                    config = MergeConfig("sa", sa_lambda=lam, sa_alpha=alpha, schedule=schedule, **common)
+                    points.append(GridPoint("sa", schedule, f"sa_{schedule}_l{lam:g}_a{alpha:g}",
+                                            f"lambda={lam:g} alpha={alpha:g}", config))  # fmt: skip
+        else:
+            config = MergeConfig("sa", schedule=schedule, **common)  # reads (and checks) the file
+            points.append(GridPoint("sa", schedule, f"sa_{_stem(schedule)}", f"file {schedule}", config))
+    return points
+
+
+def baseline_points(
+    lerp_coefs: Sequence[float] = DEFAULT_LERP_COEFS,
+    ta_scales: Sequence[float] = DEFAULT_TA_SCALES,
+    ties_topks: Sequence[float] = DEFAULT_TIES_TOPKS,
+    ties_scales: Sequence[float] = DEFAULT_TIES_SCALES,
+    **common,
+) -> List[GridPoint]:
+    """lerp: c (M1's weight); ta: one scale s on both task vectors; ties: top-k % x scale."""
+    points = [
+        GridPoint("lerp", "lerp", f"lerp_c{c:g}", f"c={c:g}", MergeConfig("lerp", coefs=[c], **common))
+        for c in lerp_coefs
+    ]
+    points += [
+        GridPoint("ta", "ta", f"ta_s{s:g}", f"scale={s:g}", MergeConfig("ta", coefs=[s], **common))
+        for s in ta_scales
+    ]
+    points += [
+        GridPoint("ties", "ties", f"ties_k{k:g}_s{s:g}", f"topk={k:g}% scale={s:g}",
+                  MergeConfig("ties", ties_topk=k, ties_scale=s, **common))
+        for k in ties_topks
+        for s in ties_scales
+    ]  # fmt: skip
+    return points
+
+
+def check_unique(points: Sequence[GridPoint]) -> None:
+    seen: Dict[str, GridPoint] = {}
+    for p in points:
+        if p.name in seen:
+            raise ValueError(f"two grid points share the job name {p.name!r}: {seen[p.name].params} and {p.params}")
+        seen[p.name] = p
+
+
+def select_best(scored: Sequence[Tuple[GridPoint, float]]) -> Tuple[GridPoint, float]:
+    """The point with the lowest dev WER; the first in grid order among equal ones.
+    A NaN WER (nothing scored) is never chosen unless all are NaN."""
+    if not scored:
+        raise ValueError("an empty grid has no best point")
+    finite = [(k, wer) for k, (_, wer) in enumerate(scored) if not math.isnan(wer)]
+    if not finite:
+        return scored[0]
+    k, _ = min(finite, key=lambda kw: (kw[1], kw[0]))
+    return scored[k]
+
+
+def best_per(scored: Sequence[Tuple[GridPoint, float]], key: str) -> Dict[str, Tuple[GridPoint, float]]:
+    """The dev-best point per ``method`` or per ``reading``, in first-seen order."""
+    groups: Dict[str, List[Tuple[GridPoint, float]]] = {}
+    for p, wer in scored:
+        groups.setdefault(getattr(p, key), []).append((p, wer))
+    return {k: select_best(v) for k, v in groups.items()}
+
+
+def grid_tsv(scored: Sequence[Tuple[GridPoint, float]], dev_set: str) -> str:
+    """``method reading name params dev_wer chosen``, one row per point, then
+    ``# best <method>: <name>`` lines."""
+    best = best_per(scored, "method")
+    chosen = {p.name for p, _ in best.values()}
+    lines = [f"method\treading\tname\tparams\t{dev_set}_wer\tchosen"]
+    for p, wer in scored:
+        lines.append(f"{p.method}\t{p.reading}\t{p.name}\t{p.params}\t{wer:.2f}\t{'*' if p.name in chosen else ''}")
+    lines += [f"# best {method}: {p.name}" for method, (p, _) in best.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _wer(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def results_md(
+    scored: Sequence[Tuple[GridPoint, float]],
+    finals: Mapping[str, Mapping[str, float]],
+    dev_set: str,
+    test_sets: Sequence[str],
+) -> str:
+    """The section appended to RESULTS.md: each method's grid, its dev-best point and that
+    point's WER on every set (``finals``: job name -> set -> WER), then SA per reading."""
+    sets = list(dict.fromkeys([dev_set, *test_sets]))
+    by_method = best_per(scored, "method")
+    sizes = {m: sum(1 for p, _ in scored if p.method == m) for m in by_method}
+    out = [
+        "## Model merging (grids searched on dev)",
+        "",
+        f"Each method's grid was decoded on `{dev_set}`; the point with the lowest {dev_set} WER "
+        "(the first of equal ones) was decoded on every set. SA merge: c_i is the child model's "
+        "weight on the attention Q/K/V task vectors; every other tensor is the child's.",
+        "",
+        "|method|grid points|chosen|params|" + "|".join(f"{s} WER" for s in sets) + "|",
+        "|---" * (4 + len(sets)) + "|",
+    ]
+    for method, (p, _) in by_method.items():
+        job = f"merge_{p.name}"
+        wers = finals.get(job, {})
+        out.append(f"|{method}|{sizes[method]}|{job}|{p.params}|" + "|".join(_wer(wers.get(s)) for s in sets) + "|")
+    readings = best_per([(p, w) for p, w in scored if p.method == "sa"], "reading")
+    if readings:
+        out += [
+            "",
+            f"SA merge per schedule reading (best {dev_set} WER of each; the row above is the best of all):",
+            "",
+            f"|reading|grid points|best point|{dev_set} WER|",
+            "|---|---|---|---|",
+        ]
+        for reading, (p, wer) in readings.items():
+            n = sum(1 for q, _ in scored if q.method == "sa" and q.reading == reading)
+            out.append(f"|{reading}|{n}|{p.params}|{_wer(wer)}|")
+    return "\n".join(out) + "\n"
+
+
+def chosen_job(exp_dir: Path, method: str, grid_name: str = "merge_grid.tsv") -> Optional[str]:
+    """The job dir name (``merge_<name>``) stage 8 chose for ``method``, read from the
+    ``# best <method>: <name>`` line of ``<exp_dir>/merge_grid.tsv``; None before stage 8."""
+    path = Path(exp_dir) / grid_name
+    if not path.is_file():
+        return None
+    match = re.search(rf"^# best {re.escape(method)}: (\S+)$", path.read_text(encoding="utf-8"), re.M)
+    return f"merge_{match.group(1)}" if match else None
