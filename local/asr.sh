@@ -86,6 +86,12 @@ merge_lerp_coefs="0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9"  # baseline grids, as lar
 merge_ta_scales="0.2 0.3 0.4 0.5 0.6 0.7 0.8 0.9 1.0"
 merge_ties_topks="10 20 50"   # crossed with merge_ties_scales
 merge_ties_scales="0.5 1.0 1.5"
+# Whisper fine-tuning through ESPnet (opt-in; stages 1, 4, 5, 8)
+whisper_config=         # ESPnet config of Whisper fine-tuning (encoder/decoder whisper_file): ft_whisper on --train_set
+                        # (+ ft_whisper_adult on --adult_train_set, merged in stage 8); '' skips the Whisper path
+whisper_asr_model=      # hub name or checkpoint file fine-tuned by --whisper_config ('' = --tiny_whisper, else the config's)
+tiny_whisper=           # with --whisper_config: write a tiny random Whisper checkpoint here in stage 1 ('' none)
+whisper_decode_config=conf/whisper/decode.yaml  # beam-search options (ESPnet Speech2Text) of stages 5 and 8
 # Decoding (stages 5, 8, 9)
 decode_batch_size=8     # utterances per greedy-CTC batch (fine-tuned models use frontend s3prl_exact: batched = alone)
 # Analysis (stage 10)
@@ -184,6 +190,12 @@ Model merging (stage 8, needs --adult_train_set)
   --merge_ties_topks "X Y"  TIES grid: percent of each task vector kept (default: '${merge_ties_topks}')
   --merge_ties_scales "X Y" TIES grid: scale of the merged task vector (default: '${merge_ties_scales}')
 
+Whisper through ESPnet (opt-in: stage 1 tiny checkpoint, 4 fine-tuning, 5 beam search, 8 merging)
+  --whisper_config FILE     ESPnet config of Whisper fine-tuning -> ft_whisper (+ ft_whisper_adult); '' skips (default: '${whisper_config}')
+  --whisper_asr_model M     hub name or checkpoint fine-tuned; '' = --tiny_whisper, else the config's (default: '${whisper_asr_model}')
+  --tiny_whisper FILE       write a tiny random Whisper checkpoint here in stage 1 (default: '${tiny_whisper}')
+  --whisper_decode_config FILE  beam-search options of the Whisper models (default: ${whisper_decode_config})
+
 Decoding (stages 5, 8, 9)
   --decode_batch_size N     utterances per greedy-CTC batch (default: ${decode_batch_size})
 
@@ -278,6 +290,7 @@ write_results() {
     for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done
     [ -f "${exp_dir}/interface_results.md" ] && append+=("${exp_dir}/interface_results.md")
     [ -f "${exp_dir}/merge_results.md" ] && append+=("${exp_dir}/merge_results.md")
+    [ -f "${exp_dir}/merge_whisper_results.md" ] && append+=("${exp_dir}/merge_whisper_results.md")
     [ -f "${exp_dir}/analysis/figures.md" ] && append+=("${exp_dir}/analysis/figures.md")
     [ -f "${exp_dir}/sshr_results.md" ] && append+=("${exp_dir}/sshr_results.md")
     [ -f "${exp_dir}/analysis/langid_probe.md" ] && append+=("${exp_dir}/analysis/langid_probe.md")
@@ -313,6 +326,17 @@ list_sshr_jobs() {
     [ -n "${out}" ] || sshr_jobs=()
 }
 
+# list_whisper_jobs: renders exp/ft_whisper/train.yaml (and exp/ft_whisper_adult with --adult_train_set)
+# from --whisper_config and fills the array whisper_jobs.
+list_whisper_jobs() {
+    local out init=${whisper_asr_model:-${tiny_whisper}}
+    out=$(${python} -m espnet_delta.recipe.whisper_jobs --config "${whisper_config}" ${init:+--whisper_model "${init}"} \
+        --data_dir "${data_dir}" --shape_dir "${shape_dir}" --token_type "${token_type}" --token_list "${token_list}" \
+        --exp_dir "${exp_dir}" --train_set "${train_set}" --valid_set "${valid_set}" \
+        --adult_train_set "${adult_train_set}" --adult_valid_set "${adult_valid_set}")
+    mapfile -t whisper_jobs <<< "${out}"
+}
+
 # list_fusion_jobs: renders exp/fusion_<system>/train.yaml for every system (needs stage 6's
 # feature layout) and fills the array fusion_jobs with the job directories.
 list_fusion_jobs() {
@@ -338,6 +362,10 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
         log "Writing tiny random upstreams to ${tiny_upstream_dir} (skipped when present)"
         # shellcheck disable=SC2086
         ${python} -m espnet_delta.bin.make_tiny_upstreams --out_dir "${tiny_upstream_dir}" ${tiny_upstream_opts}
+    fi
+    if [ -n "${whisper_config}" ] && [ -n "${tiny_whisper}" ]; then
+        log "Writing a tiny random Whisper to ${tiny_whisper} (skipped when present)"
+        ${python} -m espnet_delta.bin.make_tiny_whisper --out "${tiny_whisper}"
     fi
     if [ -z "${multilingual_corpus_dir}" ]; then
         [ -n "${myst}" ] || { log "ERROR: --myst <root> (or --mini_corpus_dir) is required for stage 1 (a recipe sets MYST in db.sh)"; exit 2; }
@@ -422,6 +450,11 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
             jobs+=("${job}")
         done
     fi
+    if [ -n "${whisper_config}" ]; then
+        list_whisper_jobs
+        log "Stage 4: Whisper fine-tuning (${whisper_config}) -> ${whisper_jobs[*]}"
+        jobs+=("${whisper_jobs[@]}")
+    fi
     [ ${#jobs[@]} -eq 0 ] || run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" "${train_prefix[@]}" \
         ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" --num_nodes "${num_nodes}" -- "${jobs[@]}"
     if [ -n "${sshr_systems}" ]; then
@@ -458,6 +491,12 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     [ ${#jobs[@]} -eq 0 ] || run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.decode \
         --model_name valid.wer_ctc.best.pth "${tests[@]}" --input_type sound --batch_size "${decode_batch_size}" \
         --ref_dir "${data_dir}" --device "${decode_device}" -- "${jobs[@]}"
+    if [ -n "${whisper_config}" ]; then
+        log "Stage 5: beam search (${whisper_decode_config}) + scoring of ${exp_dir}/ft_whisper on ${test_sets}"
+        run_parallel --cmd "${inference_cmd}" --name decode 1 ${python} -m espnet_delta.bin.beam_decode \
+            --model_name valid.acc.best.pth --decode_config "${whisper_decode_config}" "${tests[@]}" \
+            --ref_dir "${data_dir}" --device "${decode_device}" -- "${exp_dir}/ft_whisper"
+    fi
     if [ -n "${sshr_systems}" ]; then
         log "Stage 5: decoding + scoring the SSHR systems (${sshr_units}) per language -> ${exp_dir}/sshr_results.md"
         jobs=()
@@ -543,6 +582,19 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
             --schedules ${merge_schedules} --lambdas ${merge_lambdas} --alphas ${merge_alphas} \
             --lerp_coefs ${merge_lerp_coefs} --ta_scales ${merge_ta_scales} --ties_topks ${merge_ties_topks} --ties_scales ${merge_ties_scales} \
             --exp_dir "${exp_dir}" --batch_size "${decode_batch_size}" --device "${decode_device}"
+    fi
+    if [ -n "${whisper_config}" ] && [ -n "${adult_train_set}" ]; then
+        log "Stage 8: merging ft_whisper (child) with ft_whisper_adult: SA (encoder and decoder self/cross-attention Q/K/V) and baseline grids on ${valid_set}"
+        # the exact starting point of both fine-tunings (Whisper + the seeded new token embedding and CTC head)
+        ${python} -m espnet_delta.bin.init_state --config "${exp_dir}/ft_whisper/config.yaml" --out "${exp_dir}/ft_whisper/init.pth"
+        # shellcheck disable=SC2086
+        run_job --cmd "${inference_cmd}" --name merge_whisper ${python} -m espnet_delta.recipe.merge_stage \
+            --child "${exp_dir}/ft_whisper" --adult "${exp_dir}/ft_whisper_adult" --base "${exp_dir}/ft_whisper/init.pth" \
+            --name whisper --model_name valid.acc.best.pth --decode_config "${whisper_decode_config}" \
+            --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
+            --schedules ${merge_schedules} --lambdas ${merge_lambdas} --alphas ${merge_alphas} \
+            --lerp_coefs ${merge_lerp_coefs} --ta_scales ${merge_ta_scales} --ties_topks ${merge_ties_topks} --ties_scales ${merge_ties_scales} \
+            --exp_dir "${exp_dir}" --device "${decode_device}"
     fi
 fi
 

@@ -92,7 +92,7 @@ def fake_decoder(monkeypatch):
     """decode_and_score writing hypotheses once per job and set; WERs from DEV_WER (dev) or 20 + k."""
     decoded = []
 
-    def fake(job_dir: Path, sets, data_dir, batch_size, device, model_name=merge_stage.MODEL_NAME):
+    def fake(job_dir: Path, sets, data_dir, batch_size, device, model_name=merge_stage.MODEL_NAME, decode_config=None):
         wers = {}
         for name, _ in sets:
             hyp = job_dir / "decode" / name / "text"
@@ -101,7 +101,11 @@ def fake_decoder(monkeypatch):
                 hyp.parent.mkdir(parents=True, exist_ok=True)
                 hyp.write_text(f"{job_dir.name}\n")
                 decoded.append((job_dir.name, name))
-            point = job_dir.name[len("merge_"):] if job_dir.name.startswith("merge_") else job_dir.name
+            point = job_dir.name
+            for prefix in ("merge_whisper_", "merge_"):
+                if point.startswith(prefix):
+                    point = point[len(prefix):]
+                    break
             wers[name] = DEV_WER[point] if name == "dev" else 20.0 + DEV_WER[point]
         return wers
 
@@ -151,6 +155,24 @@ def test_stage_tunes_every_method_on_dev_and_decodes_the_chosen(tmp_path, fake_d
     merge_stage.main(argv)
     assert fake_decoder == []
     assert {p: p.read_bytes() for p in exp.rglob("*") if p.is_file()} == before
+
+
+def test_named_stage_writes_its_own_grid_jobs_and_section(tmp_path, fake_decoder):
+    """--name whisper keeps the Whisper merges apart from the SSL ones (merge_whisper_*)."""
+    child, adult = job(tmp_path / "exp" / "ft_child", 1), job(tmp_path / "exp" / "ft_adult", 2)
+    torch.save(fairseq_state(0), tmp_path / "base.pth")
+    exp = tmp_path / "exp"
+    merge_stage.main(["--child", str(child), "--adult", str(adult), "--base", str(tmp_path / "base.pth"),
+                      "--data_dir", str(tmp_path / "data"), "--dev_set", "dev", "--test_sets", "test",
+                      "--exp_dir", str(exp), "--name", "whisper", "--methods", "sa", "lerp",
+                      "--schedules", "depth_power", "--lambdas", "0.2", "--alphas", "0.8", "0.9",
+                      "--lerp_coefs", "0.3", "0.7"])  # fmt: skip
+    assert not (exp / "merge_grid.tsv").exists() and not (exp / "merge_results.md").exists()
+    assert (exp / "merge_whisper_grid.tsv").is_file() and (exp / "merge_whisper_grid" / "lerp_c0.3" / "decode").is_dir()
+    assert g.chosen_job(exp, "lerp", prefix="merge_whisper") == "merge_whisper_lerp_c0.7"
+    assert (exp / "merge_whisper_lerp_c0.7" / merge_stage.MODEL_NAME).is_file()
+    md = (exp / "merge_whisper_results.md").read_text()
+    assert md.startswith("## Model merging (whisper)") and "|lerp|2|merge_whisper_lerp_c0.7|c=0.7|13.00|33.00|" in md
 
 
 def test_stage_refuses_a_bad_schedule_file_before_merging(tmp_path, fake_decoder):

@@ -4,8 +4,12 @@ ESPnet has no plugin hook; its ASR task keeps module-level ``ClassChoices`` whos
 ``.classes`` dicts are read when the argument parser is built and when a saved
 config is turned back into a model. Calling :func:`register` before either makes
 ``frontend: delta_fusion`` (or ``cached_fusion``, ``ssl_interface``, ``sshr``), ``encoder: identity``
-(or ``sshr``) and
+(or ``sshr``, ``whisper_file``), ``decoder: whisper_file`` and
 ``model: espnet_ctc_wer`` valid in any ESPnet ASR config.
+
+The Whisper classes get names of their own rather than replacing ESPnet's ``whisper``:
+:func:`register` never overrides an ESPnet class (a stock ``encoder: whisper`` config keeps
+ESPnet's exact behaviour), and a saved config that needs the plugin says so by its name.
 """
 
 from espnet_delta.asr.cached_frontend import CachedFusionFrontend
@@ -15,6 +19,7 @@ from espnet_delta.asr.interface_frontend import SSLInterfaceFrontend
 from espnet_delta.asr.s3prl_exact_frontend import ExactS3prlFrontend
 from espnet_delta.asr.sshr import SSHREncoder
 from espnet_delta.asr.sshr_frontend import SSHRFrontend
+from espnet_delta.whisper.espnet_modules import WhisperFileDecoder, WhisperFileEncoder
 
 FRONTENDS = {
     "delta_fusion": DeltaFusionFrontend,
@@ -23,17 +28,20 @@ FRONTENDS = {
     "s3prl_exact": ExactS3prlFrontend,
     "sshr": SSHRFrontend,
 }
-ENCODERS = {"identity": IdentityEncoder, "sshr": SSHREncoder}
+ENCODERS = {"identity": IdentityEncoder, "sshr": SSHREncoder, "whisper_file": WhisperFileEncoder}
+DECODERS = {"whisper_file": WhisperFileDecoder}  # hub name or local checkpoint (espnet_delta/whisper/)
 
 
 def register() -> None:
-    """Idempotently add the plugin's frontends, encoder and model to ESPnet's ASR task."""
-    from espnet2.tasks.asr import encoder_choices, frontend_choices, model_choices
+    """Idempotently add the plugin's frontends, encoders, decoder and model to ESPnet's ASR task."""
+    from espnet2.tasks.asr import decoder_choices, encoder_choices, frontend_choices, model_choices
 
     from espnet_delta.asr.ctc_wer_model import CTCWERModel
 
     models = {"espnet_ctc_wer": CTCWERModel}
-    for choices, classes in ((frontend_choices, FRONTENDS), (encoder_choices, ENCODERS), (model_choices, models)):
+    for choices, classes in (
+        (frontend_choices, FRONTENDS), (encoder_choices, ENCODERS), (decoder_choices, DECODERS), (model_choices, models)
+    ):
         for name, cls in classes.items():
             existing = choices.classes.get(name)
             if existing is not None and existing is not cls:

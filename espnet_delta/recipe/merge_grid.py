@@ -131,14 +131,17 @@ def results_md(
     finals: Mapping[str, Mapping[str, float]],
     dev_set: str,
     test_sets: Sequence[str],
+    prefix: str = "merge",
+    title: str = "Model merging",
 ) -> str:
     """The section appended to RESULTS.md: each method's grid, its dev-best point and that
-    point's WER on every set (``finals``: job name -> set -> WER), then SA per reading."""
+    point's WER on every set (``finals``: job name -> set -> WER), then SA per reading.
+    ``prefix`` names the jobs (``<prefix>_<point>``), e.g. ``merge_whisper`` for the Whisper merges."""
     sets = list(dict.fromkeys([dev_set, *test_sets]))
     by_method = best_per(scored, "method")
     sizes = {m: sum(1 for p, _ in scored if p.method == m) for m in by_method}
     out = [
-        "## Model merging (grids searched on dev)",
+        f"## {title} (grids searched on dev)",
         "",
         f"Each method's grid was decoded on `{dev_set}`; the point with the lowest {dev_set} WER "
         "(the first of equal ones) was decoded on every set. SA merge: c_i is the child model's "
@@ -148,7 +151,7 @@ def results_md(
         "|---" * (4 + len(sets)) + "|",
     ]
     for method, (p, _) in by_method.items():
-        job = f"merge_{p.name}"
+        job = f"{prefix}_{p.name}"
         wers = finals.get(job, {})
         out.append(f"|{method}|{sizes[method]}|{job}|{p.params}|" + "|".join(_wer(wers.get(s)) for s in sets) + "|")
     readings = best_per([(p, w) for p, w in scored if p.method == "sa"], "reading")
@@ -166,11 +169,11 @@ def results_md(
     return "\n".join(out) + "\n"
 
 
-def chosen_job(exp_dir: Path, method: str, grid_name: str = "merge_grid.tsv") -> Optional[str]:
-    """The job dir name (``merge_<name>``) stage 8 chose for ``method``, read from the
-    ``# best <method>: <name>`` line of ``<exp_dir>/merge_grid.tsv``; None before stage 8."""
-    path = Path(exp_dir) / grid_name
+def chosen_job(exp_dir: Path, method: str, prefix: str = "merge") -> Optional[str]:
+    """The job dir name (``<prefix>_<name>``) stage 8 chose for ``method``, read from the
+    ``# best <method>: <name>`` line of ``<exp_dir>/<prefix>_grid.tsv``; None before stage 8."""
+    path = Path(exp_dir) / f"{prefix}_grid.tsv"
     if not path.is_file():
         return None
     match = re.search(rf"^# best {re.escape(method)}: (\S+)$", path.read_text(encoding="utf-8"), re.M)
-    return f"merge_{match.group(1)}" if match else None
+    return f"{prefix}_{match.group(1)}" if match else None

@@ -13,7 +13,10 @@ method's dev-best point becomes ``<exp>/merge_<name>`` (the child's ``config.yam
 merged model, for SA ``merge_schedule.tsv``) and is decoded and scored on every set, so
 ``exp/*/decode/*/score_wer`` holds one row per method for RESULTS.md. The grid is recorded
 in ``<exp>/merge_grid.tsv``, the choices and their WERs in ``<exp>/merge_results.md``.
-All in one process; finished merges and decodings are reused.
+All in one process; finished merges and decodings are reused. ``--name whisper`` writes
+``merge_whisper_*`` instead of ``merge_*`` (the Whisper merges beside the SSL ones), and
+``--decode_config`` decodes with ESPnet's beam search (attention decoders) instead of
+greedy CTC.
 """
 
 from __future__ import annotations
@@ -48,12 +51,25 @@ def merge_into(job: Path, child: Path, adult: Path, base: Path, config, model_na
 
 
 def decode_and_score(
-    job: Path, sets: List[Tuple[str, Path]], data_dir: Path, batch_size: int, device: str, model_name: str = MODEL_NAME
+    job: Path,
+    sets: List[Tuple[str, Path]],
+    data_dir: Path,
+    batch_size: int,
+    device: str,
+    model_name: str = MODEL_NAME,
+    decode_config: Optional[Path] = None,
 ) -> Dict[str, float]:
-    from espnet_delta.bin.decode import decode_job
+    """WER per set; greedy CTC, or ESPnet's beam search with the options of ``decode_config``."""
     from espnet_delta.scoring import load_score
 
-    args = SimpleNamespace(input_type="sound", batch_size=batch_size, device=device, ref_dir=data_dir, no_sctk=False, unit="char")
+    if decode_config is None:
+        from espnet_delta.bin.decode import decode_job
+
+        args = SimpleNamespace(input_type="sound", batch_size=batch_size, device=device, ref_dir=data_dir, no_sctk=False, unit="char")
+    else:
+        from espnet_delta.bin.beam_decode import decode_job
+
+        args = SimpleNamespace(decode_config=decode_config, device=device, ref_dir=data_dir, no_sctk=False)
     decode_job(job, model_name, sets, args)
     return {name: load_score(job / "decode" / name / "score_wer").counts.wer for name, _ in sets}
 
@@ -87,6 +103,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="regexes of tensors fine-tuning re-created with a new shape (no task vector where "
                    "the base's shape differs), e.g. a Whisper token embedding for a new token list")
     p.add_argument("--model_name", default=MODEL_NAME, help="checkpoint file name inside the job dirs")
+    p.add_argument("--name", default="", help="'' writes merge_*; e.g. whisper writes merge_whisper_* (grid, jobs, tables)")
+    p.add_argument("--decode_config", type=Path, default=None,
+                   help="beam-search options (ESPnet Speech2Text YAML) for attention-decoder models; default greedy CTC")
     add_bool_argument(p, "--keep_grid_models", help="keep every grid point's merged model (default: only the chosen)")
     p.add_argument("--exp_dir", type=Path, required=True)
     p.add_argument("--batch_size", type=int, default=8)
@@ -118,6 +137,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         if method != "sa" and n != sa_size:
             logging.warning("the %s grid has %d points, SA's lambda x alpha grid %d: not like for like", method, n, sa_size)
 
+    args.prefix = f"merge_{args.name}" if args.name else "merge"
     dev = [(args.dev_set, args.data_dir / args.dev_set / "wav.scp")]
     every = [(s, args.data_dir / s / "wav.scp") for s in dict.fromkeys([args.dev_set, *args.test_sets])]
     inputs = (args.child, args.adult, args.base)
@@ -126,26 +146,32 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         wer = _grid_point(args, pt, inputs, dev)
         scored.append((pt, wer))
         logging.info("%s %s (%s): %s WER %.2f", pt.method, pt.reading, pt.params, args.dev_set, wer)
-    write_text_atomic(args.exp_dir / "merge_grid.tsv", g.grid_tsv(scored, args.dev_set))
+    write_text_atomic(args.exp_dir / f"{args.prefix}_grid.tsv", g.grid_tsv(scored, args.dev_set))
 
     finals = {}
     for method, (pt, wer) in g.best_per(scored, "method").items():
         logging.info("best %s on %s: %s (%s), WER %.2f", method, args.dev_set, pt.name, pt.params, wer)
         job = _final(args, pt, inputs)
-        wers = decode_and_score(job, every, args.data_dir, args.batch_size, args.device, args.model_name)
+        wers = _decode(args, job, every)
         finals[job.name] = wers
         logging.info("%s: %s", job.name, ", ".join(f"{k} WER {v:.2f}" for k, v in wers.items()))
-    write_text_atomic(args.exp_dir / "merge_results.md", g.results_md(scored, finals, args.dev_set, args.test_sets))
-    logging.info("wrote %s and %s", args.exp_dir / "merge_grid.tsv", args.exp_dir / "merge_results.md")
+    title = f"Model merging ({args.name})" if args.name else "Model merging"
+    results = g.results_md(scored, finals, args.dev_set, args.test_sets, prefix=args.prefix, title=title)
+    write_text_atomic(args.exp_dir / f"{args.prefix}_results.md", results)
+    logging.info("wrote %s and %s", args.exp_dir / f"{args.prefix}_grid.tsv", args.exp_dir / f"{args.prefix}_results.md")
+
+
+def _decode(args, job: Path, sets) -> Dict[str, float]:
+    return decode_and_score(job, sets, args.data_dir, args.batch_size, args.device, args.model_name, args.decode_config)
 
 
 def _grid_point(args, pt, inputs, dev) -> float:
     """Dev WER of one grid point: merged and decoded unless its dev hypotheses exist."""
-    job = args.exp_dir / "merge_grid" / pt.name
+    job = args.exp_dir / f"{args.prefix}_grid" / pt.name
     decoded = (job / "decode" / args.dev_set / "text").is_file()
     if not decoded:
         merge_into(job, *inputs, pt.config, args.model_name)
-    wer = decode_and_score(job, dev, args.data_dir, args.batch_size, args.device, args.model_name)[args.dev_set]
+    wer = _decode(args, job, dev)[args.dev_set]
     if not args.keep_grid_models and (job / args.model_name).is_file():
         (job / args.model_name).unlink()  # a paper-scale grid would hold dozens of full models
     return wer
@@ -154,7 +180,7 @@ def _grid_point(args, pt, inputs, dev) -> float:
 def _final(args, pt, inputs) -> Path:
     """``<exp>/merge_<name>``: the chosen point's model (copied from the grid when kept,
     else merged again: merging is deterministic) and its dev hypotheses."""
-    grid, job = args.exp_dir / "merge_grid" / pt.name, args.exp_dir / f"merge_{pt.name}"
+    grid, job = args.exp_dir / f"{args.prefix}_grid" / pt.name, args.exp_dir / f"{args.prefix}_{pt.name}"
     if not (job / args.model_name).is_file() and (grid / args.model_name).is_file():
         job.mkdir(parents=True, exist_ok=True)
         for name in ("config.yaml", SCHEDULE_TSV, args.model_name):  # the model last: it marks the job done

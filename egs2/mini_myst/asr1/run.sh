@@ -4,6 +4,9 @@
 # (./run.sh --help lists them all). Opt-in, ~20 min more on 2 free cores: the layer-interface systems
 # (frozen upstream -> last / weighted sum / hconv / concat -> BiLSTM -> CTC, characters and phones):
 #   ./run.sh --interface_systems conf/interface_systems.yaml
+# Opt-in: a tiny Whisper fine-tuned through ESPnet on the child and adult sets (attention decoder, beam search),
+# merged in stage 8 with SA merge and the tuned baselines (see README, "Whisper through ESPnet"):
+#   ./run.sh --whisper_config conf/whisper/finetune.yaml
 set -euo pipefail
 . ./db.sh
 
@@ -11,6 +14,7 @@ set -euo pipefail
     --mini_corpus_dir "${MINI_MYST}" \
     --tiny_upstream_dir downloads/upstreams \
     --pretrained_upstream_dir downloads/upstreams_pt \
+    --tiny_whisper downloads/whisper/tiny_random.pt \
     --probe_config conf/probe.yaml \
     --interface_config conf/interface.yaml \
     --upstream_conf conf/upstreams.yaml \

@@ -3,6 +3,8 @@
 # Set the corpus paths in db.sh, then
 #   ./run.sh                                    # screens MyST with Whisper large-v2 first (stage 1; see README)
 #   ./run.sh --adult_train_set libri_train      # + merging (needs LIBRISPEECH in db.sh)
+#   ./run.sh --adult_train_set libri_train --whisper_config conf/tuning/whisper_small_finetune.yaml \
+#       --whisper_decode_config conf/tuning/whisper_small_decode.yaml   # + Whisper-small fine-tuning and merging
 # Options after ./run.sh override the ones below (./run.sh --help lists them all).
 # conf/*.yaml link to the paper configs in conf/tuning/.
 # Job placement (cmd.sh: local or slurm): --nj trainings at once, each on --ngpu GPUs (DDP when
