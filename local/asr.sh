@@ -421,8 +421,9 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     for name in ${upstreams}; do
         [ -n "${finetune_config}" ] || break
         job=${exp_dir}/ft_${name}
+        # --per_model: the config's per_model.<name> overrides (e.g. wav2vec2's longer warm-up)
         render_espnet_config "${finetune_config}" "${job}/train.yaml" "${train_set}" "${valid_set}" \
-            --set-from "${upstream_conf}:${name}=frontend_conf.frontend_conf"
+            --per_model "${name}" --set-from "${upstream_conf}:${name}=frontend_conf.frontend_conf"
         jobs+=("${job}")
     done
     if [ -n "${adult_train_set}" ] && [ -n "${finetune_config}" ]; then
@@ -435,7 +436,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
         for name in ${adult_names}; do
             job=${exp_dir}/ft_${name}_adult
             render_espnet_config "${finetune_config}" "${job}/train.yaml" "${adult_train_set}" "${adult_valid_set}" \
-                --set-from "${upstream_conf}:${name}=frontend_conf.frontend_conf"
+                --per_model "${name}" --set-from "${upstream_conf}:${name}=frontend_conf.frontend_conf"
             jobs+=("${job}")
         done
     fi

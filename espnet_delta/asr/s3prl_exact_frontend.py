@@ -16,6 +16,12 @@ This frontend is ``s3prl`` with the exact mask and the frame count of the
 convolutional feature extractor (as :class:`~espnet_delta.ssl.upstream.FrozenUpstream`
 uses). Its state dict is ``s3prl``'s, so fine-tuned checkpoints load everywhere the
 package reads ESPnet S3PRL checkpoints (feature extraction, merging).
+
+``mask_time_prob`` / ``mask_feature_prob`` (default 0: off) add the fine-tuning masking of
+wav2vec 2.0-style models inside the upstream: spans of the projected CNN features, what
+the transformer receives, become the model's ``mask_emb`` (time) or 0 (channels), in
+training mode only (:mod:`espnet_delta.ssl.feature_masking`). ESPnet's ``specaug``, which
+masks the upstream's output instead, stays available as a separate option.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet2.asr.frontend.s3prl import S3prlFrontend
 from typeguard import typechecked
 
+from espnet_delta.ssl.feature_masking import MaskingConfig, install_feature_masking
 from espnet_delta.ssl.upstream import conv_output_lengths, conv_strides, use_exact_frame_mask
 
 
@@ -41,11 +48,25 @@ class ExactS3prlFrontend(S3prlFrontend):
         download_dir: Optional[str] = None,
         multilayer_feature: bool = False,
         layer: int = -1,
+        mask_time_prob: float = 0.0,
+        mask_time_length: int = 10,
+        mask_time_min_masks: int = 2,
+        mask_feature_prob: float = 0.0,
+        mask_feature_length: int = 64,
+        mask_feature_min_masks: int = 0,
     ) -> None:
         if frontend_conf is None:
             raise ValueError("s3prl_exact: frontend_conf: {upstream: <S3PRL name>, ...} is required")
+        masking = MaskingConfig(
+            time_prob=mask_time_prob, time_length=mask_time_length, time_min_masks=mask_time_min_masks,
+            feature_prob=mask_feature_prob, feature_length=mask_feature_length,
+            feature_min_masks=mask_feature_min_masks,
+        )
         super().__init__(fs, frontend_conf, download_dir, multilayer_feature, layer)
         use_exact_frame_mask(self.upstream)
+        if masking.active:
+            where = f"s3prl_exact ({frontend_conf.get('upstream')})"
+            install_feature_masking(self.upstream.upstream.model, masking, where)
         self._kernels_strides = conv_strides(self.upstream.upstream.model)
         self.frontend_type = "s3prl_exact"
 
