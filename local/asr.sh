@@ -291,6 +291,7 @@ write_results() {
     [ -f "${exp_dir}/interface_results.md" ] && append+=("${exp_dir}/interface_results.md")
     [ -f "${exp_dir}/merge_results.md" ] && append+=("${exp_dir}/merge_results.md")
     [ -f "${exp_dir}/merge_whisper_results.md" ] && append+=("${exp_dir}/merge_whisper_results.md")
+    [ -f "${exp_dir}/transfer_results.md" ] && append+=("${exp_dir}/transfer_results.md")  # local/transfer.sh
     [ -f "${exp_dir}/analysis/figures.md" ] && append+=("${exp_dir}/analysis/figures.md")
     [ -f "${exp_dir}/sshr_results.md" ] && append+=("${exp_dir}/sshr_results.md")
     [ -f "${exp_dir}/analysis/langid_probe.md" ] && append+=("${exp_dir}/analysis/langid_probe.md")

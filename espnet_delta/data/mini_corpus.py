@@ -47,7 +47,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +57,7 @@ from tqdm import tqdm
 from .myst import myst_utt_id
 from .text_norm import normalize_transcript
 
-__all__ = ["MARKER", "PHONES", "MiniCorpus", "make_mini_corpus", "make_sentence", "phonemes"]
+__all__ = ["MARKER", "PHONES", "MiniCorpus", "VoiceProfile", "make_mini_corpus", "make_sentence", "phonemes", "write_corpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +102,12 @@ _ADULT_VOICES = ("en-us", "en", "en-gb-x-rp", "en-gb-x-gbclan", "en-029", "en-gb
 _ADULT_VARIANTS = ("m1", "m2", "m3", "m4", "m7", "f1", "f2", "f4")
 
 
-def make_sentence(rng: random.Random, templates: Sequence[str] = _TEMPLATES) -> str:
-    """Fill one template with words drawn by ``rng`` (lower case, no markup)."""
+def make_sentence(
+    rng: random.Random, templates: Sequence[str] = _TEMPLATES, slots: Mapping[str, Sequence[str]] = _SLOTS
+) -> str:
+    """Fill one template with words drawn by ``rng`` from ``slots`` (lower case, no markup)."""
     template = rng.choice(templates)
-    words = [rng.choice(_SLOTS[w[1:-1]]) if w.startswith("{") else w for w in template.split()]
+    words = [rng.choice(slots[w[1:-1]]) if w.startswith("{") else w for w in template.split()]
     return " ".join(words)
 
 
@@ -142,12 +144,27 @@ def _scaled(n: int, scale: float) -> int:
     return max(1, int(n * math.sqrt(scale) + 0.5))
 
 
+@dataclass(frozen=True)
+class VoiceProfile:
+    """The espeak-ng settings one speaker's voice is drawn from (ranges inclusive)."""
+
+    languages: tuple[str, ...]  # -v language part
+    variants: tuple[str, ...]  # -v "+variant" part
+    pitch: tuple[int, int]  # -p
+    speed: tuple[int, int]  # -s (words per minute)
+    gap: tuple[int, int] = (0, 2)  # -g (word gap, 10 ms units)
+
+    def draw(self, rng: random.Random) -> _Voice:
+        variant = rng.choice(self.variants)
+        return _Voice(f"{rng.choice(self.languages)}+{variant}", rng.randint(*self.pitch), rng.randint(*self.speed), rng.randint(*self.gap))
+
+
+CHILD_VOICES = VoiceProfile(_CHILD_VOICES, _CHILD_VARIANTS, pitch=(70, 99), speed=(135, 175))
+ADULT_VOICES = VoiceProfile(_ADULT_VOICES, _ADULT_VARIANTS, pitch=(30, 55), speed=(150, 190))
+
+
 def _voice(rng: random.Random, child: bool) -> _Voice:
-    if child:
-        variant = rng.choice(_CHILD_VARIANTS)
-        return _Voice(f"{rng.choice(_CHILD_VOICES)}+{variant}", rng.randint(70, 99), rng.randint(135, 175), rng.randint(0, 2))
-    variant = rng.choice(_ADULT_VARIANTS)
-    return _Voice(f"{rng.choice(_ADULT_VOICES)}+{variant}", rng.randint(30, 55), rng.randint(150, 190), rng.randint(0, 2))
+    return (CHILD_VOICES if child else ADULT_VOICES).draw(rng)
 
 
 def _child_utterance(rng: random.Random) -> tuple[str, str]:
@@ -296,9 +313,7 @@ def make_mini_corpus(out: str | os.PathLike[str], scale: float = 1.0, seed: int 
     if existing and (root / PHONES).is_file():
         logger.info("mini corpus already complete at %s", root)
         return corpus
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} is required to build the mini corpus (run `make install`)")
+    require_tools()
     rng = random.Random(seed)
     items: list[_Item] = []
     texts: dict[Path, str] = {}
@@ -310,6 +325,21 @@ def make_mini_corpus(out: str | os.PathLike[str], scale: float = 1.0, seed: int 
         os.replace(partial, root / PHONES)
         logger.info("mini corpus at %s: added %s", root, PHONES)
         return corpus
+    write_corpus(root, params, items, texts, nj)
+    return corpus
+
+
+def require_tools() -> None:
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is required to build the mini corpus (run `make install`)")
+
+
+def write_corpus(
+    root: Path, params: dict[str, object], items: Sequence[_Item], texts: dict[Path, str], nj: int, desc: str = "mini corpus"
+) -> None:
+    """Write ``texts``, ``phones.txt``, the audio of ``items`` and the marker into a temporary
+    sibling of ``root``, then rename it to ``root`` (which must not exist)."""
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp.", dir=root.parent))
     try:
@@ -318,7 +348,7 @@ def make_mini_corpus(out: str | os.PathLike[str], scale: float = 1.0, seed: int 
             (tmp / rel).write_text(content, encoding="utf-8")
         (tmp / PHONES).write_text(_phone_lines(items, nj), encoding="utf-8")
         with ThreadPoolExecutor(max_workers=max(1, nj)) as pool:
-            list(tqdm(pool.map(lambda it: _synthesise(tmp, it), items), total=len(items), desc="mini corpus", unit="utt", leave=False))
+            list(tqdm(pool.map(lambda it: _synthesise(tmp, it), items), total=len(items), desc=desc, unit="utt", leave=False))
         vocab = sorted({w for it in items for w in normalize_transcript(it.spoken).split()})
         info = {**params, "utterances": len(items), "vocabulary": len(vocab)}
         (tmp / MARKER).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -326,5 +356,4 @@ def make_mini_corpus(out: str | os.PathLike[str], scale: float = 1.0, seed: int 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("mini corpus: %d utterances, vocabulary %d words, at %s", len(items), len(vocab), root)
-    return corpus
+    logger.info("%s: %d utterances, vocabulary %d words, at %s", desc, len(items), len(vocab), root)

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Augmentation task vectors and their transfer to a second child corpus (arXiv 2501.08468; README,
+# "Transfer"). Run from a recipe directory after its run.sh stages 1-5 (exp/ft_<reference>, the data
+# dirs and token list; exp/ft_<reference>_adult for the SA row):
+#   1 the second child corpus mini_kids -> data/<kids_prefix>{train,dev,test}; data/<train_set>_sp; shapes
+#   2 theta_aug: the reference fine-tuned with augmentation (local/asr.sh stages 4-5, --exp_dir <exp>/aug)
+#   3 the second corpus's baseline (local/asr.sh stages 4-5, --exp_dir <exp>/kids)
+#   4 zero-shot transfer: baseline + lambda * (theta_aug - theta_orig), lambda chosen on kids dev
+#   5 transfer then fine-tune: that model and (control) the baseline trained --further_epochs more on kids train
+#   6 SA merge + augmentation: stage 8's merge with the augmented child model (skipped without the adult model)
+#   7 <exp>/transfer_results.md (local/asr.sh's RESULTS.md appends it)
+set -euo pipefail
+
+# shellcheck source=utils.sh
+. "$(dirname "${BASH_SOURCE[0]}")/utils.sh"
+
+stage=1
+stop_stage=7
+nj=2
+data_dir=data
+exp_dir=exp
+shape_dir=dump/shapes
+kids_corpus_dir=            # generate the mini_kids corpus here ('': data/<kids_prefix>{train,dev,test} must exist)
+kids_corpus_scale=1.0
+kids_prefix=kids_
+train_set=train
+valid_set=dev
+test_sets="dev test"
+upstreams=wavlm             # the first is the reference; only it is used
+upstream_conf=conf/upstreams.yaml
+finetune_config=conf/finetune.yaml
+speed_perturb_factors="0.9 1.0 1.1"   # '' : no speed perturbation
+specaug_config=conf/specaug.yaml      # YAML with specaug/specaug_conf laid over --finetune_config ('' : none)
+kids_max_epoch=             # epochs of the second corpus's baseline ('': --finetune_config's)
+transfer_scales="0.1 0.25 0.5 1.0"    # lambda grid (chosen on kids dev)
+further_epochs=2            # "then fine-tune": epochs on kids train, constant learning rate
+further_lr=0.001
+merge_schedules="depth_power linear_exponent"
+merge_lambdas="0.1 0.2 0.3"
+merge_alphas="0.7 0.8 0.9"
+decode_batch_size=8
+
+help_message() {
+    cat <<HELP
+Usage: $0 [options]   (run from a recipe directory after run.sh; --name value)
+  --stage N --stop_stage M      stages N..M of 1..7 (default: ${stage}..${stop_stage})
+  --nj N                        parallel jobs (default: ${nj})
+  --data_dir DIR --exp_dir DIR --shape_dir DIR   (default: ${data_dir} ${exp_dir} ${shape_dir})
+  --kids_corpus_dir DIR         generate the second child corpus here (default: '${kids_corpus_dir}')
+  --kids_corpus_scale X         its size factor (default: ${kids_corpus_scale})
+  --kids_prefix P               its data dirs: <data_dir>/<P>{train,dev,test} (default: ${kids_prefix})
+  --train_set --valid_set --test_sets   the first corpus's sets (default: ${train_set} ${valid_set} '${test_sets}')
+  --upstreams "A ..."           the first is the reference (default: '${upstreams}')
+  --upstream_conf FILE --finetune_config FILE   as in local/asr.sh (default: ${upstream_conf} ${finetune_config})
+  --speed_perturb_factors "F.." speed perturbation of the train set; '' for none (default: '${speed_perturb_factors}')
+  --specaug_config FILE         SpecAugment laid over the fine-tuning config; '' for none (default: '${specaug_config}')
+  --kids_max_epoch N            epochs of the second corpus's baseline; '' = the config's (default: '${kids_max_epoch}')
+  --transfer_scales "X.."       lambda grid, chosen on kids dev (default: '${transfer_scales}')
+  --further_epochs N --further_lr X   "then fine-tune" (default: ${further_epochs} ${further_lr})
+  --merge_schedules --merge_lambdas --merge_alphas   SA grid of the SA merge + augmentation row, as local/asr.sh's
+                                (default: '${merge_schedules}' '${merge_lambdas}' '${merge_alphas}')
+  --decode_batch_size N         (default: ${decode_batch_size})
+HELP
+}
+
+parse_options "$@"
+[ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
+[ -n "${speed_perturb_factors}${specaug_config}" ] || { log "ERROR: no augmentation: set --speed_perturb_factors and/or --specaug_config"; exit 2; }
+
+mkdir -p "${exp_dir}/logs"
+exec > >(tee -a "${exp_dir}/logs/transfer.$(date '+%Y%m%dT%H%M%S').log") 2>&1
+
+# shellcheck source=path.sh
+. "$(dirname "${BASH_SOURCE[0]}")/path.sh"
+if [ -f cmd.sh ]; then
+    # shellcheck source=/dev/null
+    . ./cmd.sh
+else
+    train_cmd=local; decode_cmd=local
+fi
+
+ref=${upstreams%% *}
+aug_exp=${exp_dir}/aug
+kids_exp=${exp_dir}/kids
+kids_train=${kids_prefix}train kids_dev=${kids_prefix}dev kids_test=${kids_prefix}test
+aug_train=${train_set}
+[ -z "${speed_perturb_factors}" ] || aug_train=${train_set}_sp
+token_list=${data_dir}/token_list/char/tokens.txt
+aug_note=
+[ -z "${speed_perturb_factors}" ] || aug_note="speed perturbation ${speed_perturb_factors}"
+[ -z "${specaug_config}" ] || aug_note="${aug_note:+${aug_note}, }SpecAugment (${specaug_config})"
+asr=("${repo_root}/local/asr.sh" --data_dir "${data_dir}" --shape_dir "${shape_dir}" --upstreams "${ref}"
+     --upstream_conf "${upstream_conf}" --nj "${nj}" --decode_batch_size "${decode_batch_size}")
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    log "Stage 1: second child corpus -> ${data_dir}/${kids_prefix}*; speed perturbation -> ${data_dir}/${aug_train}; shapes"
+    if [ -n "${kids_corpus_dir}" ]; then
+        ${python} -m espnet_delta.bin.make_mini_kids --out "${kids_corpus_dir}" --scale "${kids_corpus_scale}" \
+            --nj "${nj}" --data_dir "${data_dir}" --prefix "${kids_prefix}"
+    fi
+    sets="${kids_train} ${kids_dev} ${kids_test}"
+    if [ -n "${speed_perturb_factors}" ]; then
+        # shellcheck disable=SC2086
+        ${python} -m espnet_delta.bin.speed_perturb --src "${data_dir}/${train_set}" --out "${data_dir}/${aug_train}" \
+            --factors ${speed_perturb_factors}
+        sets="${sets} ${aug_train}"
+    fi
+    # shellcheck disable=SC2086
+    ${python} -m espnet_delta.recipe.make_shapes --data_dir "${data_dir}" --sets ${sets} --out_dir "${shape_dir}"
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    log "Stage 2: theta_aug: ft_${ref} on ${aug_train} (${aug_note}) -> ${aug_exp}/ft_${ref}"
+    config=${finetune_config}
+    if [ -n "${specaug_config}" ]; then
+        config=${aug_exp}/conf/finetune_aug.yaml
+        ${python} -m espnet_delta.recipe.render_config --base "${finetune_config}" --out "${config}" \
+            --set-from "${specaug_config}:specaug=specaug" --set-from "${specaug_config}:specaug_conf=specaug_conf"
+    fi
+    # shellcheck disable=SC2086
+    "${asr[@]}" --stage 4 --stop_stage 5 --exp_dir "${aug_exp}" --finetune_config "${config}" \
+        --train_set "${aug_train}" --valid_set "${valid_set}" --test_sets "${test_sets}"
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    log "Stage 3: the second corpus's baseline: ft_${ref} on ${kids_train} -> ${kids_exp}/ft_${ref}"
+    config=${finetune_config}
+    if [ -n "${kids_max_epoch}" ]; then
+        config=${kids_exp}/conf/finetune_kids.yaml
+        ${python} -m espnet_delta.recipe.render_config --base "${finetune_config}" --out "${config}" --set "max_epoch=${kids_max_epoch}"
+    fi
+    "${asr[@]}" --stage 4 --stop_stage 5 --exp_dir "${kids_exp}" --finetune_config "${config}" \
+        --train_set "${kids_train}" --valid_set "${kids_dev}" --test_sets "${kids_dev} ${kids_test}"
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    log "Stage 4: zero-shot transfer ${kids_exp}/ft_${ref} + lambda * (${aug_exp}/ft_${ref} - ${exp_dir}/ft_${ref}), lambda in ${transfer_scales}"
+    # shellcheck disable=SC2086
+    run_job --cmd "${decode_cmd}" --name transfer ${python} -m espnet_delta.recipe.transfer_stage grid \
+        --target "${kids_exp}/ft_${ref}" --aug "${aug_exp}/ft_${ref}" --orig "${exp_dir}/ft_${ref}" \
+        --scales ${transfer_scales} --data_dir "${data_dir}" --dev_set "${kids_dev}" --test_sets "${kids_test}" \
+        --exp_dir "${kids_exp}" --batch_size "${decode_batch_size}"
+fi
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+    lam=$(sed -n 's/^# best: lambda=//p' "${kids_exp}/transfer_grid.tsv")
+    [ -n "${lam}" ] || { log "ERROR: no chosen lambda in ${kids_exp}/transfer_grid.tsv (run stage 4)"; exit 1; }
+    log "Stage 5: ${further_epochs} more epochs on ${kids_train} (lr ${further_lr}) of transfer_s${lam} and (control) ft_${ref}"
+    jobs=()
+    for pair in "transfer_s${lam}:transfer_s${lam}_ft" "ft_${ref}:ft_${ref}_further"; do
+        init=${kids_exp}/${pair%%:*}/valid.wer_ctc.best.pth job=${kids_exp}/${pair#*:}
+        ${python} -m espnet_delta.recipe.render_config --base "${finetune_config}" --out "${job}/train.yaml" \
+            --set-from "${upstream_conf}:${ref}=frontend_conf.frontend_conf" \
+            --set "token_type=char" --set "token_list=${token_list}" --set use_preprocessor=true \
+            --set "train_data_path_and_name_and_type=[[${data_dir}/${kids_train}/wav.scp, speech, sound], [${data_dir}/${kids_train}/text, text, text]]" \
+            --set "valid_data_path_and_name_and_type=[[${data_dir}/${kids_dev}/wav.scp, speech, sound], [${data_dir}/${kids_dev}/text, text, text]]" \
+            --set "train_shape_file=[${shape_dir}/${kids_train}/speech_shape]" --set "valid_shape_file=[${shape_dir}/${kids_dev}/speech_shape]" \
+            --set "init_param=[${init}]" --set "max_epoch=${further_epochs}" --set "optim_conf.lr=${further_lr}" \
+            --set scheduler=null --set scheduler_conf={}
+        jobs+=("${job}")
+    done
+    run_parallel --cmd "${train_cmd}" --name train --task_per_item "${nj}" ${python} -m espnet_delta.recipe.train_jobs -- "${jobs[@]}"
+    run_parallel --cmd "${decode_cmd}" --name decode "${nj}" ${python} -m espnet_delta.bin.decode \
+        --model_name valid.wer_ctc.best.pth --test "${kids_dev}=${data_dir}/${kids_dev}/wav.scp" \
+        --test "${kids_test}=${data_dir}/${kids_test}/wav.scp" --input_type sound --batch_size "${decode_batch_size}" \
+        --ref_dir "${data_dir}" -- "${jobs[@]}"
+fi
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+    adult=${exp_dir}/ft_${ref}_adult
+    if [ ! -f "${adult}/valid.wer_ctc.best.pth" ]; then
+        log "Stage 6: skipped: SA merge + augmentation needs ${adult} (run.sh with --adult_train_set)"
+    else
+        log "Stage 6: SA merge of ${aug_exp}/ft_${ref} (augmented child) with ${adult}, grid on ${valid_set} -> ${aug_exp}/merge_sa_*"
+        base=$(${python} -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]].get('path_or_url') or '')" \
+            "${upstream_conf}" "${ref}")
+        # shellcheck disable=SC2086
+        run_job --cmd "${decode_cmd}" --name merge ${python} -m espnet_delta.recipe.merge_stage --child "${aug_exp}/ft_${ref}" \
+            --adult "${adult}" --base "${base}" --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
+            --methods sa --schedules ${merge_schedules} --lambdas ${merge_lambdas} --alphas ${merge_alphas} \
+            --exp_dir "${aug_exp}" --batch_size "${decode_batch_size}"
+    fi
+fi
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+    log "Stage 7: ${exp_dir}/transfer_results.md"
+    # shellcheck disable=SC2086
+    ${python} -m espnet_delta.recipe.transfer_stage results --exp_dir "${exp_dir}" --reference "${ref}" \
+        --train_set "${train_set}" --kids_train_set "${kids_train}" --sets ${valid_set} ${test_sets##* } \
+        --kids_sets "${kids_dev}" "${kids_test}" --aug_note "${aug_note}" \
+        --further_note "${further_epochs} epochs, constant learning rate ${further_lr}" \
+        --out "${exp_dir}/transfer_results.md"
+fi
+
+log "Successfully finished transfer stages ${stage}..${stop_stage}"
