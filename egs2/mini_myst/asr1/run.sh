@@ -7,6 +7,7 @@
 # Opt-in: a tiny Whisper fine-tuned through ESPnet on the child and adult sets (attention decoder, beam search),
 # merged in stage 8 with SA merge and the tuned baselines (see README, "Whisper through ESPnet"):
 #   ./run.sh --whisper_config conf/whisper/finetune.yaml
+# Stage 8 grids are 2 x 2 here (4 points per SA reading and per baseline; the paper-scale default is 3 x 3).
 set -euo pipefail
 . ./db.sh
 
@@ -23,6 +24,9 @@ set -euo pipefail
     --fusion_systems conf/fusion_systems.yaml \
     --subset_hours 0.1,0.2 \
     --adult_train_set libri_train \
+    --merge_lambdas "0.1 0.3" --merge_alphas "0.7 0.9" \
+    --merge_lerp_coefs "0.2 0.4 0.6 0.8" --merge_ta_scales "0.25 0.5 0.75 1.0" \
+    --merge_ties_topks "20 50" --merge_ties_scales "0.5 1.0" \
     --nj 2 \
     --ngpu 0 \
     "$@"
