@@ -288,6 +288,7 @@ render_espnet_config() {
 write_results() {
     local scored=() d append=()
     for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done
+    [ -f "${exp_dir}/paper_tables.md" ] && append+=("${exp_dir}/paper_tables.md")
     [ -f "${exp_dir}/interface_results.md" ] && append+=("${exp_dir}/interface_results.md")
     [ -f "${exp_dir}/merge_results.md" ] && append+=("${exp_dir}/merge_results.md")
     [ -f "${exp_dir}/merge_whisper_results.md" ] && append+=("${exp_dir}/merge_whisper_results.md")

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Tables 1-5 of arXiv 2601.20142 ("Mind the Shift") from a recipe directory: runs the recipe's
+# run.sh once per training-data size (its own fine-tuning, features and fusion heads) and once
+# on deltas of adult-speech models (Table 4), then writes the tables as "## Table N" sections
+# of --out and --results_md. Run from a recipe dir, e.g. egs2/mini_myst/asr1/paper_tables.sh.
+#   ../../../local/paper_tables.sh --tables "1 3" --sizes "full 10 5 1" --systems_dir conf/tuning/paper
+# Stages: 1 data (run.sh stages 1-3, shared by all sizes, with the train_<h> subsets)
+#         2 the main run of each size: run.sh stages 4-9 (full: exp/, dump/feats; subset h:
+#           --train_set train_<h> --exp_dir exp/sizes/<h> --feats_dir dump/feats_<h>)
+#         3 Table 4's adult-delta run (full size): stages 4-7 and 9 with --adult_upstreams,
+#           --finetuned_ckpts and --feats_dir dump/feats_adult
+#         4 the tables
+# A run whose score dirs (and gate files) all exist is skipped; run.sh skips finished trainings,
+# decodings and feature shards inside a run. A subset run's RESULTS.md is kept as
+# exp/sizes/<h>/RESULTS.md; the recipe's RESULTS.md is left as it was.
+set -euo pipefail
+
+# shellcheck source=utils.sh
+. "$(dirname "${BASH_SOURCE[0]}")/utils.sh"
+
+stage=1                 # first stage (above)
+stop_stage=4            # last stage
+tables="1 2 3 4 5"      # tables of arXiv 2601.20142
+sizes="full 10 5 1"     # 'full' = --train_set train; a number = the train_<h> subset of that many hours
+run=./run.sh            # the recipe's run.sh
+run_opts=               # more options of every run.sh call, e.g. "--nj 4"
+systems_dir=conf/paper  # table<N>_systems.yaml and table4_adult_systems.yaml
+subset_finetune_config= # fine-tuning config of the subset sizes ('' = the recipe's)
+adult_train_set=libri_train          # Table 4: the adult set the delta models are fine-tuned on
+adult_upstreams="hubert wav2vec2"    # Table 4: the delta models fine-tuned on it
+test_set=test           # the set the tables show
+dev_set=dev             # Table 2 picks the fusion method on it
+gate_sets="dev test"    # Table 5: sets of the gate weights
+child_label=MyST        # Table 4: names of the child and adult sets
+adult_label=LibriSpeech
+out=exp/paper_tables.md # lasting copy of the table sections
+results_md=RESULTS.md   # the table sections are also replaced in this file ('' : not)
+
+help_message() {
+    cat <<HELP
+Usage: $0 [options]   (recipe values shown as defaults)
+  --stage N --stop_stage M    1 data, 2 main run per size, 3 Table 4 adult-delta run, 4 tables (default: ${stage}..${stop_stage})
+  --tables "N ..."            tables of arXiv 2601.20142 (default: '${tables}')
+  --sizes "full H ..."        data sizes: full and train_<H> subsets in hours (default: '${sizes}')
+  --run CMD                   the recipe's run.sh (default: ${run})
+  --run_opts "OPTS"           more options of every run.sh call (default: '${run_opts}')
+  --systems_dir DIR           table<N>_systems.yaml files (default: ${systems_dir})
+  --subset_finetune_config F  fine-tuning config of the subset sizes, '' = the recipe's (default: '${subset_finetune_config}')
+  --adult_train_set NAME      Table 4: adult fine-tuning set (default: ${adult_train_set})
+  --adult_upstreams "A B"     Table 4: models fine-tuned on it (default: '${adult_upstreams}')
+  --test_set / --dev_set      (default: ${test_set} / ${dev_set})
+  --gate_sets "A B"           Table 5 gate sets (default: '${gate_sets}')
+  --child_label / --adult_label  Table 4 labels (default: ${child_label} / ${adult_label})
+  --out FILE                  table sections, kept across recipe runs (default: ${out})
+  --results_md FILE           also replace the sections here; '' = not (default: ${results_md})
+HELP
+}
+
+parse_options "$@"
+[ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
+mkdir -p exp/logs
+exec > >(tee -a "exp/logs/paper_tables.$(date '+%Y%m%dT%H%M%S').log") 2>&1
+# shellcheck source=path.sh
+. "$(dirname "${BASH_SOURCE[0]}")/path.sh"
+py="${repo_root}/.venv/bin/python"
+has() { [[ " ${tables} " == *" $1 "* ]]; }
+read -r -a run_cmd <<< "${run}"
+read -r -a extra <<< "${run_opts}"
+t0=${SECONDS}
+
+# per size: label, exp dir, feature dir, train set
+declare -A label exp feats train
+subset_hours=()
+for h in ${sizes}; do
+    if [ "${h}" = full ]; then
+        label[${h}]=full; exp[${h}]=exp; feats[${h}]=dump/feats; train[${h}]=train
+    else
+        label[${h}]="${h} h"; exp[${h}]=exp/sizes/${h}; feats[${h}]=dump/feats_${h}
+        train[${h}]=$(${py} -c "import sys; from espnet_delta.data.subsets import subset_name; print(subset_name(float(sys.argv[1])))" "${h}")
+        subset_hours+=("${h}")
+    fi
+done
+full=${sizes%% *}
+[ "${full}" = full ] || { log "ERROR: --sizes must start with 'full' (Tables 2, 4, 5 use the full training set)"; exit 2; }
+size_args=()
+for h in ${sizes}; do size_args+=(--size "${label[${h}]}=${exp[${h}]}"); done
+
+# missing <run> <tables...> -- <size>: what those tables still need from that size's run
+missing() {
+    local run_tag=$1 ts=() h
+    shift
+    while [ "$1" != -- ]; do ts+=("$1"); shift; done
+    h=$2
+    [ ${#ts[@]} -gt 0 ] || return 0
+    ${py} -m espnet_delta.bin.paper_tables --log_level ERROR --list_missing --tables "${ts[@]}" \
+        --size "${label[${h}]}=${exp[${h}]}" --test_set "${test_set}" --dev_set "${dev_set}" --gate_sets ${gate_sets} \
+        | awk -F'\t' -v r="${run_tag}" '$2 == r' || true
+}
+
+# in_size_dir <h> <command...>: run a subset's run.sh, keeping the recipe's RESULTS.md
+in_size_dir() {
+    local h=$1 keep=${exp[$1]}/.RESULTS.md.keep rc=0
+    shift
+    mkdir -p "${exp[${h}]}"
+    rm -f "${keep}"
+    [ -f RESULTS.md ] && cp -p RESULTS.md "${keep}"
+    "$@" || rc=$?
+    if [ -f RESULTS.md ] && ! { [ -f "${keep}" ] && cmp -s RESULTS.md "${keep}"; }; then
+        mv RESULTS.md "${exp[${h}]}/RESULTS.md"
+    fi
+    [ -f "${keep}" ] && mv "${keep}" RESULTS.md
+    return ${rc}
+}
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    need=false
+    [ -f data/train/text ] || need=true
+    for h in "${subset_hours[@]}"; do [ -f "data/${train[${h}]}/text" ] || need=true; done
+    adult=()
+    if has 4; then
+        adult=(--adult_train_set "${adult_train_set}")  # stage 2 then writes its shape files too
+        [ -f "dump/shapes/${adult_train_set}/speech_shape" ] || need=true
+    fi
+    if [ "${need}" = true ]; then
+        hours=$(IFS=,; echo "${subset_hours[*]}")
+        log "Stage 1: data, token lists, pre-training (run.sh stages 1-3) with train subsets '${hours}' (hours)"
+        "${run_cmd[@]}" --stage 1 --stop_stage 3 --subset_hours "${hours}" "${adult[@]}" "${extra[@]}"
+    else
+        log "Stage 1: skipped: the data dirs exist"
+    fi
+    # run.sh's stage 2 writes shapes of --train_set only; the token list stays the full set's
+    sets=()
+    for h in "${subset_hours[@]}"; do [ -f "dump/shapes/${train[${h}]}/speech_shape" ] || sets+=("${train[${h}]}"); done
+    if [ ${#sets[@]} -gt 0 ]; then
+        log "Stage 1: speech shape files of ${sets[*]} -> dump/shapes"
+        ${python} -m espnet_delta.recipe.make_shapes --data_dir data --sets "${sets[@]}" --out_dir dump/shapes
+    fi
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    for h in ${sizes}; do
+        ts=()
+        for n in ${tables}; do
+            # Tables 1 and 3 have a column per size; 2, 4 (its child side) and 5 use the full set
+            if [ "${h}" = full ] || [ "${n}" = 1 ] || [ "${n}" = 3 ]; then ts+=("${n}"); fi
+        done
+        todo=$(missing main "${ts[@]}" -- "${h}")
+        if [ ${#ts[@]} -eq 0 ] || [ -z "${todo}" ]; then
+            log "Stage 2: size ${label[${h}]}: nothing to run (Tables ${ts[*]:-none} scored in ${exp[${h}]})"
+            continue
+        fi
+        log "Stage 2: size ${label[${h}]} (${train[${h}]}, ${exp[${h}]}): $(echo "${todo}" | wc -l) score dirs/gate files missing for Tables ${ts[*]}"
+        s=${SECONDS}
+        mkdir -p "${exp[${h}]}"
+        systems=${exp[${h}]}/paper_systems.yaml
+        ${py} -m espnet_delta.bin.paper_tables --log_level WARNING --tables "${ts[@]}" --systems_dir "${systems_dir}" \
+            --write_systems "${systems}"
+        if [ "${h}" = full ]; then
+            # stage 8 (merging) is not needed here: 4-7, then 9
+            "${run_cmd[@]}" --stage 4 --stop_stage 7 --fusion_systems "${systems}" "${extra[@]}"
+            "${run_cmd[@]}" --stage 9 --stop_stage 9 --fusion_systems "${systems}" "${extra[@]}"
+        else
+            ft=()
+            [ -z "${subset_finetune_config}" ] || ft=(--finetune_config "${subset_finetune_config}")
+            in_size_dir "${h}" "${run_cmd[@]}" --stage 4 --stop_stage 9 --train_set "${train[${h}]}" \
+                --exp_dir "${exp[${h}]}" --feats_dir "${feats[${h}]}" --fusion_systems "${systems}" \
+                --adult_train_set "" --adult_upstreams "" --probe_config "" --interface_systems "" --sshr_systems "" \
+                "${ft[@]}" "${extra[@]}"
+        fi
+        log "Stage 2: size ${label[${h}]} done in $((SECONDS - s)) s"
+    done
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && has 4; then
+    todo=$(missing adult 4 -- full)
+    if [ -z "${todo}" ]; then
+        log "Stage 3: Table 4's adult-delta systems are scored: nothing to run"
+    else
+        log "Stage 3: Table 4: fine-tuning ${adult_upstreams} on ${adult_train_set}, their deltas -> dump/feats_adult, fusion"
+        s=${SECONDS}
+        ckpts=()
+        for name in ${adult_upstreams}; do ckpts+=("${name}=exp/ft_${name}_adult/valid.wer_ctc.best.pth"); done
+        opts=(--adult_train_set "${adult_train_set}" --adult_upstreams "${adult_upstreams}" --finetuned_ckpts "${ckpts[*]}"
+              --feats_dir dump/feats_adult --fusion_systems "${systems_dir}/table4_adult_systems.yaml")
+        "${run_cmd[@]}" --stage 4 --stop_stage 7 "${opts[@]}" "${extra[@]}"
+        "${run_cmd[@]}" --stage 9 --stop_stage 9 "${opts[@]}" "${extra[@]}"
+        log "Stage 3: done in $((SECONDS - s)) s"
+    fi
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    log "Stage 4: Tables ${tables} -> ${out}${results_md:+ and ${results_md}}"
+    dest=(--out "${out}")
+    [ -z "${results_md}" ] || dest+=(--results_md "${results_md}")
+    # shellcheck disable=SC2086
+    ${py} -m espnet_delta.bin.paper_tables --tables ${tables} "${size_args[@]}" --test_set "${test_set}" \
+        --dev_set "${dev_set}" --gate_sets ${gate_sets} --child_label "${child_label}" --adult_label "${adult_label}" \
+        "${dest[@]}"
+fi
+log "Finished stages ${stage}..${stop_stage} in $((SECONDS - t0)) s"
