@@ -27,3 +27,19 @@ def add_bool_argument(parser, *names: str, default: bool = False, help: str = ""
 
 def add_log_level_argument(parser) -> argparse.Action:
     return parser.add_argument("--log_level", default="INFO", choices=LOG_LEVELS, help="logging level")
+
+
+def parse_test_sets(parser, items) -> "list":
+    """``[(name, Path)]`` from repeated ``--test NAME=SCP`` options; a parser error when one is
+    missing, malformed or names no existing file (decode, beam_decode, gate_means share it)."""
+    from pathlib import Path
+
+    if not items:
+        parser.error("--test NAME=SCP is required")
+    tests = []
+    for item in items:
+        name, sep, scp = item.partition("=")
+        if not sep or not Path(scp).is_file():
+            parser.error(f"--test expects NAME=SCP with an existing file, got {item!r}")
+        tests.append((name, Path(scp)))
+    return tests

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging, parse_test_sets
 
 #: Speech2Text options a decode config may not set: the model and device come from the command line
 RESERVED = {"asr_train_config", "asr_model_file", "device"}
@@ -131,17 +131,10 @@ def get_parser() -> argparse.ArgumentParser:
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    if not args.test:
-        parser.error("--test NAME=SCP is required")
+    tests = parse_test_sets(parser, args.test)
     if args.decode_config is not None and not args.decode_config.is_file():
         parser.error(f"--decode_config {args.decode_config}: no such file")
     setup_logging(args.log_level)
-    tests = []
-    for item in args.test:
-        name, sep, scp = item.partition("=")
-        if not sep or not Path(scp).is_file():
-            parser.error(f"--test expects NAME=SCP with an existing file, got {item!r}")
-        tests.append((name, Path(scp)))
     try:
         read_decode_config(args.decode_config)  # refuse a bad config before any model is built
     except ValueError as e:

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import torch
 from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging, parse_test_sets
 
 
 def load_model(asr_config: Path, model_file: Path, device: str):
@@ -103,15 +103,8 @@ def get_parser() -> argparse.ArgumentParser:
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    if not args.test:
-        parser.error("--test NAME=SCP is required")
+    tests = parse_test_sets(parser, args.test)
     setup_logging(args.log_level)
-    tests = []
-    for item in args.test:
-        name, sep, scp = item.partition("=")
-        if not sep or not Path(scp).is_file():
-            parser.error(f"--test expects NAME=SCP with an existing file, got {item!r}")
-        tests.append((name, Path(scp)))
     for job in args.jobs:
         decode_job(job, args.model_name, tests, args)
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
+from espnet_delta.bin import add_log_level_argument, setup_logging, parse_test_sets
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -69,15 +69,8 @@ def gate_means_job(job: Path, model_name: str, tests: Sequence[Tuple[str, Path]]
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    if not args.test:
-        parser.error("--test NAME=SCP is required")
+    tests = parse_test_sets(parser, args.test)
     setup_logging(args.log_level)
-    tests = []
-    for item in args.test:
-        name, sep, scp = item.partition("=")
-        if not sep or not Path(scp).is_file():
-            parser.error(f"--test expects NAME=SCP with an existing file, got {item!r}")
-        tests.append((name, Path(scp)))
     try:
         for job in args.jobs:
             gate_means_job(job, args.model_name, tests, args.batch_size, args.device)
