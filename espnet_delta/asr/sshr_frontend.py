@@ -53,6 +53,11 @@ def load_ssl_model(spec: UpstreamSpec, where: str) -> Tuple[torch.nn.Module, boo
         normalize = bool(expert.task_cfg.normalize)
     else:
         normalize = bool(expert.cfg.normalize)
+    if hasattr(expert, "remove_all_hooks"):
+        # S3PRL's expert hooks every layer to record its output into a list that only the
+        # expert's own forward clears; SSHR runs the layers itself, so the list (activations
+        # and their autograd graphs) would grow by every layer of every step
+        expert.remove_all_hooks()
     model.requires_grad_(True)
     return model, normalize
 
