@@ -10,10 +10,10 @@ build machines, so a stage trains all its models in one process. A job whose
 ``checkpoint.pth`` (``--resume true``). Each job's log is ``<job>/train.log``.
 
 Each training runs in a child forked from the process that imported ESPnet once
-(``--fork_per_job true``, the default): the import is paid once, and the memory a
-training leaves behind (allocator arenas, caches) goes with its child. Training the
-multilingual recipe's SSHR systems one after another in one process grew its resident
-memory from 1.5 to 3.6 GB; forked, each job's peak is its own.
+(``--fork_per_job true``, the default): the import is paid once, and whatever a training
+leaves behind (allocator arenas, caches, a leak such as the S3PRL layer hooks that once
+grew the multilingual recipe's SSHR trainings to 3.6 GB) goes with its child, so the
+stage's peak memory is that of its largest training.
 
 ``--ngpu N`` (N > 1) trains with DDP, one process per GPU, never DataParallel; ``--num_nodes M``
 (M > 1) spans M nodes of a Slurm job (run this command under ``srun --ntasks-per-node=1``);
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_delta.bin import LOG_FORMAT, add_log_level_argument, setup_logging, str2bool
+from espnet_delta.bin import LOG_FORMAT, add_bool_argument, add_log_level_argument, setup_logging
 from espnet_delta.recipe import ddp
 
 DONE = ".done"
@@ -62,8 +62,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("jobs", nargs="+", type=Path, help="job directories holding train.yaml")
     p.add_argument("--ngpu", type=int, default=0, help="GPUs per node; > 1: DDP, one process per GPU")
     p.add_argument("--num_nodes", type=int, default=1, help="nodes per training (> 1: under srun in a Slurm job)")
-    p.add_argument("--fork_per_job", type=str2bool, default=True,
-                   help="train each job in a forked child (memory freed after each job); false: all in this process")
+    add_bool_argument(p, "--fork_per_job", default=True,
+                      help="train each job in a forked child (memory freed after each job); false: all in this process")
     add_log_level_argument(p)
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="more asr_train options for every job (the rest of the command line)")
