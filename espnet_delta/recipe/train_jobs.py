@@ -1,11 +1,11 @@
-"""Run several ESPnet ASR trainings one after another in one process.
+"""Run several ESPnet ASR trainings one after another from one process.
 
     python -m espnet_delta.recipe.train_jobs --ngpu 0 exp/ft_wavlm exp/ft_hubert
 
 Each job directory holds a complete ESPnet config ``train.yaml`` (data paths,
 shape files, token list and model options: an ESPnet config file may set any
 command-line option). Importing ESPnet's ASR task costs ~16 s per process on the
-build machines, so a stage trains all its models in one process. A job whose
+build machines, so a stage trains all its models from one process. A job whose
 ``.done`` marker exists is skipped; an interrupted job resumes from ESPnet's
 ``checkpoint.pth`` (``--resume true``). Each job's log is ``<job>/train.log``.
 
