@@ -9,6 +9,11 @@ reference, computes deltas (``mode: delta``) or takes fine-tuned streams
 head the on-the-fly frontend would train, without running any encoder. Every keyword
 argument of the constructor is a ``frontend_conf`` key, type-checked (typeguard) as
 YAML gives it.
+
+A cache extracted with ``layer: all`` holds every hidden state of every stream; it needs
+``interface`` (``last`` | ``weighted_sum`` | ``hconv`` | ``concat``, options in
+``interface_conf``): one interface per stream, as ``delta_fusion`` with ``interface``
+builds them (same parameter names, so the trained module loads into either frontend).
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import torch
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from typeguard import typechecked
 
-from espnet_delta.features.layout import MODES, FeatureLayout
+from espnet_delta.features.layout import MODES, FeatureLayout, unflatten_states
 from espnet_delta.fusion import FusionHead
+from espnet_delta.ssl.interfaces import build_interface
 
 
 class CachedFusionFrontend(AbsFrontend):
@@ -39,6 +45,8 @@ class CachedFusionFrontend(AbsFrontend):
         fusion_conf: Optional[Dict[str, Any]] = None,
         head_norm: bool = True,
         head_dropout: float = 0.1,
+        interface: Optional[str] = None,
+        interface_conf: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         if isinstance(fs, str):
@@ -53,11 +61,31 @@ class CachedFusionFrontend(AbsFrontend):
         if mode not in MODES:
             raise ValueError(f"cached_fusion: mode={mode!r}; expected delta or full")
         self.mode = mode
-        ref_size = self.layout.stream_dim(f"{self.reference}.ft")
-        other_sizes = [self.layout.stream_dim(f"{d}.ft") for d in self.deltas]
         if mode == "delta":
             for d in self.deltas:
                 self.layout.require_delta(d)  # error early when neither E_delta nor E_pt was cached
+        where = self.layout.source or "the feature layout"
+        if interface is None and interface_conf:
+            raise ValueError("cached_fusion: interface_conf is given but interface is not")
+        if self.layout.multi_state and interface is None:
+            raise ValueError(f"cached_fusion: {where} holds every hidden state (layer: all); "
+                             "set frontend_conf.interface (last | weighted_sum | hconv | concat)")
+        if interface is not None and not self.layout.multi_state:
+            raise ValueError(f"cached_fusion: interface={interface!r} needs every hidden state, but {where} holds "
+                             f"one (layer: {self.layout.layer}); extract with layer: all")
+        #: (L, D) per stream: reference first, then each model of ``deltas``
+        self.shapes = [self.layout.stream_states(f"{m}.ft") for m in [self.reference, *self.deltas]]
+        if interface is not None:
+            conf = interface_conf or {}
+            self.interfaces = torch.nn.ModuleDict({
+                "ref": build_interface(interface, *self.shapes[0], **conf),
+                "others": torch.nn.ModuleList(build_interface(interface, n, d, **conf) for n, d in self.shapes[1:]),
+            })
+            ref_size = self.interfaces["ref"].output_size()
+            other_sizes = [i.output_size() for i in self.interfaces["others"]]
+        else:
+            self.interfaces = None
+            ref_size, other_sizes = self.shapes[0][1], [d for _, d in self.shapes[1:]]
         self.head = FusionHead(fusion, ref_size, other_sizes, fusion_conf, head_norm, head_dropout)
 
     def output_size(self) -> int:
@@ -65,4 +93,11 @@ class CachedFusionFrontend(AbsFrontend):
 
     def forward(self, input: torch.Tensor, input_lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         ref, others = self.layout.fusion_inputs(input, self.reference, self.deltas, self.mode)
-        return self.head(ref.float(), [o.float() for o in others], input_lengths), input_lengths
+        ref, others = ref.float(), [o.float() for o in others]
+        if self.interfaces is not None:
+            ref, _ = self.interfaces["ref"](unflatten_states(ref, self.shapes[0][0]), input_lengths)
+            others = [
+                iface(unflatten_states(o, n), input_lengths)[0]
+                for iface, o, (n, _) in zip(self.interfaces["others"], others, self.shapes[1:])
+            ]
+        return self.head(ref, others, input_lengths), input_lengths

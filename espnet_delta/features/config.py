@@ -23,7 +23,13 @@ from espnet_delta.features.layout import (  # noqa: F401  (LayoutMismatchError: 
     stream_names,
 )
 from espnet_delta.fileio import load_yaml
-from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor, UpstreamSpec, check_options, hidden_state_index
+from espnet_delta.ssl.embeddings import (
+    ALL_STATES,
+    SSLEmbeddingExtractor,
+    UpstreamSpec,
+    check_options,
+    hidden_state_index,
+)
 
 SAMPLE_RATE = 16000
 
@@ -31,6 +37,10 @@ SAMPLE_RATE = 16000
 @dataclasses.dataclass(frozen=True)
 class ExtractionConfig:
     """What to extract: ``{reference, others, mode, layer, hidden_norm}`` (conf/extract.yaml).
+
+    ``layer`` is ``last``, a hidden-state index, or ``all``: every hidden state of every
+    stream (L x D columns per frame, state-major), for fusion with a layer interface
+    per stream (``cached_fusion``'s ``interface``).
 
     Each model is ``{upstream, path_or_url, finetuned, name}``; ``name`` (default: the
     S3PRL name) names its streams, and must differ between models of one extraction
@@ -50,7 +60,7 @@ class ExtractionConfig:
     max_frame_diff: int = 2
 
     def __post_init__(self) -> None:
-        check_options(self.mode, self.layer, self.hidden_norm)
+        check_options(self.mode, self.layer, self.hidden_norm, allow_all=True)
         if not self.others:
             raise ValueError("others: give at least one model besides the reference")
         for i, spec in enumerate(self.others):
@@ -162,19 +172,23 @@ def layout_for(extractor: SSLEmbeddingExtractor, config: ExtractionConfig, dtype
     if names != config.stream_names():
         raise ValueError(f"extractor streams {names} differ from the config's {config.stream_names()}")
 
-    def state_dim(upstream) -> int:  # of the selected hidden state, per model (depths may differ)
+    def state_shape(upstream) -> Tuple[int, int]:  # (states, dim) per model (depths may differ)
         sizes = upstream.hidden_sizes
-        return sizes[hidden_state_index(config.layer, len(sizes))]
+        if config.layer == ALL_STATES:
+            if len(set(sizes)) != 1:
+                raise ValueError(f"layer: all needs hidden states of one size; {extractor.describe()} has {sizes}")
+            return len(sizes), int(sizes[0])
+        return 1, int(sizes[hidden_state_index(config.layer, len(sizes))])
 
-    dims = [state_dim(extractor.reference_ft)]
+    shapes = [state_shape(extractor.reference_ft)]
     for j, ft in enumerate(extractor.others_ft):
         if config.mode == "delta":  # E_delta has E_pt's (= E_ft's) dimension
-            dims.append(state_dim(extractor.others_pt[j]))
-        dims.append(state_dim(ft))
+            shapes.append(state_shape(extractor.others_pt[j]))
+        shapes.append(state_shape(ft))
     streams, start = [], 0
-    for name, dim in zip(names, dims):
-        streams.append(StreamColumns(name, start, start + int(dim)))
-        start += int(dim)
+    for name, (states, dim) in zip(names, shapes):
+        streams.append(StreamColumns(name, start, start + states * dim, states=states))
+        start += states * dim
     return FeatureLayout(
         streams=tuple(streams),
         dtype=dtype,

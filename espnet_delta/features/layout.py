@@ -22,6 +22,10 @@ E_pt rounded separately; their difference then carries the float16 spacing of th
 operands (2^-8 absolute near |E| = 10 at worst, half of 2^-7), which for a small
 delta can exceed the delta itself. A hand-written layout (a dict without ``format``)
 may still name ``<model>.pt`` streams; the delta is then ``ft - pt`` in float32.
+With ``layer: all`` every stream holds all L hidden states of its model, flattened
+state-major (``L x D`` columns per frame; ``states`` in the stream's entry), for fusion
+through a layer interface per stream (:class:`~espnet_delta.asr.cached_frontend.CachedFusionFrontend`'s
+``interface``); :func:`unflatten_states` turns such a stream back into ``[B, L, T, D]``.
 Storage: 4 bytes per value in float32, 2 in float16 (kaldiio's NPY record adds ~80
 bytes per utterance); a 1024-dim stream at 50 frames/s is 184.3 M values per audio
 hour, i.e. 737 MB (float32) or 369 MB (float16).
@@ -86,15 +90,28 @@ def split_stream_name(name: str) -> Tuple[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class StreamColumns:
-    """Columns ``[start, end)`` of one stream in the stored matrix."""
+    """Columns ``[start, end)`` of one stream in the stored matrix; ``states`` > 1: the
+    stream holds that many hidden states of ``dim // states`` features each, state-major
+    (extraction with ``layer: all``)."""
 
     name: str
     start: int
     end: int
+    states: int = 1
+
+    def __post_init__(self) -> None:
+        if self.states < 1 or (self.end - self.start) % self.states:
+            raise LayoutError(
+                f"stream {self.name!r}: {self.end - self.start} columns do not split into {self.states} hidden states"
+            )
 
     @property
     def dim(self) -> int:
         return self.end - self.start
+
+    @property
+    def state_dim(self) -> int:
+        return self.dim // self.states
 
     @property
     def slice(self) -> slice:
@@ -181,7 +198,7 @@ class FeatureLayout:
                 s, e = start, start + int(entry["dim"])
             else:
                 raise LayoutError(f"{where}: streams[{i}] ({entry['name']}) needs 'start' and 'end', or 'dim'")
-            streams.append(StreamColumns(str(entry["name"]), s, e))
+            streams.append(StreamColumns(str(entry["name"]), s, e, states=int(entry.get("states", 1))))
             start = e
         if "dim" in data and int(data["dim"]) != start:
             raise LayoutError(f"{where}: 'dim' is {data['dim']} but the streams cover {start} columns")
@@ -219,7 +236,10 @@ class FeatureLayout:
             "format": LAYOUT_FORMAT,
             "dim": self.dim,
             "dtype": self.dtype,
-            "streams": [{"name": s.name, "start": s.start, "end": s.end, "dim": s.dim} for s in self.streams],
+            "streams": [
+                {"name": s.name, "start": s.start, "end": s.end, "dim": s.dim, **({"states": s.states} if s.states > 1 else {})}
+                for s in self.streams
+            ],
             "reference": self.reference,
             "others": self.others,
             "mode": self.mode,
@@ -282,6 +302,16 @@ class FeatureLayout:
 
     def stream_dim(self, name: str) -> int:
         return self.stream_columns(name).dim
+
+    def stream_states(self, name: str) -> Tuple[int, int]:
+        """``(L, D)``: hidden states per frame and features per state (``(1, dim)`` for one state)."""
+        s = self.stream_columns(name)
+        return s.states, s.state_dim
+
+    @property
+    def multi_state(self) -> bool:
+        """Whether the streams hold every hidden state (``layer: all``)."""
+        return any(s.states > 1 for s in self.streams)
 
     # ----------------------------------------------------------------- reading
 
@@ -379,3 +409,11 @@ def _at_least_float32(x):
 
 def write_json_atomic(data: Dict[str, Any], out: Path) -> Path:
     return write_text_atomic(out, json.dumps(data, indent=2) + "\n")
+
+
+def unflatten_states(x, states: int):
+    """A stored multi-state stream ``(B, T, L * D)`` as the ``(B, L, T, D)`` a layer interface takes."""
+    b, t, width = x.shape
+    if width % states:
+        raise LayoutError(f"a stream of {width} columns does not split into {states} hidden states")
+    return x.reshape(b, t, states, width // states).transpose(1, 2)

@@ -33,7 +33,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetuned_map", nargs="*", default=[], metavar="NAME=PATH",
                    help="fine-tuned checkpoint of these models instead of --finetuned (an ESPnet model file)")
     p.add_argument("--mode", default="delta", choices=["delta", "full"])
-    p.add_argument("--layer", default="last")
+    p.add_argument("--layer", default="last",
+                   help="last, a hidden-state index, or all (every hidden state, for cached_fusion with an interface)")
     p.add_argument("--hidden_norm", default="auto")
     p.add_argument("--out", type=Path, required=True)
     add_log_level_argument(p)
@@ -75,7 +76,7 @@ def build_config(args) -> dict:
         "reference": spec(args.reference),
         "others": [spec(o) for o in args.others],
         "mode": args.mode,
-        "layer": args.layer if args.layer == "last" else int(args.layer),
+        "layer": args.layer if args.layer in ("last", "all") else int(args.layer),
         "hidden_norm": args.hidden_norm,
     }
 

@@ -44,15 +44,24 @@ HIDDEN_NORMS = ("auto", "layer_norm", "none")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_options(mode: str, layer: Union[str, int], hidden_norm: str) -> None:
+#: ``layer: all``: every hidden state (for a layer interface; the feature cache stores
+#: each stream flattened state-major, L x D columns per frame)
+ALL_STATES = "all"
+
+
+def check_options(mode: str, layer: Union[str, int], hidden_norm: str, allow_all: bool = False) -> None:
     """Refuse an unknown ``mode`` / ``hidden_norm`` and a ``layer`` that is neither
-    ``"last"`` nor an int (bools are refused although Python counts them as ints)."""
+    ``"last"`` nor an int (bools are refused although Python counts them as ints);
+    ``"all"`` only where ``allow_all`` (the feature cache)."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; expected one of {MODES}")
     if hidden_norm not in HIDDEN_NORMS:
         raise ValueError(f"hidden_norm={hidden_norm!r}; expected one of {HIDDEN_NORMS}")
+    if allow_all and layer == ALL_STATES:
+        return
     if layer != "last" and (isinstance(layer, bool) or not isinstance(layer, int)):
-        raise ValueError(f"layer={layer!r}; expected 'last' or a hidden-state index")
+        expected = "'last', 'all'" if allow_all else "'last'"
+        raise ValueError(f"layer={layer!r}; expected {expected} or a hidden-state index")
 
 
 def hidden_state_index(layer: Union[str, int], n_states: int) -> int:
@@ -153,7 +162,7 @@ class SSLEmbeddingExtractor(torch.nn.Module):
         share_cnn: bool = True,
     ) -> None:
         super().__init__()
-        check_options(mode, layer, hidden_norm)
+        check_options(mode, layer, hidden_norm, allow_all=True)
         if autocast not in AUTOCASTS:
             raise ValueError(f"autocast={autocast!r}; expected one of {AUTOCASTS}")
         self.autocast = autocast
@@ -257,6 +266,9 @@ class SSLEmbeddingExtractor(torch.nn.Module):
         float32 states, so a float16 cache rounds the delta once) and E_ft. One
         extraction serves both fusion modes and every subset of the other models.
         """
+        if self.layer == ALL_STATES:  # (B, T, L, D) per stream, flattened state-major to (B, T, L * D)
+            outs, lengths = self._run(wavs, wavs_len, self._all_states)
+            return [o.flatten(2) for o in cache_streams(outs, self.mode)], lengths
         outs, lengths = self._run(wavs, wavs_len, self._state)
         return cache_streams(outs, self.mode), lengths
 
@@ -280,6 +292,8 @@ class SSLEmbeddingExtractor(torch.nn.Module):
         self, wavs: torch.Tensor, wavs_len: torch.Tensor
     ) -> Tuple[torch.Tensor, List[torch.Tensor], torch.Tensor]:
         """Return ``(E_ref (B,T,D), [E_j (B,T,D_j)], lengths (B,))`` with padded frames zeroed."""
+        if self.layer == ALL_STATES:
+            raise ValueError("layer='all' gives every hidden state: use layer_streams() or streams(), not forward()")
         outs, lengths = self._run(wavs, wavs_len, self._state)
         return outs[0], self._others(outs[1:]), lengths
 
