@@ -102,3 +102,11 @@ def mini_data(tmp_path_factory) -> Path:
     prepare_data(data, corpus.myst_root, config=PrepConfig(subset_hours=()))
     write_token_list(char_token_list([data / "train" / "text"]), data / "tokens.txt")
     return data
+
+
+def first_utterances(mini_data: Path, out: Path, n: int) -> Path:
+    """``out/wav.scp`` with the first ``n`` utterances of the mini corpus's train set."""
+    out.mkdir(parents=True)
+    lines = (mini_data / "train" / "wav.scp").read_text().splitlines()[:n]
+    (out / "wav.scp").write_text("\n".join(lines) + "\n")
+    return out

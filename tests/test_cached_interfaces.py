@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import first_utterances
+
 from espnet_delta.asr.cached_frontend import CachedFusionFrontend
 from espnet_delta.asr.frontend import DeltaFusionFrontend
 from espnet_delta.features.extract import extract_features
@@ -29,11 +31,7 @@ def conf(tiny_upstreams, finetuned):
 
 @pytest.fixture(scope="module")
 def data(mini_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("data5") / "dev"
-    out.mkdir()
-    lines = (mini_data / "train" / "wav.scp").read_text().splitlines()[:5]
-    (out / "wav.scp").write_text("\n".join(lines) + "\n")
-    return out
+    return first_utterances(mini_data, tmp_path_factory.mktemp("data5") / "dev", 5)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import soundfile
 import torch
 
-from conftest import write_espnet_checkpoint, perturb_all
+from conftest import first_utterances, perturb_all, write_espnet_checkpoint
 from espnet_delta.features import extract as feature_extract
 from espnet_delta.features.audio import read_wav_scp, shard_items
 from espnet_delta.features.config import ExtractionConfig, LayoutMismatchError
@@ -48,11 +48,7 @@ def extractor(conf):
 @pytest.fixture(scope="module")
 def data(mini_data, tmp_path_factory):
     """8 utterances of the mini corpus: 2 shards of 4, in 2 or more batches each."""
-    out = tmp_path_factory.mktemp("data8") / "train"
-    out.mkdir()
-    lines = (mini_data / "train" / "wav.scp").read_text().splitlines()[:8]
-    (out / "wav.scp").write_text("\n".join(lines) + "\n")
-    return out
+    return first_utterances(mini_data, tmp_path_factory.mktemp("data8") / "train", 8)
 
 
 @pytest.fixture(scope="module")
