@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The embedded default: a synthetic children's-speech corpus and tiny upstreams,
 # pre-trained here (stage 3), every stage offline on a laptop CPU. Options after ./run.sh override the ones below
-# (./run.sh --help lists them all). Opt-in, ~20 min more on 2 free cores: the layer-interface systems
+# (./run.sh --help lists them all). Opt-in, 19 min more on 2 free cores (measured): the layer-interface systems
 # (frozen upstream -> last / weighted sum / hconv / concat -> BiLSTM -> CTC, characters and phones):
 #   ./run.sh --interface_systems conf/interface_systems.yaml
 # Opt-in: a tiny Whisper fine-tuned through ESPnet on the child and adult sets (attention decoder, beam search),
