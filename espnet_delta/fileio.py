@@ -58,6 +58,22 @@ def write_text_atomic(path: PathLike, text: str, fsync: bool = False) -> Path:
     return Path(path)
 
 
+def torch_save_atomic(obj: Any, path: PathLike) -> Path:
+    """``torch.save`` through a buffer, then an atomic write. Saved to a path, the
+    archive's internal record name is the file's name, so saving to a temporary sibling
+    would make equal weights differ byte-wise between runs."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return path
+
+
 def write_lines_atomic(path: PathLike, lines: Iterable[str], fsync: bool = False) -> Path:
     """Write UTF-8 ``lines`` (each ending in a newline) to ``path`` atomically."""
     with atomic_path(path, fsync) as tmp:

@@ -173,17 +173,17 @@ def test_bit_reproducible_and_resumable(small_upstreams, tmp_path, monkeypatch):
     second = pretrain(small_upstreams["hubert"], tmp_path / "b.pt", wavs, tmp_path / "wb", FAST, progress=False)
     assert first.read_bytes() == second.read_bytes()
 
-    real_save = pretrain_mod.save_reproducible
+    real_save = pretrain_mod.torch_save_atomic
 
     def save_then_die(obj, path):
         real_save(obj, path)
         if isinstance(obj, dict) and obj.get("epoch") == 2:
             raise _Killed
 
-    monkeypatch.setattr(pretrain_mod, "save_reproducible", save_then_die)
+    monkeypatch.setattr(pretrain_mod, "torch_save_atomic", save_then_die)
     with pytest.raises(_Killed):
         pretrain(small_upstreams["hubert"], tmp_path / "c.pt", wavs, tmp_path / "wc", FAST, progress=False)
-    monkeypatch.setattr(pretrain_mod, "save_reproducible", real_save)
+    monkeypatch.setattr(pretrain_mod, "torch_save_atomic", real_save)
     assert not (tmp_path / "c.pt").exists()
     resumed = pretrain(small_upstreams["hubert"], tmp_path / "c.pt", wavs, tmp_path / "wc", FAST, progress=False)
     assert resumed.read_bytes() == first.read_bytes()

@@ -72,3 +72,11 @@ def test_checkpoint_without_upstream_is_refused(tmp_path):
         read_upstream_weights(str(path))
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         read_upstream_weights(str(tmp_path / "missing.pth"))
+
+
+def test_tiny_upstreams_are_byte_identical_wherever_written(tmp_path):
+    """The same seed gives the same file bytes in another folder under another name
+    (torch.save to a temporary path would record that path's name inside the archive)."""
+    a = make_tiny_upstream("wavlm", tmp_path / "one" / "wavlm.pt", seed=4)
+    b = make_tiny_upstream("wavlm", tmp_path / "two" / "other_name.pt", seed=4)
+    assert a.read_bytes() == b.read_bytes()

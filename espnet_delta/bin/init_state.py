@@ -24,7 +24,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from espnet_delta.bin import add_log_level_argument, setup_logging
-from espnet_delta.fileio import atomic_path, load_yaml
+from espnet_delta.fileio import load_yaml, torch_save_atomic
 
 
 def initial_state_dict(config_file: Path) -> Dict[str, torch.Tensor]:
@@ -53,8 +53,7 @@ def write_initial_state(config_file: Path, out: Path) -> Path:
         return out
     state = initial_state_dict(config_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        torch.save(state, tmp)
+    torch_save_atomic(state, out)
     logging.info("wrote the initial state of %s (%d tensors) to %s", config_file, len(state), out)
     return out
 

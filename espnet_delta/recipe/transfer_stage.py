@@ -31,7 +31,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from espnet_delta.bin import add_log_level_argument, setup_logging
-from espnet_delta.fileio import atomic_path, write_text_atomic
+from espnet_delta.fileio import torch_save_atomic, write_text_atomic
 
 MODEL_NAME = "valid.wer_ctc.best.pth"
 GRID_NAME = "transfer_grid.tsv"
@@ -94,8 +94,7 @@ def transfer_file(target: Path, aug: Path, orig: Path, scale: float, out: Path) 
     theta_t, theta_a, theta_o = _load(target), _load(aug), _load(orig)
     _check_same_keys(theta_t, theta_a, str(target), str(aug))
     merged = apply_task_vector(theta_t, task_vector(theta_a, theta_o), scale)
-    with atomic_path(out) as tmp:
-        torch.save(merged, tmp)
+    torch_save_atomic(merged, out)
     return out
 
 

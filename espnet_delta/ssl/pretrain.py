@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import logging
 import math
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from espnet_delta.fileio import atomic_path
+from espnet_delta.fileio import torch_save_atomic
 from espnet_delta.ssl.pretrain_targets import (
     FRAME_LENGTH,
     cluster_units,
@@ -74,16 +73,6 @@ class PretrainConfig:
 
 
 # ----------------------------------------------------------------------------- models
-
-
-def save_reproducible(obj, path: Path) -> None:
-    """torch.save through a buffer, then an atomic write: the archive's internal record
-    name comes from the file name when saving to a path, so saving to a temporary
-    sibling would make equal weights differ byte-wise."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
 
 
 def detect_arch(checkpoint: Dict) -> str:
@@ -312,7 +301,7 @@ def pretrain(
                              state if start > 0 else None, work_dir / "state.pt", identity,
                              f"{in_checkpoint.stem}", progress)
             state = None
-    save_reproducible(checkpoint_with_weights(checkpoint, model), out_checkpoint)
+    torch_save_atomic(checkpoint_with_weights(checkpoint, model), out_checkpoint)
     logging.info("wrote pre-trained upstream %s", out_checkpoint)
     return out_checkpoint
 
@@ -354,7 +343,7 @@ def _train_iteration(model, normalize, wavs, targets, cfg: PretrainConfig, itera
             bar.set_postfix(loss=f"{total / n:.3f}")
         logging.info("%s iteration %d epoch %d/%d: cross-entropy %.4f, masked-frame unit accuracy %.3f (%d batches)",
                      name, iteration, epoch + 1, epochs, total / n, correct / n, n)
-        save_reproducible(dict(identity, iteration=iteration, epoch=epoch + 1, model=model.state_dict(),
+        torch_save_atomic(dict(identity, iteration=iteration, epoch=epoch + 1, model=model.state_dict(),
                          head=head.state_dict(), optim=optim.state_dict(), sched=sched.state_dict()), state_path)
 
 
@@ -392,5 +381,5 @@ def _targets(path: Path, identity: Dict, model, wavs, normalize: bool, cfg: Pret
         if len(u) != n:
             raise RuntimeError(f"utterance {i}: {len(u)} target units for {n} CNN frames; the CNN must have "
                                f"a {FRAME_LENGTH}-sample receptive field and a 320-sample hop")
-    save_reproducible(dict(identity, units=units), path)
+    torch_save_atomic(dict(identity, units=units), path)
     return units

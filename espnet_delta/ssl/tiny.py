@@ -22,7 +22,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 
-from espnet_delta.fileio import atomic_path
+from espnet_delta.fileio import torch_save_atomic
 
 ARCHITECTURES = ("wavlm", "hubert", "wav2vec2")
 
@@ -182,9 +182,8 @@ def weights_of(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same directory, then rename."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save, atomically and byte-reproducibly (:func:`espnet_delta.fileio.torch_save_atomic`)."""
+    torch_save_atomic(obj, path)
 
 
 def make_tiny_upstream(

@@ -16,7 +16,7 @@ from typing import Union
 import torch
 from typeguard import typechecked
 
-from espnet_delta.fileio import atomic_path
+from espnet_delta.fileio import torch_save_atomic
 
 MULTILINGUAL_VOCAB = 51865  # whisper's multilingual tokenizer (51864 for the English-only models)
 
@@ -59,8 +59,7 @@ def make_tiny_whisper(
         torch.nn.init.normal_(model.decoder.positional_embedding, std=0.01)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save({"dims": dataclasses.asdict(dims), "model_state_dict": state}, tmp)
+    torch_save_atomic({"dims": dataclasses.asdict(dims), "model_state_dict": state}, path)
     n_params = sum(v.numel() for v in state.values())
     logging.info("wrote tiny Whisper %s (%.2f M parameters)", path, n_params / 1e6)
     return path
