@@ -48,7 +48,8 @@ from espnet_delta.bin import str2bool
 from espnet_delta.features.audio import AudioReader, make_batches, padded_batch, read_wav_scp
 from espnet_delta.features.config import ExtractionConfig
 from espnet_delta.features.extract import extract_features
-from espnet_delta.ssl.tiny import TinyConfig, build_checkpoint, save_atomic, weights_of
+from espnet_delta.fileio import torch_save_atomic
+from espnet_delta.ssl.tiny import TinyConfig, build_checkpoint, weights_of
 
 BASE = TinyConfig(num_layers=12, embed_dim=768, ffn_dim=3072, num_heads=12, conv_channels=512, conv_pos=128,
                   conv_pos_groups=16)
@@ -62,13 +63,13 @@ def make_models(workdir: Path) -> dict:
     specs = {}
     for k, arch in enumerate(("wavlm", "hubert")):
         ckpt = build_checkpoint(arch, BASE, seed=k)
-        save_atomic(ckpt, workdir / f"{arch}.pt")
+        torch_save_atomic(ckpt, workdir / f"{arch}.pt")
         gen = torch.Generator().manual_seed(100 + k)
         weights = weights_of(ckpt)
         for key, value in weights.items():
             if key.startswith("encoder.") and value.is_floating_point():  # the CNN stays frozen
                 weights[key] = value + 0.01 * torch.randn(value.shape, generator=gen)
-        save_atomic(ckpt, workdir / f"{arch}_ft.pt")
+        torch_save_atomic(ckpt, workdir / f"{arch}_ft.pt")
         specs[arch] = {"upstream": f"{arch}_local", "path_or_url": str(workdir / f"{arch}.pt"),
                        "finetuned": str(workdir / f"{arch}_ft.pt")}
     return {"reference": specs["wavlm"], "others": [specs["hubert"]]}

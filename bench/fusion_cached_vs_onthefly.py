@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from espnet_delta.ssl.tiny import TinyConfig, build_checkpoint, save_atomic, weights_of
+from espnet_delta.fileio import torch_save_atomic
+from espnet_delta.ssl.tiny import TinyConfig, build_checkpoint, weights_of
 
 SIZES = {
     "base": TinyConfig(num_layers=12, embed_dim=768, ffn_dim=3072, num_heads=12, conv_channels=512, conv_pos=128, conv_pos_groups=16),
@@ -43,14 +44,14 @@ def make_models(workdir: Path, config: TinyConfig):
     for k, arch in enumerate(("wavlm", "hubert")):
         ckpt = build_checkpoint(arch, config, seed=k)
         pt = workdir / f"{arch}.pt"
-        save_atomic(ckpt, pt)
+        torch_save_atomic(ckpt, pt)
         gen = torch.Generator().manual_seed(100 + k)
         weights = weights_of(ckpt)
         for key, value in weights.items():
             if key.startswith("encoder.") and value.is_floating_point():
                 weights[key] = value + 0.01 * torch.randn(value.shape, generator=gen)
         ft = workdir / f"{arch}_ft.pt"
-        save_atomic(ckpt, ft)
+        torch_save_atomic(ckpt, ft)
         specs[arch] = {"upstream": f"{arch}_local", "path_or_url": str(pt), "finetuned": str(ft)}
     return specs
 

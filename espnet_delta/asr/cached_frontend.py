@@ -27,7 +27,7 @@ from typeguard import typechecked
 
 from espnet_delta.features.layout import MODES, FeatureLayout, unflatten_states
 from espnet_delta.fusion import FusionHead
-from espnet_delta.ssl.interfaces import build_interface
+from espnet_delta.ssl.interfaces import StreamInterfaces
 
 
 class CachedFusionFrontend(AbsFrontend):
@@ -76,13 +76,8 @@ class CachedFusionFrontend(AbsFrontend):
         #: (L, D) per stream: reference first, then each model of ``deltas``
         self.shapes = [self.layout.stream_states(f"{m}.ft") for m in [self.reference, *self.deltas]]
         if interface is not None:
-            conf = interface_conf or {}
-            self.interfaces = torch.nn.ModuleDict({
-                "ref": build_interface(interface, *self.shapes[0], **conf),
-                "others": torch.nn.ModuleList(build_interface(interface, n, d, **conf) for n, d in self.shapes[1:]),
-            })
-            ref_size = self.interfaces["ref"].output_size()
-            other_sizes = [i.output_size() for i in self.interfaces["others"]]
+            self.interfaces = StreamInterfaces(interface, self.shapes, interface_conf)
+            ref_size, other_sizes = self.interfaces.output_sizes()
         else:
             self.interfaces = None
             ref_size, other_sizes = self.shapes[0][1], [d for _, d in self.shapes[1:]]
@@ -95,9 +90,6 @@ class CachedFusionFrontend(AbsFrontend):
         ref, others = self.layout.fusion_inputs(input, self.reference, self.deltas, self.mode)
         ref, others = ref.float(), [o.float() for o in others]
         if self.interfaces is not None:
-            ref, _ = self.interfaces["ref"](unflatten_states(ref, self.shapes[0][0]), input_lengths)
-            others = [
-                iface(unflatten_states(o, n), input_lengths)[0]
-                for iface, o, (n, _) in zip(self.interfaces["others"], others, self.shapes[1:])
-            ]
+            ref, *others = [unflatten_states(x, n) for x, (n, _) in zip([ref, *others], self.shapes)]
+            ref, others = self.interfaces(ref, others, input_lengths)
         return self.head(ref, others, input_lengths), input_lengths

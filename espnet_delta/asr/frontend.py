@@ -38,7 +38,7 @@ from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from typeguard import typechecked
 
 from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
-from espnet_delta.ssl.interfaces import build_interface
+from espnet_delta.ssl.interfaces import StreamInterfaces
 from espnet_delta.fusion import FusionHead
 
 
@@ -86,16 +86,10 @@ class DeltaFusionFrontend(AbsFrontend):
         )
         ref_size, other_sizes = self.extractor.reference_size, self.extractor.other_sizes
         if interface is not None:
-            conf = interface_conf or {}
-            self.interfaces = torch.nn.ModuleDict({
-                "ref": build_interface(interface, self.extractor.reference_num_states, ref_size, **conf),
-                "others": torch.nn.ModuleList(
-                    build_interface(interface, n, d, **conf)
-                    for n, d in zip(self.extractor.other_num_states, other_sizes)
-                ),
-            })
-            ref_size = self.interfaces["ref"].output_size()
-            other_sizes = [i.output_size() for i in self.interfaces["others"]]
+            shapes = [(self.extractor.reference_num_states, ref_size)]
+            shapes += list(zip(self.extractor.other_num_states, other_sizes))
+            self.interfaces = StreamInterfaces(interface, shapes, interface_conf)
+            ref_size, other_sizes = self.interfaces.output_sizes()
         else:
             self.interfaces = None
         self.head = FusionHead(
@@ -125,8 +119,7 @@ class DeltaFusionFrontend(AbsFrontend):
             ref, others, lengths = self.extractor(input, input_lengths)
         else:
             ref, others, lengths = self.extractor.layer_streams(input, input_lengths)
-            ref, _ = self.interfaces["ref"](ref, lengths)
-            others = [iface(o, lengths)[0] for iface, o in zip(self.interfaces["others"], others)]
+            ref, others = self.interfaces(ref, others, lengths)
         return self.head(ref, others, lengths), lengths
 
     def reload_pretrained_parameters(self) -> None:

@@ -198,3 +198,29 @@ def build_interface(name: str, num_layers: int, dim: int, **conf) -> AbsLayerInt
 
 def interface_names() -> List[str]:
     return list(INTERFACES)
+
+
+class StreamInterfaces(torch.nn.Module):
+    """One interface per fusion stream: the reference's and each other model's.
+
+    Shared by the on-the-fly (``delta_fusion``) and cached (``cached_fusion``) frontends,
+    so both hold the same parameters under the same names (``ref``, ``others.<j>``) and a
+    module trained with one loads into the other.
+    """
+
+    def __init__(self, name: str, shapes: Sequence[Tuple[int, int]], conf: Optional[Dict] = None) -> None:
+        super().__init__()
+        conf = conf or {}
+        (ref_layers, ref_dim), others = shapes[0], shapes[1:]
+        self.ref = build_interface(name, ref_layers, ref_dim, **conf)
+        self.others = torch.nn.ModuleList(build_interface(name, n, d, **conf) for n, d in others)
+
+    def output_sizes(self) -> Tuple[int, List[int]]:
+        """(reference size, [size per other stream])."""
+        return self.ref.output_size(), [i.output_size() for i in self.others]
+
+    def forward(
+        self, ref: HiddenStates, others: Sequence[HiddenStates], lengths: torch.Tensor
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """``[B, L, T, D]`` per stream -> ``[B, T, F]`` per stream."""
+        return self.ref(ref, lengths)[0], [iface(o, lengths)[0] for iface, o in zip(self.others, others)]

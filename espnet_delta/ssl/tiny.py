@@ -181,11 +181,6 @@ def weights_of(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
     return checkpoint[S3PRL_STATE_ENTRY[container]]
 
 
-def save_atomic(obj, path: Path) -> None:
-    """torch.save, atomically and byte-reproducibly (:func:`espnet_delta.fileio.torch_save_atomic`)."""
-    torch_save_atomic(obj, path)
-
-
 def make_tiny_upstream(
     arch: str,
     out_path: os.PathLike,
@@ -199,6 +194,6 @@ def make_tiny_upstream(
     if out_path.exists() and not overwrite:
         logging.info("tiny %s upstream exists: %s", arch, out_path)
         return out_path
-    save_atomic(build_checkpoint(arch, config, seed), out_path)
+    torch_save_atomic(build_checkpoint(arch, config, seed), out_path)
     logging.info("wrote tiny %s upstream (%s) to %s", arch, config, out_path)
     return out_path
