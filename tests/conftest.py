@@ -110,3 +110,10 @@ def first_utterances(mini_data: Path, out: Path, n: int) -> Path:
     lines = (mini_data / "train" / "wav.scp").read_text().splitlines()[:n]
     (out / "wav.scp").write_text("\n".join(lines) + "\n")
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration/ is recipe-level: marked ``slow``."""
+    for item in items:
+        if "integration" in Path(str(item.fspath)).parts:
+            item.add_marker(pytest.mark.slow)

@@ -16,7 +16,7 @@ from espnet_delta.recipe import interface_jobs, interface_results, make_phone_te
 from espnet_delta.ssl.tiny import TinyConfig, make_tiny_upstream
 from conftest import perturb_all, write_espnet_checkpoint
 
-RECIPE = Path(__file__).resolve().parents[1] / "egs2" / "mini_myst" / "asr1"
+RECIPE = Path(__file__).resolve().parents[2] / "egs2" / "mini_myst" / "asr1"
 
 # ------------------------------------------------------------------ stage 2: phone targets
 

@@ -24,7 +24,7 @@ import soundfile
 
 from conftest import perturb_all, write_espnet_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SLURM_CMD = "slurm --poll_max 1"  # poll squeue at least every second (tests)
 
 

@@ -15,7 +15,7 @@ from espnet_delta.asr.s3prl_exact_frontend import ExactS3prlFrontend
 from espnet_delta.recipe import render_config
 from espnet_delta.ssl.feature_masking import MaskingConfig, install_feature_masking, mask_features
 
-PAPER_CONFIG = Path(__file__).resolve().parents[1] / "egs2/myst/asr1/conf/tuning/finetune_large.yaml"
+PAPER_CONFIG = Path(__file__).resolve().parents[3] / "egs2/myst/asr1/conf/tuning/finetune_large.yaml"
 PEAK, TOTAL = 3e-4, 12000
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 LAUNCH = [sys.executable, "-m", "espnet_delta.launch"]
 NLTK_LINE = "[nltk_data]"
 

@@ -22,7 +22,7 @@ from espnet_delta.scoring import score
 from espnet_delta.scoring.md_sections import replace_sections
 from espnet_delta.scoring.paper_tables import ScoreBook, SizeRoot, build_table
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 N_UTTS = 40
 WORDS = ["ONE", "TWO", "THREE", "FOUR", "FIVE"]
 

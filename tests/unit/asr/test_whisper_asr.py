@@ -203,7 +203,7 @@ def test_decode_config_refuses_unknown_options(tmp_path) -> None:
 def test_whisper_jobs_render_child_and_adult(tmp_path, capsys) -> None:
     from espnet_delta.recipe import whisper_jobs
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[3]
     whisper_jobs.main([
         "--config", str(repo / "egs2/mini_myst/asr1/conf/whisper/finetune.yaml"), "--whisper_model", "ckpt/w.pt",
         "--data_dir", "data", "--shape_dir", "dump/shapes", "--token_list", "tok.txt", "--exp_dir", str(tmp_path),

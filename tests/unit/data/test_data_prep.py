@@ -19,7 +19,7 @@ from espnet_delta.data.kaldi_dir import DataDirError, Utterance, read_data_dir, 
 from espnet_delta.data.prepare import SUMMARY_NAME, PrepConfig, prepare_data
 from espnet_delta.data.report import BAD_INPUT_REASONS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 # ----------------------------------------------------------------- builders

@@ -13,7 +13,7 @@ from espnet_delta.jobs.groups import split_round_robin
 from espnet_delta.jobs.local import gpu_slots
 from espnet_delta.jobs.slurm_conf import SlurmConf, SlurmConfError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def run_parallel(cwd: Path, args: str, env=None) -> subprocess.CompletedProcess:

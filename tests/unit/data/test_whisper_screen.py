@@ -23,7 +23,7 @@ from espnet_delta.whisper.load import WhisperLoadError
 from espnet_delta.whisper.tiny import TinyWhisperConfig, make_tiny_whisper
 from espnet_delta.whisper.transcribe import TranscribeConfig, load_whisper, transcribe_wav_scps, windows
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 TINY = TinyWhisperConfig(n_audio_state=32, n_audio_layer=1, n_text_state=32, n_text_layer=1)
 MAX_TOKENS = 4  # a random model rarely ends by itself: every window decodes this many tokens
 

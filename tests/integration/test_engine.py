@@ -5,7 +5,7 @@ import re
 import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENGINE = REPO / "local" / "asr.sh"
 STAGE_IF = re.compile(r"^if \[ \$\{stage\} -le (\d+) \] && \[ \$\{stop_stage\} -ge (\d+) \]; then$", re.M)
 

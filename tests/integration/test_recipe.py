@@ -23,7 +23,7 @@ from conftest import needs_mini_corpus_tools
 
 pytestmark = needs_mini_corpus_tools
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "egs2" / "mini_myst" / "asr1"
 CORPUS = "downloads/mini_myst"
 SCALE = "0.03"
