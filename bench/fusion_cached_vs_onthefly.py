@@ -90,7 +90,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import kaldiio
 
-    from espnet_delta.asr.frontend import DeltaFusionFrontend
+    from espnet_delta.asr.frontend.delta_fusion import DeltaFusionFrontend
 
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,13 +12,13 @@ The Whisper classes get names of their own rather than replacing ESPnet's ``whis
 ESPnet's exact behaviour), and a saved config that needs the plugin says so by its name.
 """
 
-from espnet_delta.asr.cached_frontend import CachedFusionFrontend
-from espnet_delta.asr.frontend import DeltaFusionFrontend
-from espnet_delta.asr.identity_encoder import IdentityEncoder
-from espnet_delta.asr.interface_frontend import SSLInterfaceFrontend
-from espnet_delta.asr.s3prl_exact_frontend import ExactS3prlFrontend
-from espnet_delta.asr.sshr import SSHREncoder
-from espnet_delta.asr.sshr_frontend import SSHRFrontend
+from espnet_delta.asr.frontend.cached_fusion import CachedFusionFrontend
+from espnet_delta.asr.frontend.delta_fusion import DeltaFusionFrontend
+from espnet_delta.asr.encoder.identity import IdentityEncoder
+from espnet_delta.asr.frontend.ssl_interface import SSLInterfaceFrontend
+from espnet_delta.asr.frontend.s3prl_exact import ExactS3prlFrontend
+from espnet_delta.asr.encoder.sshr import SSHREncoder
+from espnet_delta.asr.frontend.sshr import SSHRFrontend
 from espnet_delta.whisper.espnet_modules import WhisperFileDecoder, WhisperFileEncoder
 
 FRONTENDS = {

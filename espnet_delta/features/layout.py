@@ -24,7 +24,7 @@ delta can exceed the delta itself. A hand-written layout (a dict without ``forma
 may still name ``<model>.pt`` streams; the delta is then ``ft - pt`` in float32.
 With ``layer: all`` every stream holds all L hidden states of its model, flattened
 state-major (``L x D`` columns per frame; ``states`` in the stream's entry), for fusion
-through a layer interface per stream (:class:`~espnet_delta.asr.cached_frontend.CachedFusionFrontend`'s
+through a layer interface per stream (:class:`~espnet_delta.asr.frontend.cached_fusion.CachedFusionFrontend`'s
 ``interface``); :func:`unflatten_states` turns such a stream back into ``[B, L, T, D]``.
 Storage: 4 bytes per value in float32, 2 in float16 (kaldiio's NPY record adds ~80
 bytes per utterance); a 1024-dim stream at 50 frames/s is 184.3 M values per audio

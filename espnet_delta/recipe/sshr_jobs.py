@@ -7,7 +7,7 @@
 writes ``<exp_dir>/sshr_<system>_<unit>/train.yaml`` per system and prints the job
 directories (one per line) for ``espnet_delta.recipe.train_jobs``. Every system fine-tunes
 the upstream entry ``--reference`` of ``--upstream_conf`` with ``frontend: sshr`` +
-``encoder: sshr`` (:mod:`espnet_delta.asr.sshr`); a system entry sets SSHR's options::
+``encoder: sshr`` (:mod:`espnet_delta.asr.encoder.sshr`); a system entry sets SSHR's options::
 
     baseline: {language_frame: false}
     full: {layer: 2, language_frame: true, replace_layers: [6], cross_ctc_layers: [4, 5], interctc_weight: 0.3}

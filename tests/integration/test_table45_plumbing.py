@@ -161,7 +161,7 @@ def test_gate_means_cli_writes_moe_systems_only_and_resumes(tmp_path, monkeypatc
     the batch would give (1/2, 1/2) if it were counted)."""
     import kaldiio
 
-    from espnet_delta.asr.cached_frontend import CachedFusionFrontend
+    from espnet_delta.asr.frontend.cached_fusion import CachedFusionFrontend
     from espnet_delta.bin import decode, gate_means
 
     layout = {"streams": [{"name": "wavlm.ft", "dim": 2}, {"name": "hubert.delta", "dim": 2},

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from espnet_delta.asr.cached_frontend import CachedFusionFrontend
+from espnet_delta.asr.frontend.cached_fusion import CachedFusionFrontend
 from espnet_delta.features.layout import LayoutError
-from espnet_delta.asr.frontend import DeltaFusionFrontend
+from espnet_delta.asr.frontend.delta_fusion import DeltaFusionFrontend
 
 
 def spec(arch, tiny_upstreams, finetuned, name):

@@ -6,9 +6,9 @@ import torch
 import yaml
 from typeguard import TypeCheckError
 
-from espnet_delta.asr.cached_frontend import CachedFusionFrontend
-from espnet_delta.asr.frontend import DeltaFusionFrontend
-from espnet_delta.asr.identity_encoder import IdentityEncoder
+from espnet_delta.asr.frontend.cached_fusion import CachedFusionFrontend
+from espnet_delta.asr.frontend.delta_fusion import DeltaFusionFrontend
+from espnet_delta.asr.encoder.identity import IdentityEncoder
 
 WAVLM, HUBERT = {"upstream": "wavlm"}, {"upstream": "hubert"}
 LAYOUT = {"streams": [{"name": "wavlm.ft", "dim": 8}, {"name": "hubert.pt", "dim": 8}, {"name": "hubert.ft", "dim": 8}]}

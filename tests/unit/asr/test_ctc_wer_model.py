@@ -2,7 +2,7 @@
 
 import torch
 
-from espnet_delta.asr.identity_encoder import IdentityEncoder
+from espnet_delta.asr.encoder.identity import IdentityEncoder
 
 TOKENS = ["<blank>", "<unk>", "<space>", "A", "B", "<sos/eos>"]
 ID = {t: i for i, t in enumerate(TOKENS)}

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from espnet_delta.asr.frontend import DeltaFusionFrontend
+from espnet_delta.asr.frontend.delta_fusion import DeltaFusionFrontend
 
 
 def conf(tiny_upstreams, finetuned, fusion="concat", mode="delta", archs=("hubert",)):

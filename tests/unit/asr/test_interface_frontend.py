@@ -5,8 +5,8 @@ import pytest
 import torch
 import yaml
 
-from espnet_delta.asr.frontend import DeltaFusionFrontend
-from espnet_delta.asr.interface_frontend import SSLInterfaceFrontend
+from espnet_delta.asr.frontend.delta_fusion import DeltaFusionFrontend
+from espnet_delta.asr.frontend.ssl_interface import SSLInterfaceFrontend
 from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
 from espnet_delta.ssl.upstream import FrozenUpstream, load_upstream
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import espnet_delta.asr  # noqa: F401  (registers the plugin's classes)
-from espnet_delta.asr.s3prl_exact_frontend import ExactS3prlFrontend
+from espnet_delta.asr.frontend.s3prl_exact import ExactS3prlFrontend
 
 
 @pytest.mark.parametrize("arch", ["wavlm", "hubert", "wav2vec2"])

@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from espnet_delta.asr.sshr import SSHREncoder
-from espnet_delta.asr.sshr_frontend import SSHRFrontend, relative_buckets
+from espnet_delta.asr.encoder.sshr import SSHREncoder
+from espnet_delta.asr.frontend.sshr import SSHRFrontend, relative_buckets
 from espnet_delta.ssl.tiny import TinyConfig, make_tiny_upstream, weights_of
 from espnet_delta.ssl.upstream import FrozenUpstream, load_upstream
 

@@ -11,8 +11,8 @@ import torch
 
 from conftest import first_utterances
 
-from espnet_delta.asr.cached_frontend import CachedFusionFrontend
-from espnet_delta.asr.frontend import DeltaFusionFrontend
+from espnet_delta.asr.frontend.cached_fusion import CachedFusionFrontend
+from espnet_delta.asr.frontend.delta_fusion import DeltaFusionFrontend
 from espnet_delta.features.extract import extract_features
 from espnet_delta.features.layout import FeatureLayout, unflatten_states
 

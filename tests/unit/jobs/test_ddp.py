@@ -65,7 +65,7 @@ def test_train_args_single_and_multi_node(monkeypatch):
 def _ddp_worker(rank: int, world: int, port: int, upstream: dict, out: str) -> None:
     import torch.distributed as dist
 
-    from espnet_delta.asr.interface_frontend import SSLInterfaceFrontend
+    from espnet_delta.asr.frontend.ssl_interface import SSLInterfaceFrontend
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", world_size=world, rank=rank)
     torch.manual_seed(0)  # the same trainable initialisation on both ranks (DDP also broadcasts it)
@@ -91,7 +91,7 @@ def _ddp_worker(rank: int, world: int, port: int, upstream: dict, out: str) -> N
 
 
 def test_frozen_upstream_under_ddp_two_gloo_ranks(tiny_upstreams, tmp_path):
-    from espnet_delta.asr.interface_frontend import SSLInterfaceFrontend
+    from espnet_delta.asr.frontend.ssl_interface import SSLInterfaceFrontend
 
     upstream = {"upstream": "wavlm_local", "path_or_url": str(tiny_upstreams["wavlm"])}
     torch.multiprocessing.spawn(_ddp_worker, args=(2, free_port(), upstream, str(tmp_path)), nprocs=2, join=True)

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import espnet_delta.asr  # noqa: F401  (registers the plugin's classes)
-from espnet_delta.asr.s3prl_exact_frontend import ExactS3prlFrontend
+from espnet_delta.asr.frontend.s3prl_exact import ExactS3prlFrontend
 from espnet_delta.recipe import render_config
 from espnet_delta.ssl.feature_masking import MaskingConfig, install_feature_masking, mask_features
 

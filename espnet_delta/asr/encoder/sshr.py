@@ -14,7 +14,7 @@ three changes to its transformer stack above a middle layer k:
    value are layer j's output; the result is added back to the frames residually.
 
 This encoder (``encoder: sshr``) holds copies of the upstream's layers k+1..L and
-continues :class:`espnet_delta.asr.sshr_frontend.SSHRFrontend`, which runs the CNN and
+continues :class:`espnet_delta.asr.frontend.sshr.SSHRFrontend`, which runs the CNN and
 layers 1..k. Cross-CTC uses ESPnet's intermediate-CTC wiring unchanged: the encoder sets
 ``interctc_use_conditioning``, so ``ESPnetASRModel`` gives it ``conditioning_layer =
 Linear(vocab, D)`` (the posterior projection) and passes its CTC module (the shared
@@ -45,7 +45,7 @@ from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from typeguard import typechecked
 
-from espnet_delta.asr.sshr_frontend import load_ssl_model, relative_position_bias, run_layer
+from espnet_delta.asr.frontend.sshr import load_ssl_model, relative_position_bias, run_layer
 from espnet_delta.ssl.embeddings import UpstreamSpec
 
 

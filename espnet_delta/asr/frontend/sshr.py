@@ -7,7 +7,7 @@ S3PRL's list of hidden states. The stack is split in two ESPnet components:
 * :class:`SSHRFrontend` (``frontend: sshr``) runs the convolutional feature
   extractor, the positional convolution and layers ``1..k`` of the upstream and
   returns layer k's output (the residual stream, before any final LayerNorm);
-* :class:`espnet_delta.asr.sshr.SSHREncoder` (``encoder: sshr``) holds layers
+* :class:`espnet_delta.asr.encoder.sshr.SSHREncoder` (``encoder: sshr``) holds layers
   ``k+1..L`` and everything SSHR adds on top.
 
 Both are fine-tuned. Only the modules that run are kept (layers above k and the

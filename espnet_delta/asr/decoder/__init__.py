@@ -1,0 +1,1 @@
+"""ESPnet decoders of the plugin, one module per registry key (`decoder: <key>`)."""

@@ -1,0 +1,1 @@
+"""ESPnet encoders of the plugin, one module per registry key (`encoder: <key>`)."""

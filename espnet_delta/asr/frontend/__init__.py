@@ -1,0 +1,1 @@
+"""ESPnet frontends of the plugin, one module per registry key (`frontend: <key>`)."""
