@@ -44,8 +44,9 @@ import numpy as np
 import soundfile
 import torch
 
-from espnet_delta.bin import str2bool
-from espnet_delta.features.audio import AudioReader, make_batches, padded_batch, read_wav_scp
+from espnet_delta.cli import str2bool
+from espnet_delta.data.wav_scp import AudioReader, read_wav_scp
+from espnet_delta.features.audio import make_batches, padded_batch
 from espnet_delta.features.config import ExtractionConfig
 from espnet_delta.features.extract import extract_features
 from espnet_delta.fileio import torch_save_atomic

@@ -144,6 +144,35 @@ def read_table(
     return rows
 
 
+def read_scp(
+    path: PathLike,
+    *,
+    what: str = "scp",
+    value: str = "<path>",
+    allow_pipes: bool = True,
+    skip_blank: bool = False,
+) -> List[TableRow]:
+    """The rows of a ``wav.scp`` or ``feats.scp`` (every line ``<utt> <value>``), in file
+    order: the one scp reader of the package (decoding, gate statistics, feature extraction).
+
+    A line without a value, or (unless ``allow_pipes``) a Kaldi pipe ending in ``|``, raises
+    :class:`TableError` naming the file and line; the rest as :func:`read_table`.
+    """
+    rows = read_table(path, what=what, skip_blank=skip_blank)
+    for row in rows:
+        if not row.value or (not allow_pipes and row.value.endswith("|")):
+            got = f"{row.key} {row.value}".strip()
+            hint = "" if allow_pipes else " (no pipes)"
+            raise TableError(f"expected '<utt> {value}'{hint}, got {got!r}", path, row.lineno)
+    return rows
+
+
+def count_lines(path: PathLike) -> int:
+    """Non-blank lines of a text file (utterances of a ``feats.scp`` or shape file)."""
+    with open(path, encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def load_yaml(path: Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -2,6 +2,8 @@
 # The shared stage engine of every espnet_delta recipe (see README.md, "Recipes and stages").
 # A recipe's run.sh sets corpus options and calls this script; any option can be
 # overridden on the command line: ./run.sh --stage 4 --stop_stage 5 --nj 4
+# (./run.sh --print_only true prints every command line the stages would run, and runs none). The stage
+# bodies ask the job planner (espnet_delta.recipe.plan) for their jobs; local/engine.sh hands them to the back-end.
 set -euo pipefail
 
 # shellcheck source=utils.sh
@@ -11,7 +13,7 @@ set -euo pipefail
 # General
 stage=1                 # first stage to run
 stop_stage=10           # last stage to run
-nj=2                    # trainings at once (and CPU jobs of stage 3)
+nj=2                    # trainings at once (and the CPU jobs of stages 1 and 3)
 ngpu=0                  # GPUs per training (0: CPU; > 1: DDP, one process per GPU)
 num_nodes=1             # nodes per training (> 1: DDP across nodes; slurm back-end only)
 inference_nj=           # extraction / decoding jobs ('': --nj, or one per visible GPU with --gpu_inference true)
@@ -19,6 +21,7 @@ gpu_inference=false     # true: extraction, decoding, merging and analysis on GP
 cmd_backend=            # where jobs run: local | slurm ('': cmd.sh's default); cmd.sh sets train_cmd, cuda_cmd, decode_cmd
 data_dir=data           # Kaldi-style data dirs (stage 1)
 exp_dir=exp             # trained models, decodings, logs
+print_only=false        # true: print each command line the stages would run ([print_only] prefix) and run none
 # Corpora and data preparation (stage 1)
 myst=                   # MyST root: data/{train,development,test}/<student>/<session>/
 librispeech=            # LibriSpeech root (adult speech), optional
@@ -72,6 +75,7 @@ results_baseline=       # system RESULTS.md tests the others against (default: f
 feats_dir=dump/feats    # cached E_ft / E_delta matrices per set
 finetuned_ckpts=        # e.g. "hubert=exp/ft_hubert_adult/valid.wer_ctc.best.pth": extract these models from
                         # these fine-tuned ESPnet model files instead of ft_<name>/valid.wer_ctc.best.pth
+feats_num_shards=       # feature-cache shards, one extraction task each, --inference_nj at once ('': --inference_nj)
 feats_fp16=false        # true: STORE the features in float16 (computed in float32, rounded once)
 extract_autocast=none   # COMPUTE precision of the upstream forwards: none (float32) | bf16 | fp16 (GPU)
 # Fusion training (stage 7)
@@ -104,7 +108,7 @@ Usage: $0 [options]   (--name value or --name=value; recipe values shown as defa
 
 General
   --stage N --stop_stage M  run stages N..M (default: ${stage}..${stop_stage})
-  --nj N                    trainings at once (default: ${nj})
+  --nj N                    trainings at once, and CPU jobs of stages 1 and 3 (default: ${nj})
   --ngpu N                  GPUs per training, 0 = CPU, > 1 = DDP (default: ${ngpu})
   --num_nodes M             nodes per training, DDP across them, slurm only (default: ${num_nodes})
   --inference_nj N          extraction/decoding jobs; '' = --nj, or one per visible GPU for GPU inference (default: '${inference_nj}')
@@ -112,6 +116,7 @@ General
   --cmd_backend NAME        local | slurm: where jobs run, see cmd.sh (default: '${cmd_backend}')
   --data_dir DIR            data dirs (default: ${data_dir})
   --exp_dir DIR             models, decodings, logs (default: ${exp_dir})
+  --print_only BOOL         print the command lines of the stages ([print_only] prefix), run nothing (default: ${print_only})
 
 Corpora and data preparation (stage 1)
   --myst DIR                MyST root (default: '${myst}')
@@ -173,6 +178,7 @@ Feature extraction (stage 6)
   --feats_dir DIR           cached features (default: ${feats_dir})
   --finetuned_ckpts "N=P"   fine-tuned ESPnet model file per model instead of ft_<name>/valid.wer_ctc.best.pth (default: '${finetuned_ckpts}')
                             e.g. hubert=exp/ft_hubert_adult/valid.wer_ctc.best.pth; other checkpoints need another --feats_dir
+  --feats_num_shards N      feature-cache shards, one task each; '' = --inference_nj (default: '${feats_num_shards}')
   --feats_fp16 BOOL         store the features in float16, 2 bytes per value (default: ${feats_fp16})
   --extract_autocast TYPE   upstream forwards under autocast: none|bf16|fp16 (default: ${extract_autocast})
 
@@ -215,14 +221,21 @@ parse_options "$@"
 run_command="$0 $*"   # the script's own arguments (parse_options shifts only its copy)
 [ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
 
-mkdir -p "${exp_dir}/logs"
-run_log=${exp_dir}/logs/asr.$(date '+%Y%m%dT%H%M%S').log
-# every stage's output also goes to exp/logs/
-exec > >(tee -a "${run_log}") 2>&1
+case "${print_only}" in true|false) ;; *) log "ERROR: --print_only must be true or false, got '${print_only}'"; exit 2 ;; esac
+export print_only  # local/path.sh, local/utils.sh and local/data.sh read it
+if [ "${print_only}" != true ]; then
+    mkdir -p "${exp_dir}/logs"
+    run_log=${exp_dir}/logs/asr.$(date '+%Y%m%dT%H%M%S').log
+    # every stage's output also goes to exp/logs/
+    exec > >(tee -a "${run_log}") 2>&1
+fi
 
 # shellcheck source=path.sh
-. "$(dirname "${BASH_SOURCE[0]}")/path.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/path.sh"  # repo_root, python (print_cmd under --print_only), python_run
 export python
+planner="${python_run} -m espnet_delta.recipe.plan"  # the job planner (runs under --print_only too, writing nothing)
+# shellcheck source=engine.sh
+. "$(dirname "${BASH_SOURCE[0]}")/engine.sh"  # plan, train_jobs, decode_group, merge_models, write_results
 
 # Job back-end (ESPnet's cmd.sh convention): train_cmd, cuda_cmd, decode_cmd
 if [ -f cmd.sh ]; then
@@ -254,6 +267,7 @@ if [ -z "${inference_nj}" ]; then
         [ "${inference_nj}" -gt 0 ] || { log "ERROR: --gpu_inference true but no GPU is visible (CUDA_VISIBLE_DEVICES / nvidia-smi)"; exit 2; }
     fi
 fi
+feats_num_shards=${feats_num_shards:-${inference_nj}}
 log "Jobs (cmd.sh): trainings ${nj} at once on '${train_job_cmd}'; inference ${inference_nj} jobs on '${inference_cmd}' (${decode_device})"
 
 if [ -n "${mini_corpus_dir}" ]; then
@@ -272,94 +286,33 @@ adult_sets=
 [ -n "${adult_train_set}" ] && adult_sets="${adult_train_set} ${adult_valid_set}"
 reference=${upstreams%% *}
 
-# render_espnet_config <base.yaml> <out.yaml> <train set> <valid set> [--set k=v ...]
-render_espnet_config() {
-    local base=$1 out=$2 tr=$3 va=$4
-    shift 4
-    ${python} -m espnet_delta.recipe.render_config --base "${base}" --out "${out}" \
-        --set "token_type=${token_type}" --set "token_list=${token_list}" --set use_preprocessor=true \
-        --set "train_data_path_and_name_and_type=[[${data_dir}/${tr}/wav.scp, speech, sound], [${data_dir}/${tr}/text, text, text]]" \
-        --set "valid_data_path_and_name_and_type=[[${data_dir}/${va}/wav.scp, speech, sound], [${data_dir}/${va}/text, text, text]]" \
-        --set "train_shape_file=[${shape_dir}/${tr}/speech_shape]" \
-        --set "valid_shape_file=[${shape_dir}/${va}/speech_shape]" "$@"
-}
-
-# write_results: RESULTS.md from every scored dir, with the analysis figures (stage 10) when present.
-write_results() {
-    local scored=() d append=()
-    for d in "${exp_dir}"/*/decode/*/score_wer; do [ -f "${d}/score.json" ] && scored+=("${d}"); done
-    [ -f "${exp_dir}/paper_tables.md" ] && append+=("${exp_dir}/paper_tables.md")
-    [ -f "${exp_dir}/interface_results.md" ] && append+=("${exp_dir}/interface_results.md")
-    [ -f "${exp_dir}/merge_results.md" ] && append+=("${exp_dir}/merge_results.md")
-    [ -f "${exp_dir}/merge_whisper_results.md" ] && append+=("${exp_dir}/merge_whisper_results.md")
-    [ -f "${exp_dir}/transfer_results.md" ] && append+=("${exp_dir}/transfer_results.md")  # local/transfer.sh
-    [ -f "${exp_dir}/analysis/figures.md" ] && append+=("${exp_dir}/analysis/figures.md")
-    [ -f "${exp_dir}/sshr_results.md" ] && append+=("${exp_dir}/sshr_results.md")
-    [ -f "${exp_dir}/analysis/langid_probe.md" ] && append+=("${exp_dir}/analysis/langid_probe.md")
-    [ ${#append[@]} -gt 0 ] && append=(--append_md "${append[@]}")
-    ${python} -m espnet_delta.bin.score --results_md RESULTS.md --scored "${scored[@]}" --baseline "${results_baseline:-ft_${reference}}" \
-        --command "${run_command}" "${append[@]}"
-    log "Wrote RESULTS.md ($(grep -c '^|' RESULTS.md) table rows)"
-}
-
-# list_interface_jobs <unit>: renders exp/if_<system>_<unit>/train.yaml for every layer-interface
-# system (fusion systems need stage 4's fine-tuned models) and fills the array interface_jobs.
-list_interface_jobs() {
-    local unit=$1 list=${token_list} out
-    [ "${unit}" = phn ] && list=${phone_token_list}
-    # a failure of the renderer stops the stage (set -e), also after some job dirs were printed
-    out=$(${python} -m espnet_delta.recipe.interface_jobs --systems "${interface_systems}" \
-        --base_config "${interface_config}" --upstream_conf "${upstream_conf}" --reference "${reference}" \
-        --finetuned "${exp_dir}/ft_{name}/valid.wer_ctc.best.pth" --data_dir "${data_dir}" --shape_dir "${shape_dir}" \
-        --train_set "${train_set}" --valid_set "${valid_set}" --unit "${unit}" --token_list "${list}" --exp_dir "${exp_dir}")
-    mapfile -t interface_jobs <<< "${out}"
-    [ -n "${out}" ] || { log "ERROR: no ${unit} layer-interface systems in ${interface_systems}"; exit 1; }
-}
-
-# list_sshr_jobs <unit>: renders exp/sshr_<system>_<unit>/train.yaml for every SSHR system and
-# fills the array sshr_jobs.
-list_sshr_jobs() {
-    local unit=$1 list=${token_list} out
-    [ "${unit}" = phn ] && list=${phone_token_list}
-    out=$(${python} -m espnet_delta.recipe.sshr_jobs --systems "${sshr_systems}" --base_config "${sshr_config}" \
-        --upstream_conf "${upstream_conf}" --reference "${reference}" --data_dir "${data_dir}" --shape_dir "${shape_dir}" \
-        --train_set "${train_set}" --valid_set "${valid_set}" --unit "${unit}" --token_list "${list}" --exp_dir "${exp_dir}")
-    mapfile -t sshr_jobs <<< "${out}"
-    [ -n "${out}" ] || sshr_jobs=()
-}
-
-# list_whisper_jobs: renders exp/ft_whisper/train.yaml (and exp/ft_whisper_adult with --adult_train_set)
-# from --whisper_config and fills the array whisper_jobs.
-list_whisper_jobs() {
-    local out init=${whisper_asr_model:-${tiny_whisper}}
-    out=$(${python} -m espnet_delta.recipe.whisper_jobs --config "${whisper_config}" ${init:+--whisper_model "${init}"} \
-        --data_dir "${data_dir}" --shape_dir "${shape_dir}" --token_type "${token_type}" --token_list "${token_list}" \
-        --exp_dir "${exp_dir}" --train_set "${train_set}" --valid_set "${valid_set}" \
-        --adult_train_set "${adult_train_set}" --adult_valid_set "${adult_valid_set}")
-    mapfile -t whisper_jobs <<< "${out}"
-}
-
-# list_fusion_jobs: renders exp/fusion_<system>/train.yaml for every system (needs stage 6's
-# feature layout) and fills the array fusion_jobs with the job directories.
-list_fusion_jobs() {
-    mapfile -t fusion_jobs < <(${python} -m espnet_delta.recipe.fusion_jobs --systems "${fusion_systems}" \
-        --base_config "${fusion_config}" --feats_dir "${feats_dir}" --data_dir "${data_dir}" \
-        --train_set "${train_set}" --valid_set "${valid_set}" --token_type "${token_type}" \
-        --token_list "${token_list}" --exp_dir "${exp_dir}")
-    [ ${#fusion_jobs[@]} -gt 0 ] || { log "ERROR: no fusion systems from ${fusion_systems}"; exit 1; }
-}
+# the job planner's view of the options (espnet_delta.recipe.plan; local/engine.sh's plan)
+plan_opts=(--exp_dir "${exp_dir}" --data_dir "${data_dir}" --shape_dir "${shape_dir}" --feats_dir "${feats_dir}"
+    --token_type "${token_type}" --token_list "${token_list}" --phone_token_list "${phone_token_list}"
+    --train_set "${train_set}" --valid_set "${valid_set}" --adult_train_set "${adult_train_set}"
+    --adult_valid_set "${adult_valid_set}" --upstreams "${upstreams}" --adult_upstreams "${adult_upstreams}"
+    --upstream_conf "${upstream_conf}" --tiny_upstream_dir "${tiny_upstream_dir}" --finetune_config "${finetune_config}"
+    --probe_config "${probe_config}" --interface_config "${interface_config}" --interface_systems "${interface_systems}"
+    --interface_units "${interface_units}" --sshr_config "${sshr_config}" --sshr_systems "${sshr_systems}"
+    --sshr_units "${sshr_units}" --whisper_config "${whisper_config}" --whisper_model "${whisper_asr_model:-${tiny_whisper}}"
+    --fusion_config "${fusion_config}" --fusion_systems "${fusion_systems}")
+# job dirs, checkpoint names, result fragments (ref_ft_dir, ft_ckpt, ft_ckpt_pattern, sshr_md ...): the planner's
+names_sh=$(plan names)
+eval "${names_sh}"
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
-    log "Stage 1: data preparation -> ${data_dir}"
-    if [ -n "${mini_corpus_dir}" ]; then
-        log "Generating the synthetic mini corpus in ${mini_corpus_dir} (skipped when complete)"
-        ${python} -m espnet_delta.bin.make_mini_corpus --out "${mini_corpus_dir}" --scale "${mini_corpus_scale}" --nj "${nj}"
-    fi
-    if [ -n "${multilingual_corpus_dir}" ]; then
-        log "Generating the multilingual corpus in ${multilingual_corpus_dir} (skipped when complete) -> ${data_dir}/{train,dev,test}"
-        ${python} -m espnet_delta.bin.make_multilingual_corpus --out "${multilingual_corpus_dir}" \
-            --scale "${multilingual_corpus_scale}" --nj "${nj}" --data_dir "${data_dir}"
-    fi
+    log "Stage 1: data preparation (the recipe's local/data.sh) -> ${data_dir}"
+    [ -x local/data.sh ] || { log "ERROR: no executable local/data.sh in $(pwd): run the engine from a recipe (egs2/<corpus>/asr1)"; exit 2; }
+    # the generic options every recipe's local/data.sh takes, then the corpus and screening options that are set
+    data_opts=(--data_dir "${data_dir}" --nj "${nj}" --subset_hours "${subset_hours}" --subset_seed "${subset_seed}"
+               --max_duration "${max_duration}" --min_words "${min_words}" --max_wer "${max_wer}" --keep_long_test "${keep_long_test}")
+    for opt in myst librispeech whisper_hyp whisper_model whisper_opts; do [ -z "${!opt}" ] || data_opts+=("--${opt}" "${!opt}"); done
+    [ -z "${mini_corpus_dir}" ] || data_opts+=(--mini_corpus_dir "${mini_corpus_dir}" --mini_corpus_scale "${mini_corpus_scale}")
+    [ -z "${multilingual_corpus_dir}" ] || data_opts+=(--multilingual_corpus_dir "${multilingual_corpus_dir}"
+        --multilingual_corpus_scale "${multilingual_corpus_scale}")
+    # Whisper screening of a missing --whisper_hyp: train/dev/test transcribed in shards on the inference back-end
+    [ -z "${whisper_model}" ] || data_opts+=(--whisper_device "${decode_device}" --whisper_nj "${inference_nj}" --whisper_cmd "${inference_cmd}")
+    exp_dir=${exp_dir} ./local/data.sh "${data_opts[@]}"
     if [ -n "${tiny_upstream_dir}" ]; then
         log "Writing tiny random upstreams to ${tiny_upstream_dir} (skipped when present)"
         # shellcheck disable=SC2086
@@ -368,19 +321,6 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     if [ -n "${whisper_config}" ] && [ -n "${tiny_whisper}" ]; then
         log "Writing a tiny random Whisper to ${tiny_whisper} (skipped when present)"
         ${python} -m espnet_delta.bin.make_tiny_whisper --out "${tiny_whisper}"
-    fi
-    if [ -z "${multilingual_corpus_dir}" ]; then
-        [ -n "${myst}" ] || { log "ERROR: --myst <root> (or --mini_corpus_dir) is required for stage 1 (a recipe sets MYST in db.sh)"; exit 2; }
-        data_args=(--myst "${myst}" --data_dir "${data_dir}" --subset_hours "${subset_hours}" --seed "${subset_seed}"
-                   --max_duration "${max_duration}" --min_words "${min_words}" --max_wer "${max_wer}"
-                   --keep_long_test "${keep_long_test}")
-        [ -n "${librispeech}" ] && data_args+=(--librispeech "${librispeech}")
-        [ -n "${whisper_hyp}" ] && data_args+=(--whisper_hyp "${whisper_hyp}")
-        # Whisper screening (when --whisper_hyp is missing): local/data.sh prepares without the WER filter,
-        # transcribes train/dev/test in ${inference_nj} shards on the inference back-end, then filters
-        [ -n "${whisper_model}" ] && data_args+=(--whisper_model "${whisper_model}" --whisper_device "${decode_device}"
-            --whisper_nj "${inference_nj}" --whisper_cmd "${inference_cmd}" --whisper_opts "${whisper_opts}")
-        exp_dir=${exp_dir} "${repo_root}/local/data.sh" "${data_args[@]}"
     fi
 fi
 
@@ -415,215 +355,99 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
-    log "Stage 4: CTC fine-tuning of ${upstreams} on ${train_set} -> ${exp_dir}/ft_<name>"
-    if [ -n "${adult_upstreams}" ] && [ -z "${adult_train_set}" ]; then
-        log "ERROR: --adult_upstreams '${adult_upstreams}' fine-tunes on --adult_train_set; set it (e.g. libri_train)"; exit 2
-    fi
-    jobs=()
-    for name in ${upstreams}; do
-        [ -n "${finetune_config}" ] || break
-        job=${exp_dir}/ft_${name}
-        # --per_model: the config's per_model.<name> overrides (e.g. wav2vec2's longer warm-up)
-        render_espnet_config "${finetune_config}" "${job}/train.yaml" "${train_set}" "${valid_set}" \
-            --per_model "${name}" --set-from "${upstream_conf}:${name}=frontend_conf.frontend_conf"
-        jobs+=("${job}")
+    log "Stage 4: training the jobs of the enabled families (CTC fine-tuning, adult models, probe, Whisper, SSHR, layer interfaces) -> ${exp_dir}"
+    # wave 2: systems reading wave 1's fine-tuned models (delta-fusion interfaces), rendered once those exist
+    for wave in 1 2; do
+        plan_jobs train --wave "${wave}"
+        [ ${#jobs[@]} -eq 0 ] || log "Stage 4: wave ${wave}: ${#jobs[@]} trainings: ${jobs[*]##*/}"
+        train_jobs "${jobs[@]}"
     done
-    if [ -n "${adult_train_set}" ] && [ -n "${finetune_config}" ]; then
-        # the reference (merged in stage 8), then --adult_upstreams (deltas of adult models, Table 4)
-        adult_names=${reference}
-        for name in ${adult_upstreams}; do
-            [[ " ${adult_names} " == *" ${name} "* ]] || adult_names="${adult_names} ${name}"
-        done
-        log "Stage 4: CTC fine-tuning of ${adult_names} on ${adult_train_set} -> ${exp_dir}/ft_<name>_adult"
-        for name in ${adult_names}; do
-            job=${exp_dir}/ft_${name}_adult
-            render_espnet_config "${finetune_config}" "${job}/train.yaml" "${adult_train_set}" "${adult_valid_set}" \
-                --per_model "${name}" --set-from "${upstream_conf}:${name}=frontend_conf.frontend_conf"
-            jobs+=("${job}")
-        done
-    fi
-    if [ -n "${probe_config}" ]; then
-        [ -n "${tiny_upstream_dir}" ] || { log "ERROR: --probe_config compares with the random checkpoints of --tiny_upstream_dir; set it"; exit 2; }
-        for kind in pretrained random; do
-            job=${exp_dir}/probe_${reference}_${kind}
-            extra=()
-            [ "${kind}" = random ] && extra=(--set "frontend_conf.upstream.path_or_url=${tiny_upstream_dir}/${reference}.pt")
-            render_espnet_config "${probe_config}" "${job}/train.yaml" "${train_set}" "${valid_set}" \
-                --set-from "${upstream_conf}:${reference}=frontend_conf.upstream" "${extra[@]}"
-            jobs+=("${job}")
-        done
-    fi
-    if [ -n "${whisper_config}" ]; then
-        list_whisper_jobs
-        log "Stage 4: Whisper fine-tuning (${whisper_config}) -> ${whisper_jobs[*]}"
-        jobs+=("${whisper_jobs[@]}")
-    fi
-    [ ${#jobs[@]} -eq 0 ] || run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" "${train_prefix[@]}" \
-        ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" --num_nodes "${num_nodes}" -- "${jobs[@]}"
-    if [ -n "${sshr_systems}" ]; then
-        jobs=()
-        for unit in ${sshr_units}; do
-            list_sshr_jobs "${unit}"
-            jobs+=("${sshr_jobs[@]}")
-        done
-        log "Stage 4: training ${#jobs[@]} SSHR systems of ${sshr_systems} (${sshr_units}) -> ${exp_dir}/sshr_<system>_<unit>"
-        run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" "${train_prefix[@]}" \
-            ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" --num_nodes "${num_nodes}" -- "${jobs[@]}"
-    fi
-    if [ -n "${interface_systems}" ]; then
-        jobs=()
-        for unit in ${interface_units}; do
-            list_interface_jobs "${unit}"
-            jobs+=("${interface_jobs[@]}")
-        done
-        log "Stage 4: training ${#jobs[@]} layer-interface systems of ${interface_systems} (${interface_units}) -> ${exp_dir}/if_<system>_<unit>"
-        run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" "${train_prefix[@]}" \
-        ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" --num_nodes "${num_nodes}" -- "${jobs[@]}"
-    fi
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
-    log "Stage 5: greedy CTC decoding + scoring of the fine-tuned models on ${test_sets}"
-    tests=()
-    for t in ${test_sets}; do tests+=(--test "${t}=${data_dir}/${t}/wav.scp"); done
-    jobs=()
-    [ -z "${finetune_config}" ] || for name in ${upstreams}; do jobs+=("${exp_dir}/ft_${name}"); done
-    if [ -n "${probe_config}" ]; then
-        for kind in pretrained random; do jobs+=("${exp_dir}/probe_${reference}_${kind}"); done
-    fi
-    [ ${#jobs[@]} -eq 0 ] || run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.decode \
-        --model_name valid.wer_ctc.best.pth "${tests[@]}" --input_type sound --batch_size "${decode_batch_size}" \
-        --ref_dir "${data_dir}" --device "${decode_device}" -- "${jobs[@]}"
-    if [ -n "${whisper_config}" ]; then
-        log "Stage 5: beam search (${whisper_decode_config}) + scoring of ${exp_dir}/ft_whisper on ${test_sets}"
-        run_parallel --cmd "${inference_cmd}" --name decode 1 ${python} -m espnet_delta.bin.beam_decode \
-            --model_name valid.acc.best.pth --decode_config "${whisper_decode_config}" "${tests[@]}" \
-            --ref_dir "${data_dir}" --device "${decode_device}" -- "${exp_dir}/ft_whisper"
-    fi
+    log "Stage 5: decoding + scoring the stage-4 models on ${test_sets} (one command per checkpoint, unit and decoder); RESULTS.md"
+    decode_planned
     if [ -n "${sshr_systems}" ]; then
-        log "Stage 5: decoding + scoring the SSHR systems (${sshr_units}) per language -> ${exp_dir}/sshr_results.md"
-        jobs=()
-        for unit in ${sshr_units}; do
-            list_sshr_jobs "${unit}"
-            model=valid.wer_ctc.best.pth
-            [ "${unit}" = phn ] && model=valid.loss.best.pth
-            run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.decode \
-                --model_name "${model}" --unit "${unit}" "${tests[@]}" --input_type sound --batch_size "${decode_batch_size}" \
-                --ref_dir "${data_dir}" --device "${decode_device}" -- "${sshr_jobs[@]}"
-            jobs+=("${sshr_jobs[@]}")
-        done
+        log "Stage 5: error rates of the SSHR systems per language -> ${sshr_md}"
+        list_jobs sshr
         # shellcheck disable=SC2086
-        ${python} -m espnet_delta.recipe.sshr_results --jobs "${jobs[@]}" --data_dir "${data_dir}" --test_sets ${test_sets} \
-            --out "${exp_dir}/sshr_results.md"
-    fi
-    if [ "${langid_probe}" = true ]; then
-        log "Stage 5: language-ID probe per layer of the frozen ${reference} -> ${exp_dir}/analysis/langid_probe.{csv,png,md}"
-        ${python} -m espnet_delta.bin.langid_probe --upstream_conf "${upstream_conf}" --model "${reference}" \
-            --train_dir "${data_dir}/${train_set}" --test_dir "${data_dir}/${valid_set}" --out_dir "${exp_dir}/analysis"
-    fi
-    if [ -n "${sshr_systems}" ] || [ "${langid_probe}" = true ]; then
-        write_results
+        ${python} -m espnet_delta.recipe.sshr_results --jobs "${jobs[@]}" --data_dir "${data_dir}" --test_sets ${test_sets} --out "${sshr_md}"
     fi
     if [ -n "${interface_systems}" ]; then
-        log "Stage 5: decoding + scoring the layer-interface systems (${interface_units}) -> ${exp_dir}/interface_results.md"
-        jobs=()
-        for unit in ${interface_units}; do
-            list_interface_jobs "${unit}"
-            # the checkpoints interface_jobs selects: dev WER for characters, dev loss for phones
-            model=valid.wer_ctc.best.pth
-            [ "${unit}" = phn ] && model=valid.loss.best.pth
-            run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.decode --model_name "${model}" --unit "${unit}" "${tests[@]}" \
-                --input_type sound --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}" \
-                -- "${interface_jobs[@]}"
-            jobs+=("${interface_jobs[@]}")
-        done
+        log "Stage 5: the layer-interface table -> ${interface_md}"
+        list_jobs interface
         # shellcheck disable=SC2086
-        ${python} -m espnet_delta.recipe.interface_results --jobs "${jobs[@]}" --test_sets ${test_sets} \
-            --out "${exp_dir}/interface_results.md"
+        ${python} -m espnet_delta.recipe.interface_results --jobs "${jobs[@]}" --test_sets ${test_sets} --out "${interface_md}"
     fi
+    if [ "${langid_probe}" = true ]; then
+        log "Stage 5: language-ID probe per layer of the frozen ${reference} -> ${langid_probe_md%.md}.{csv,png,md}"
+        ${python} -m espnet_delta.bin.langid_probe --upstream_conf "${upstream_conf}" --model "${reference}" \
+            --train_dir "${data_dir}/${train_set}" --test_dir "${data_dir}/${valid_set}" --out_dir "${analysis_dir}"
+    fi
+    write_results
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
-    log "Stage 6: extracting E_ft of the reference and E_delta, E_ft of the other models -> ${feats_dir}"
-    others=${upstreams#* }
+    log "Stage 6: extracting E_ft of the reference and E_delta, E_ft of the other models -> ${feats_dir} (${feats_num_shards} shards)"
     extract_conf=${feats_dir}/extract.yaml
     ft_map=()
     # shellcheck disable=SC2206  # NAME=PATH words
     [ -z "${finetuned_ckpts}" ] || ft_map=(--finetuned_map ${finetuned_ckpts})
     # shellcheck disable=SC2086
-    ${python} -m espnet_delta.recipe.make_extract_config --upstream_conf "${upstream_conf}" \
-        --reference "${reference}" --others ${others} \
-        --finetuned "${exp_dir}/ft_{name}/valid.wer_ctc.best.pth" "${ft_map[@]}" --out "${extract_conf}"
-    fp16_flag=()
-    [ "${feats_fp16}" = true ] && fp16_flag=(--fp16)
+    ${python} -m espnet_delta.recipe.make_extract_config --upstream_conf "${upstream_conf}" --reference "${reference}" \
+        --others ${upstreams#* } --finetuned "${ft_ckpt_pattern}" "${ft_map[@]}" --out "${extract_conf}"
     dirs=()
     for dset in ${sets_with_audio}; do dirs+=(--data_dir "${data_dir}/${dset}" --out_dir "${feats_dir}/${dset}"); done
+    # one task per shard, at most --inference_nj at once; run_parallel appends the shard number after --shard
     # shellcheck disable=SC2046
-    run_parallel --cmd "${inference_cmd}" --name extract "${inference_nj}" ${python} -m espnet_delta.bin.extract_features \
-        --config "${extract_conf}" "${dirs[@]}" --nj "${inference_nj}" --device "${decode_device}" "${fp16_flag[@]}" \
-        --autocast "${extract_autocast}" --shard -- $(seq 1 "${inference_nj}")
+    run_parallel --cmd "${inference_cmd} --max_jobs_run ${inference_nj}" --name extract "${feats_num_shards}" \
+        ${python} -m espnet_delta.bin.extract_features --config "${extract_conf}" "${dirs[@]}" --num_shards "${feats_num_shards}" \
+        --device "${decode_device}" --feats_fp16 "${feats_fp16}" --autocast "${extract_autocast}" --shard -- $(seq 1 "${feats_num_shards}")
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
-    list_fusion_jobs
-    log "Stage 7: training ${#fusion_jobs[@]} fusion systems of ${fusion_systems} on cached features"
-    run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" "${train_prefix[@]}" \
-        ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" --num_nodes "${num_nodes}" -- "${fusion_jobs[@]}"
+    log "Stage 7: training the fusion systems of ${fusion_systems} on cached features -> ${exp_dir}/fusion_<system>"
+    plan_jobs fusion
+    train_jobs "${jobs[@]}"
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     if [ -z "${adult_train_set}" ]; then
         log "Stage 8: skipped: merging needs an adult model (--adult_train_set libri_train, with --librispeech)"
     else
-        log "Stage 8: merging ft_${reference} (child) with ft_${reference}_adult: SA and baseline grids on ${valid_set}"
-        base=$(${python} -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]].get('path_or_url') or '')" \
-            "${upstream_conf}" "${reference}")
-        [ -n "${base}" ] || { log "ERROR: stage 8 needs the pre-trained checkpoint of ${reference} as path_or_url in ${upstream_conf}"; exit 2; }
-        # shellcheck disable=SC2086
-        run_job --cmd "${inference_cmd}" --name merge ${python} -m espnet_delta.recipe.merge_stage --child "${exp_dir}/ft_${reference}" --adult "${exp_dir}/ft_${reference}_adult" \
-            --base "${base}" --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
-            --schedules ${merge_schedules} --lambdas ${merge_lambdas} --alphas ${merge_alphas} \
-            --lerp_coefs ${merge_lerp_coefs} --ta_scales ${merge_ta_scales} --ties_topks ${merge_ties_topks} --ties_scales ${merge_ties_scales} \
-            --exp_dir "${exp_dir}" --batch_size "${decode_batch_size}" --device "${decode_device}"
-    fi
-    if [ -n "${whisper_config}" ] && [ -n "${adult_train_set}" ]; then
-        log "Stage 8: merging ft_whisper (child) with ft_whisper_adult: SA (encoder and decoder self/cross-attention Q/K/V) and baseline grids on ${valid_set}"
-        # the exact starting point of both fine-tunings (Whisper + the seeded new token embedding and CTC head)
-        ${python} -m espnet_delta.bin.init_state --config "${exp_dir}/ft_whisper/config.yaml" --out "${exp_dir}/ft_whisper/init.pth"
-        # shellcheck disable=SC2086
-        run_job --cmd "${inference_cmd}" --name merge_whisper ${python} -m espnet_delta.recipe.merge_stage \
-            --child "${exp_dir}/ft_whisper" --adult "${exp_dir}/ft_whisper_adult" --base "${exp_dir}/ft_whisper/init.pth" \
-            --name whisper --model_name valid.acc.best.pth --decode_config "${whisper_decode_config}" \
-            --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
-            --schedules ${merge_schedules} --lambdas ${merge_lambdas} --alphas ${merge_alphas} \
-            --lerp_coefs ${merge_lerp_coefs} --ta_scales ${merge_ta_scales} --ties_topks ${merge_ties_topks} --ties_scales ${merge_ties_scales} \
-            --exp_dir "${exp_dir}" --device "${decode_device}"
+        log "Stage 8: merging ${ref_ft_dir} (child) with ${ref_adult_dir}: SA and baseline grids on ${valid_set}"
+        [ -n "${reference_ckpt}" ] || { log "ERROR: stage 8 needs the pre-trained checkpoint of ${reference} as path_or_url in ${upstream_conf}"; exit 2; }
+        merge_models merge "${ref_ft_dir}" "${ref_adult_dir}" "${reference_ckpt}" --batch_size "${decode_batch_size}"
+        if [ -n "${whisper_config}" ]; then
+            log "Stage 8: merging ${whisper_dir} (child) with ${whisper_adult_dir}: SA (encoder and decoder self/cross-attention Q/K/V) and baseline grids on ${valid_set}"
+            # the exact starting point of both fine-tunings (Whisper + the seeded new token embedding and CTC head)
+            ${python} -m espnet_delta.bin.init_state --config "${whisper_dir}/config.yaml" --out "${whisper_dir}/init.pth"
+            merge_models merge_whisper "${whisper_dir}" "${whisper_adult_dir}" "${whisper_dir}/init.pth" --name whisper \
+                --model_name "${whisper_ckpt}" --decode_config "${whisper_decode_config}"
+        fi
     fi
 fi
 
 if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
-    list_fusion_jobs
-    log "Stage 9: decoding + scoring ${#fusion_jobs[@]} fusion systems on ${test_sets}; RESULTS.md"
+    log "Stage 9: decoding + scoring the fusion systems of ${fusion_systems} on ${test_sets}; RESULTS.md"
+    decode_planned --families fusion
+    log "Stage 9: per-utterance mean gate weights of the MoE systems -> ${exp_dir}/fusion_<system>/decode/<set>/gate_means.tsv"
+    list_jobs fusion
     tests=()
     for t in ${test_sets}; do tests+=(--test "${t}=${feats_dir}/${t}/feats.scp"); done
-    run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.decode --model_name valid.wer_ctc.best.pth "${tests[@]}" \
-        --input_type kaldi_ark --batch_size "${decode_batch_size}" --ref_dir "${data_dir}" --device "${decode_device}" -- "${fusion_jobs[@]}"
-    log "Stage 9: per-utterance mean gate weights of the MoE systems -> ${exp_dir}/fusion_<system>/decode/<set>/gate_means.tsv"
     run_parallel --cmd "${inference_cmd}" --name gate_means "${inference_nj}" ${python} -m espnet_delta.bin.gate_means \
-        --model_name valid.wer_ctc.best.pth "${tests[@]}" --batch_size "${decode_batch_size}" --device "${decode_device}" \
-        -- "${fusion_jobs[@]}"
+        --model_name "${fusion_ckpt}" "${tests[@]}" --batch_size "${decode_batch_size}" --device "${decode_device}" -- "${jobs[@]}"
     write_results
 fi
 
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
-    log "Stage 10: analysis: layer-wise CCA/PWCCA of ${upstreams}, MoE gate histograms, WER chart -> ${exp_dir}/analysis"
+    log "Stage 10: analysis: layer-wise CCA/PWCCA of ${upstreams}, MoE gate histograms, WER chart -> ${analysis_dir}"
     # shellcheck disable=SC2086
-    run_job --cmd "${inference_cmd}" --name analysis ${python} -m espnet_delta.bin.analyze --out_dir "${exp_dir}/analysis" \
-        --upstream_conf "${upstream_conf}" --models ${upstreams} \
-        --finetuned "${exp_dir}/ft_{name}/valid.wer_ctc.best.pth" --wav_scp "${data_dir}/${valid_set}/wav.scp" \
-        --max_utts "${analysis_max_utts}" --max_frames "${analysis_max_frames}" \
-        --exp_dir "${exp_dir}" --feats_dir "${feats_dir}" --gate_sets ${test_sets} --wer_sets ${test_sets} \
-        --batch_size "${decode_batch_size}" --device "${decode_device}"
+    run_job --cmd "${inference_cmd}" --name analysis ${python} -m espnet_delta.bin.analyze --out_dir "${analysis_dir}" \
+        --upstream_conf "${upstream_conf}" --models ${upstreams} --finetuned "${ft_ckpt_pattern}" \
+        --wav_scp "${data_dir}/${valid_set}/wav.scp" --max_utts "${analysis_max_utts}" --max_frames "${analysis_max_frames}" \
+        --exp_dir "${exp_dir}" --model_name "${fusion_ckpt}" --feats_dir "${feats_dir}" --gate_sets ${test_sets} \
+        --wer_sets ${test_sets} --batch_size "${decode_batch_size}" --device "${decode_device}"
     write_results
 fi
 

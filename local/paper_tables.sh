@@ -179,7 +179,10 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && has 4; then
         log "Stage 3: Table 4: fine-tuning ${adult_upstreams} on ${adult_train_set}, their deltas -> dump/feats_adult, fusion"
         s=${SECONDS}
         ckpts=()
-        for name in ${adult_upstreams}; do ckpts+=("${name}=exp/ft_${name}_adult/valid.wer_ctc.best.pth"); done
+        # the adult models' checkpoints, named by the job planner (exp/ft_{name}_adult/<checkpoint>)
+        names_sh=$(${py} -m espnet_delta.recipe.plan names --exp_dir exp)
+        eval "${names_sh}"
+        for name in ${adult_upstreams}; do ckpts+=("${name}=${adult_ckpt_pattern//\{name\}/${name}}"); done
         opts=(--adult_train_set "${adult_train_set}" --adult_upstreams "${adult_upstreams}" --finetuned_ckpts "${ckpts[*]}"
               --feats_dir dump/feats_adult --fusion_systems "${systems_dir}/table4_adult_systems.yaml")
         "${run_cmd[@]}" --stage 4 --stop_stage 7 "${opts[@]}" "${extra[@]}"

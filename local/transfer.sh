@@ -80,6 +80,10 @@ else
 fi
 
 ref=${upstreams%% *}
+planner="${python_run} -m espnet_delta.recipe.plan"
+# job dirs, checkpoint names and result fragments of the job planner (ft_ckpt, transfer_md ...)
+names_sh=$(${planner} names --exp_dir "${exp_dir}" --upstreams "${ref}" --upstream_conf "${upstream_conf}")
+eval "${names_sh}"
 aug_exp=${exp_dir}/aug
 kids_exp=${exp_dir}/kids
 kids_train=${kids_prefix}train kids_dev=${kids_prefix}dev kids_test=${kids_prefix}test
@@ -146,50 +150,42 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     lam=$(sed -n 's/^# best: lambda=//p' "${kids_exp}/transfer_grid.tsv")
     [ -n "${lam}" ] || { log "ERROR: no chosen lambda in ${kids_exp}/transfer_grid.tsv (run stage 4)"; exit 1; }
     log "Stage 5: ${further_epochs} more epochs on ${kids_train} (lr ${further_lr}) of transfer_s${lam} and (control) ft_${ref}"
-    jobs=()
-    for pair in "transfer_s${lam}:transfer_s${lam}_ft" "ft_${ref}:ft_${ref}_further"; do
-        init=${kids_exp}/${pair%%:*}/valid.wer_ctc.best.pth job=${kids_exp}/${pair#*:}
-        ${python} -m espnet_delta.recipe.render_config --base "${finetune_config}" --out "${job}/train.yaml" \
-            --set-from "${upstream_conf}:${ref}=frontend_conf.frontend_conf" \
-            --set "token_type=char" --set "token_list=${token_list}" --set use_preprocessor=true \
-            --set "train_data_path_and_name_and_type=[[${data_dir}/${kids_train}/wav.scp, speech, sound], [${data_dir}/${kids_train}/text, text, text]]" \
-            --set "valid_data_path_and_name_and_type=[[${data_dir}/${kids_dev}/wav.scp, speech, sound], [${data_dir}/${kids_dev}/text, text, text]]" \
-            --set "train_shape_file=[${shape_dir}/${kids_train}/speech_shape]" --set "valid_shape_file=[${shape_dir}/${kids_dev}/speech_shape]" \
-            --set "init_param=[${init}]" --set "max_epoch=${further_epochs}" --set "optim_conf.lr=${further_lr}" \
-            --set scheduler=null --set scheduler_conf={}
-        jobs+=("${job}")
-    done
+    # the job planner's transfer family renders both (a trained job's config is kept)
+    out=$(${planner} transfer --exp_dir "${kids_exp}" --upstreams "${ref}" --upstream_conf "${upstream_conf}" \
+        --finetune_config "${finetune_config}" --data_dir "${data_dir}" --shape_dir "${shape_dir}" --token_list "${token_list}" \
+        --train_set "${kids_train}" --valid_set "${kids_dev}" --transfer_scale "${lam}" \
+        --further_epochs "${further_epochs}" --further_lr "${further_lr}")
+    mapfile -t jobs <<< "${out}"
     run_parallel --cmd "${train_cmd}" --name train --task_per_item "${nj}" ${python} -m espnet_delta.recipe.train_jobs -- "${jobs[@]}"
     run_parallel --cmd "${decode_cmd}" --name decode "${nj}" ${python} -m espnet_delta.bin.decode \
-        --model_name valid.wer_ctc.best.pth --test "${kids_dev}=${data_dir}/${kids_dev}/wav.scp" \
+        --model_name "${ft_ckpt}" --test "${kids_dev}=${data_dir}/${kids_dev}/wav.scp" \
         --test "${kids_test}=${data_dir}/${kids_test}/wav.scp" --input_type sound --batch_size "${decode_batch_size}" \
         --ref_dir "${data_dir}" -- "${jobs[@]}"
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
-    adult=${exp_dir}/ft_${ref}_adult
-    if [ ! -f "${adult}/valid.wer_ctc.best.pth" ]; then
+    adult=${ref_adult_dir}
+    if [ ! -f "${adult}/${ft_ckpt}" ]; then
         log "Stage 6: skipped: SA merge + augmentation needs ${adult} (run.sh with --adult_train_set)"
     else
         log "Stage 6: SA merge of ${aug_exp}/ft_${ref} (augmented child) with ${adult}, grid on ${valid_set} -> ${aug_exp}/merge_sa_*"
-        base=$(${python} -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]].get('path_or_url') or '')" \
-            "${upstream_conf}" "${ref}")
+        [ -n "${reference_ckpt}" ] || { log "ERROR: SA merge needs the pre-trained checkpoint of ${ref} as path_or_url in ${upstream_conf}"; exit 2; }
         # shellcheck disable=SC2086
         run_job --cmd "${decode_cmd}" --name merge ${python} -m espnet_delta.recipe.merge_stage --child "${aug_exp}/ft_${ref}" \
-            --adult "${adult}" --base "${base}" --data_dir "${data_dir}" --dev_set "${valid_set}" --test_sets ${test_sets} \
+            --adult "${adult}" --base "${reference_ckpt}" --data_dir "${data_dir}" --valid_set "${valid_set}" --test_sets ${test_sets} \
             --methods sa --schedules ${merge_schedules} --lambdas ${merge_lambdas} --alphas ${merge_alphas} \
             --exp_dir "${aug_exp}" --batch_size "${decode_batch_size}"
     fi
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
-    log "Stage 7: ${exp_dir}/transfer_results.md"
+    log "Stage 7: ${transfer_md}"
     # shellcheck disable=SC2086
     ${python} -m espnet_delta.recipe.transfer_stage results --exp_dir "${exp_dir}" --reference "${ref}" \
         --train_set "${train_set}" --kids_train_set "${kids_train}" --sets ${valid_set} ${test_sets##* } \
         --kids_sets "${kids_dev}" "${kids_test}" --aug_note "${aug_note}" \
         --further_note "${further_epochs} epochs, constant learning rate ${further_lr}" \
-        --out "${exp_dir}/transfer_results.md"
+        --out "${transfer_md}"
 fi
 
 log "Successfully finished transfer stages ${stage}..${stop_stage}"

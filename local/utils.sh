@@ -32,6 +32,35 @@ parse_options() {
     done
 }
 
+# Print-only mode (local/asr.sh --print_only true exports print_only=true): run_parallel and
+# run_job print the command lines they would run, one per line after ${print_only_prefix}, shell-quoted
+# (one line per group of items); the engine sets python="print_cmd python", so a direct
+# ${python} -m module ... call prints its line too.
+print_only_prefix="[print_only]"
+
+# print_cmd <command...>: print a command line after the print-only prefix, shell-quoted.
+print_cmd() {
+    [ "${1:-}" = print_cmd ] && shift  # a command given as ${python} under print-only
+    local line
+    printf -v line ' %q' "$@"
+    echo "${print_only_prefix}${line}"
+}
+
+# print_groups <nj> <command...> -- <item...>: print_cmd of each round-robin group, as run_parallel runs them.
+print_groups() {
+    local nj=$1 cmd=() group=() g i
+    shift
+    while [ "$1" != "--" ]; do cmd+=("$1"); shift; done
+    shift
+    local items=("$@") n=$#
+    [ "${nj}" -lt "${n}" ] || nj=${n}
+    for ((g = 0; g < nj; g++)); do
+        group=()
+        for ((i = g; i < n; i += nj)); do group+=("${items[i]}"); done
+        print_cmd "${cmd[@]}" "${group[@]}"
+    done
+}
+
 # run_parallel [--cmd SPEC] [--name NAME] [--task_per_item] <nj> <command...> -- <item...>:
 # splits the items round-robin into <nj> groups and runs "<command...> <group items...>" once
 # per group on the job back-end SPEC (cmd.sh: ${train_cmd}, ${cuda_cmd}, ${decode_cmd}; default
@@ -62,6 +91,10 @@ run_parallel() {
         name=${cmd[0]##*/}
         for ((i = 0; i + 1 < ${#cmd[@]}; i++)); do [ "${cmd[i]}" = -m ] && name=${cmd[i + 1]##*.}; done
     fi
+    if [ "${print_only:-false}" = true ]; then
+        print_groups "${nj}" "${cmd[@]}" -- "$@"
+        return 0
+    fi
     local items=() item
     for item in "$@"; do items+=("--item=${item}"); done
     # shellcheck disable=SC2086  # spec and python are word lists
@@ -81,6 +114,10 @@ run_job() {
             *) break ;;
         esac
     done
+    if [ "${print_only:-false}" = true ]; then
+        print_cmd "$@"
+        return 0
+    fi
     # shellcheck disable=SC2086  # spec and python are word lists
     ${python:-python3} -m espnet_delta.jobs ${spec} --nj 1 --name "${name}" --log_dir "${exp_dir:-exp}/logs" --single -- "$@"
 }

@@ -98,17 +98,17 @@ def model_gate_means(model, feats_scp: Path, batch_size: int = 8, device: str = 
     """``(utt ids, means [n_utts, 1 + K])`` of a loaded MoE fusion model on cached features."""
     from tqdm import tqdm
 
-    from espnet_delta.asr.greedy_ctc import batches, read_scp
+    from espnet_delta.asr.decoding import batches, read_entries
 
     moe = find_moe(model)
-    entries = read_scp(feats_scp)
+    entries = read_entries(feats_scp)
     utts, means = [], []
     with tqdm(total=len(entries), unit="utt", desc=desc, leave=False) as bar:
         for keys, feats, lengths in batches(entries, "kaldi_ark", batch_size):
             moe.last_gate = None
             _, enc_lens = model.encode(feats.to(device), lengths.to(device))
             if moe.last_gate is None:
-                raise RuntimeError(f"{job}: the MoE fusion did not run in model.encode")
+                raise RuntimeError(f"{feats_scp}: the MoE fusion did not run in model.encode")
             means.append(utterance_gate_means(moe.last_gate, lengths))
             utts += keys
             bar.update(len(keys))
@@ -119,7 +119,7 @@ def model_gate_means(model, feats_scp: Path, batch_size: int = 8, device: str = 
 
 def collect_gate_means(job: Path, model_name: str, feats_scp: Path, batch_size: int = 8, device: str = "cpu"):
     """``(utt ids, means [n_utts, 1 + K], expert labels)`` of one system on one feature set."""
-    from espnet_delta.bin.decode import load_model
+    from espnet_delta.asr.decoding import load_model
 
     model = load_model(job / "config.yaml", job / model_name, device)
     utts, means = model_gate_means(model, feats_scp, batch_size, device, desc=f"gates {job.name}")
@@ -199,3 +199,33 @@ def gate_means_up_to_date(tsv: Path, feats_scp: Path, inputs: Sequence[Path]) ->
         return False
     rows = [line.split("\t", 1)[0] for line in lines[1:]]
     return sorted(rows) == sorted(row.key for row in read_table(feats_scp, what="scp"))
+
+
+def write_gate_means(job: Path, model_name: str, tests: Sequence[Tuple[str, Path]], batch_size: int = 8,
+                     device: str = "cpu") -> List[Path]:
+    """Write the missing or outdated ``<job>/decode/<set>/gate_means.tsv`` of one MoE system
+    for each ``(set, feats.scp)``; a system that is not MoE is skipped. Returns the paths written."""
+    from espnet_delta.asr.decoding import load_model
+
+    config, model_file = job / "config.yaml", job / model_name
+    for path in (config, model_file):
+        if not path.exists():
+            raise FileNotFoundError(f"{job}: {path.name} not found: {path} (is the system trained?)")
+    if not is_moe_config(config):
+        logging.info("%s: not a MoE fusion system; no gate means", job)
+        return []
+    model, written = None, []
+    for name, scp in tests:
+        out = job / "decode" / name / GATE_MEANS_FILE
+        if gate_means_up_to_date(out, scp, [model_file, config, scp]):
+            logging.info("%s %s: %s is up to date", job, name, out)
+            continue
+        if model is None:
+            model = load_model(config, model_file, device)
+            names = expert_names(model.frontend)
+        utts, means = model_gate_means(model, scp, batch_size, device, desc=f"gates {job.name} {name}")
+        write_gate_means_file(out, utts, means, names)
+        logging.info("%s %s: wrote %s (%d utterances; mean %s)", job, name, out, len(utts),
+                     ", ".join(f"{n} {m:.3f}" for n, m in zip(names, means.mean(0))))
+        written.append(out)
+    return written

@@ -36,7 +36,8 @@ import torch
 
 from espnet_delta.analysis.outputs import file_fingerprint, load_cache, save_cache
 from espnet_delta.analysis.similarity import KEEP_VARIANCE, cca_reduced, reduce_svd
-from espnet_delta.features.audio import AudioItem, AudioReader, make_batches, read_wav_scp
+from espnet_delta.data.wav_scp import AudioItem, AudioReader, read_wav_scp
+from espnet_delta.features.audio import make_batches
 
 COMPARISONS = ("pt_vs_ft", "ft_vs_delta")
 MEASURES = ("mean_cca", "pwcca")

@@ -17,7 +17,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_delta.asr.greedy_ctc import ids_to_text
-from espnet_delta.scoring.align import count_errors
+from espnet_delta.data.word_align import count_errors
 
 
 class CTCWERModel(ESPnetASRModel):

@@ -1,22 +1,17 @@
-"""Greedy CTC decoding of ESPnet ASR models, batched, for any input type.
+"""Greedy CTC: the best path of each frame, collapsed, blanks dropped, read as text or phones.
 
-ESPnet's ``asr_inference`` runs a CTC prefix beam search one utterance at a time
-(and starts a process per job); for CTC-only models greedy decoding is what the
-papers report and is far cheaper. :func:`decode_batches` works for waveform inputs
-(S3PRL or delta-fusion frontends) and for cached feature matrices alike.
+ESPnet's ``asr_inference`` runs a CTC prefix beam search one utterance at a time; for
+CTC-only models greedy decoding is what the papers report and is far cheaper. These
+functions turn a model's encoder output into token ids and text; loading inputs and
+models and the per-job loop are :mod:`espnet_delta.asr.decoding`'s. The CTC-WER model
+(:mod:`espnet_delta.asr.ctc_wer_model`) uses :func:`ids_to_text` for its validation WER.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
-import numpy as np
 import torch
-
-from espnet_delta.data.audio import TARGET_RATE, AudioError, read_audio
-from espnet_delta.fileio import read_table
 
 BLANK = 0
 
@@ -36,58 +31,16 @@ def ids_to_text(ids: Sequence[int], token_list: Sequence[str], collapse: bool = 
     return " ".join("".join(out).split())
 
 
-def read_scp(path: Path) -> List[Tuple[str, str]]:
-    """``(utt, value)`` of a wav.scp or feats.scp, in file order."""
-    entries = []
-    for lineno, key, value in read_table(path, what="scp"):
-        if not value:
-            raise ValueError(f"{path}:{lineno}: expected '<utt> <path>', got {key!r}")
-        entries.append((key, value))
-    return entries
+def ids_to_phones(ids: torch.Tensor, token_list: Sequence[str]) -> str:
+    """Repeats collapsed, blanks dropped, every token one phone, separated by spaces."""
+    path = torch.unique_consecutive(ids).tolist()
+    return " ".join(token_list[i] for i in path if i != BLANK)
 
 
-def load_input(value: str, input_type: str) -> np.ndarray:
-    if input_type == "sound":
-        try:
-            wav, rate = read_audio(value)
-        except AudioError as e:
-            raise ValueError(f"{value}: {e}") from e
-        if rate != TARGET_RATE or wav.shape[1] != 1:
-            raise ValueError(f"{value}: {rate} Hz with {wav.shape[1]} channel(s), expected {TARGET_RATE} Hz mono")
-        return wav[:, 0]
-    if input_type == "kaldi_ark":
-        import kaldiio
-
-        return np.asarray(kaldiio.load_mat(value), dtype=np.float32)
-    raise ValueError(f"input_type={input_type!r}; expected sound or kaldi_ark")
-
-
-def batches(entries: List[Tuple[str, str]], input_type: str, batch_size: int) -> Iterator[Tuple[List[str], torch.Tensor, torch.Tensor]]:
-    """Length-sorted batches (less padding), padded with zeros."""
-    loaded = [(key, load_input(value, input_type)) for key, value in entries]
-    loaded.sort(key=lambda kv: -len(kv[1]))
-    for start in range(0, len(loaded), batch_size):
-        chunk = loaded[start : start + batch_size]
-        tensors = [torch.from_numpy(np.ascontiguousarray(x)) for _, x in chunk]
-        lengths = torch.tensor([len(t) for t in tensors])
-        yield [k for k, _ in chunk], torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True), lengths
-
-
-@torch.no_grad()
-def decode_batches(model, entries, input_type: str, batch_size: int = 8, device: str = "cpu") -> Dict[str, str]:
-    """utt id -> hypothesis text, greedy CTC on ``model.encode``."""
-    from tqdm import tqdm
-
-    model.eval()
-    hyps: Dict[str, str] = {}
-    with tqdm(total=len(entries), unit="utt", desc="decode", leave=False) as bar:
-        for keys, speech, lengths in batches(entries, input_type, batch_size):
-            enc, enc_lens = model.encode(speech.to(device), lengths.to(device))
-            if isinstance(enc, tuple):  # intermediate CTC (e.g. encoder: sshr): (out, [(layer, out_l), ...])
-                enc = enc[0]
-            ids = model.ctc.argmax(enc).cpu()
-            for b, key in enumerate(keys):
-                hyps[key] = ids_to_text(ids[b, : int(enc_lens[b])].tolist(), model.token_list)
-            bar.update(len(keys))
-    logging.info("decoded %d utterances", len(hyps))
-    return hyps
+def best_paths(model, speech: torch.Tensor, lengths: torch.Tensor, device: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(ids (B, T) on the CPU, encoder lengths (B,))``: the arg-max token of every frame of
+    ``model.encode`` (an ESPnet ASR model with a CTC head)."""
+    enc, enc_lens = model.encode(speech.to(device), lengths.to(device))
+    if isinstance(enc, tuple):  # intermediate CTC (e.g. encoder: sshr): (out, [(layer, out_l), ...])
+        enc = enc[0]
+    return model.ctc.argmax(enc).cpu(), enc_lens

@@ -12,14 +12,15 @@ The Whisper classes get names of their own rather than replacing ESPnet's ``whis
 ESPnet's exact behaviour), and a saved config that needs the plugin says so by its name.
 """
 
+from espnet_delta.asr.decoder.whisper_file import WhisperFileDecoder
+from espnet_delta.asr.encoder.identity import IdentityEncoder
+from espnet_delta.asr.encoder.sshr import SSHREncoder
+from espnet_delta.asr.encoder.whisper_file import WhisperFileEncoder
 from espnet_delta.asr.frontend.cached_fusion import CachedFusionFrontend
 from espnet_delta.asr.frontend.delta_fusion import DeltaFusionFrontend
-from espnet_delta.asr.encoder.identity import IdentityEncoder
-from espnet_delta.asr.frontend.ssl_interface import SSLInterfaceFrontend
 from espnet_delta.asr.frontend.s3prl_exact import ExactS3prlFrontend
-from espnet_delta.asr.encoder.sshr import SSHREncoder
+from espnet_delta.asr.frontend.ssl_interface import SSLInterfaceFrontend
 from espnet_delta.asr.frontend.sshr import SSHRFrontend
-from espnet_delta.whisper.espnet_modules import WhisperFileDecoder, WhisperFileEncoder
 
 FRONTENDS = {
     "delta_fusion": DeltaFusionFrontend,
@@ -29,7 +30,7 @@ FRONTENDS = {
     "sshr": SSHRFrontend,
 }
 ENCODERS = {"identity": IdentityEncoder, "sshr": SSHREncoder, "whisper_file": WhisperFileEncoder}
-DECODERS = {"whisper_file": WhisperFileDecoder}  # hub name or local checkpoint (espnet_delta/whisper/)
+DECODERS = {"whisper_file": WhisperFileDecoder}  # hub name or local checkpoint (espnet_delta/whisper/load.py)
 
 
 def register() -> None:

@@ -31,13 +31,12 @@ import os
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(__doc__, option_file=True)
     parser.add_argument("--out_dir", type=Path, default=Path("exp/analysis"))
     parser.add_argument("--link_base", type=Path, default=Path("."),
                         help="figures.md links are relative to this directory (where RESULTS.md lives)")

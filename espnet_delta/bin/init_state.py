@@ -9,7 +9,7 @@ ESPnet's trainer seeds every generator with ``seed`` and then builds the model
 (``AbsTask.main_worker``), so rebuilding the model from the job's saved ``config.yaml`` after
 the same seeding reproduces its initial weights exactly (checked against a job trained for one
 step at lr 0); two jobs whose configs differ only in their data (child and adult,
-``espnet_delta.recipe.whisper_jobs``) share this state. The file is a plain ESPnet state dict
+``espnet_delta.recipe.families.whisper``) share this state. The file is a plain ESPnet state dict
 (the models' own key names), usable as ``--base`` of a merge. Works for any ESPnet ASR config
 without ``init_param`` / ``init``.
 """
@@ -23,7 +23,7 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
 from espnet_delta.fileio import load_yaml, torch_save_atomic
 
 
@@ -59,7 +59,7 @@ def write_initial_state(config_file: Path, out: Path) -> Path:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__)
     p.add_argument("--config", type=Path, required=True, help="config.yaml of a trained ESPnet job")
     p.add_argument("--out", type=Path, required=True, help="state dict file to write")
     add_log_level_argument(p)

@@ -15,17 +15,12 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m espnet_delta.bin.langid_probe",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = new_parser(__doc__, option_file=True, prog="python -m espnet_delta.bin.langid_probe")
     p.add_argument("--upstream_conf", type=Path, default=None, help="(required) YAML: name -> {upstream, path_or_url}")
     p.add_argument("--model", default=None, help="(required) entry of --upstream_conf to probe (frozen, pre-trained)")
     p.add_argument("--train_dir", type=Path, default=None, help="(required) Kaldi dir with wav.scp + utt2lang to fit on")

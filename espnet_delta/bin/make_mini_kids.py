@@ -15,18 +15,13 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
 from espnet_delta.data.mini_kids import make_mini_kids, prepare_kids
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m espnet_delta.bin.make_mini_kids",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = new_parser(__doc__, option_file=True, prog="python -m espnet_delta.bin.make_mini_kids")
     p.add_argument("--out", default=None, help="(required) corpus folder to create (left alone if already complete)")
     p.add_argument("--data_dir", type=Path, default=None, help="also write Kaldi dirs <data_dir>/<prefix>{train,dev,test}")
     p.add_argument("--prefix", default="kids_", help="prefix of the data dir names")

@@ -15,18 +15,13 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.data.multilingual_corpus import make_multilingual_corpus, write_data_dirs
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m espnet_delta.bin.make_multilingual_corpus",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = new_parser(__doc__, option_file=True, prog="python -m espnet_delta.bin.make_multilingual_corpus")
     p.add_argument("--out", default=None, help="(required) corpus folder to create (left alone if already complete)")
     p.add_argument("--data_dir", type=Path, default=None, help="also write Kaldi dirs <data_dir>/{train,dev,test}")
     p.add_argument("--scale", type=float, default=1.0, help="size factor; speakers and utterances per speaker scale with sqrt(scale)")

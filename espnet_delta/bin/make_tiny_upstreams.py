@@ -11,15 +11,14 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.ssl.tiny import ARCHITECTURES, LOCAL_UPSTREAM, TinyConfig, make_tiny_upstream
 
 
 def get_parser() -> argparse.ArgumentParser:
     defaults = TinyConfig()
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__, option_file=True)
     p.add_argument("--out_dir", type=Path, default=None, help="directory for <arch>.pt (required)")
     p.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
     p.add_argument("--seed", type=int, default=0, help="base seed; arch k uses seed + k")

@@ -10,14 +10,13 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.whisper.tiny import TinyWhisperConfig, make_tiny_whisper
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__, option_file=True)
     p.add_argument("--out", type=Path, default=None, help="checkpoint file to write (required)")
     p.add_argument("--seed", type=int, default=0)
     for field in dataclasses.fields(TinyWhisperConfig):

@@ -36,15 +36,14 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from espnet2.utils.config_argparse import ArgumentParser
 from espnet2.utils.types import str_or_none
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.merge import METHODS, SCHEDULES, MergeConfig, MergeError, merge_files
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(__doc__, option_file=True)
     parser.add_argument("--method", choices=METHODS, default=None, help="merge method (required)")
     parser.add_argument("--base", type=str_or_none, default=None, help="pre-trained (base) checkpoint")
     parser.add_argument("--models", nargs="+", default=None, help="fine-tuned checkpoints, M1 first (required)")

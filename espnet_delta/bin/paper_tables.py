@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.fileio import load_yaml, write_yaml_atomic
 from espnet_delta.scoring.inputs import ScoringInputError
 from espnet_delta.scoring.md_sections import write_sections
@@ -42,7 +42,7 @@ from espnet_delta.scoring.paper_tables import TABLES, ScoreBook, SizeRoot, build
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(__doc__)
     parser.add_argument("--tables", nargs="+", type=int, required=True, choices=sorted(TABLES),
                         help="tables of arXiv 2601.20142 to write")
     parser.add_argument("--size", action="append", default=[], metavar="LABEL=EXP_DIR",

@@ -12,20 +12,15 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.data.prepare import SUMMARY_NAME, PrepConfig, prepare_data
 from espnet_delta.data.report import format_summary
 from espnet_delta.data.subsets import parse_hours
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m espnet_delta.bin.prepare_data",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = new_parser(__doc__, option_file=True, prog="python -m espnet_delta.bin.prepare_data")
     p.add_argument("--myst", default=None, help="(required) MyST root (holding data/{train,development,test}) or its data/ folder")
     p.add_argument("--librispeech", default=None, help="LibriSpeech root holding train-clean-100, dev-clean, test-clean")
     p.add_argument("--whisper_hyp", default=None, help="file of 'utt_id<TAB>hypothesis' lines; enables the Whisper WER filter")

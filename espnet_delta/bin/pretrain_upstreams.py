@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.ssl.pretrain import PretrainConfig, pretrain
 from espnet_delta.ssl.pretrain_targets import FRAME_LENGTH
 from espnet_delta.ssl.tiny import ARCHITECTURES
@@ -32,7 +32,7 @@ from espnet_delta.ssl.tiny import ARCHITECTURES
 
 def get_parser() -> argparse.ArgumentParser:
     d = PretrainConfig()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__)
     p.add_argument("--in_dir", type=Path, required=True, help="directory of the random <arch>.pt checkpoints")
     p.add_argument("--out_dir", type=Path, required=True, help="directory for the pre-trained <arch>.pt")
     p.add_argument("--work_dir", type=Path, required=True, help="per-epoch states and targets, <work_dir>/<arch>/")
@@ -57,7 +57,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def read_audio(wav_scps: Sequence[Path]) -> List[torch.Tensor]:
     """Every utterance of the wav.scp files as a float tensor; sub-frame ones are dropped."""
-    from espnet_delta.features.audio import AudioReader, read_wav_scp
+    from espnet_delta.data.wav_scp import AudioReader, read_wav_scp
 
     wavs, dropped = [], 0
     for scp in wav_scps:

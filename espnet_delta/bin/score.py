@@ -36,9 +36,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.scoring import (
     ScoringInputError,
     SctkError,
@@ -57,7 +56,7 @@ from espnet_delta.fileio import write_text_atomic
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = new_parser(__doc__, option_file=True)
     one = parser.add_argument_group("score one system")
     one.add_argument("--ref", type=Path, help="reference Kaldi text")
     one.add_argument("--hyp", type=Path, help="hypothesis Kaldi text")

@@ -15,18 +15,13 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
 from espnet_delta.data.speed_perturb import speed_perturb_dir
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m espnet_delta.bin.speed_perturb",
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = new_parser(__doc__, option_file=True, prog="python -m espnet_delta.bin.speed_perturb")
     p.add_argument("--src", type=Path, default=None, help="(required) source data dir")
     p.add_argument("--out", type=Path, default=None, help="(required) output data dir, replaced as a whole")
     p.add_argument("--factors", type=float, nargs="+", default=[0.9, 1.0, 1.1], help="speed factors (1.0 keeps the original audio)")

@@ -22,13 +22,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet2.utils.config_argparse import ArgumentParser
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__, option_file=True)
     p.add_argument("--model", default=None, help="(required) hub name (e.g. large-v2) or Whisper checkpoint file")
     p.add_argument("--wav_scp", type=Path, action="append", default=None,
                    help="(required, repeatable) Kaldi wav.scp of 16 kHz mono audio")

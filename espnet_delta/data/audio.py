@@ -2,7 +2,7 @@
 
 Data preparation probes corpus audio (:func:`probe_audio`) and resamples it; feature
 extraction, shape files and greedy decoding read data-dir audio through the same
-functions (via :class:`espnet_delta.features.audio.AudioReader` where a ``wav.scp``
+functions (via :class:`espnet_delta.data.wav_scp.AudioReader` where a ``wav.scp``
 line is known), so every reader treats unreadable, empty and length-less (FLAC
 stream) files alike.
 

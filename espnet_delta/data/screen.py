@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from espnet_delta.scoring.align import count_errors
-
 from .audio import TARGET_RATE, AudioError, AudioInfo, probe_audio, resample_to_16k
 from .kaldi_dir import Utterance, id_problem
 from .report import SplitStats
 from .text_norm import normalize_transcript
 from .tokens import char_tokens
+from .word_align import count_errors
 
 __all__ = ["Candidate", "ScreenConfig", "ctc_min_frames", "screen", "ssl_frames", "word_error_rate"]
 
@@ -62,7 +61,7 @@ class ScreenConfig:
 def word_error_rate(ref: str, hyp: str) -> float:
     """WER of two transcripts after :func:`normalize_transcript` on both.
 
-    Errors are counted on sclite's alignment (:mod:`espnet_delta.scoring.align`), as in
+    Errors are counted on sclite's alignment (:mod:`.word_align`), as in
     the reported WERs.
     """
     ref_words, hyp_words = normalize_transcript(ref).split(), normalize_transcript(hyp).split()

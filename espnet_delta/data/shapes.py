@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from espnet_delta.features.audio import AudioReader, read_wav_scp
+from espnet_delta.data.wav_scp import AudioReader, read_wav_scp
 from espnet_delta.fileio import write_text_atomic
 
 

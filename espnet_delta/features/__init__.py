@@ -15,9 +15,10 @@ Output directory (``dump/feats/<set>/``)::
     layout.json          format, stream names and columns, dtype, autocast, layer, hidden_norm,
                          mode, frame shift, the model specs with their checkpoints' paths,
                          sizes, mtimes
-    shards.json          nj and a fingerprint of the utterance list (wav.scp)
-    feats.<k>.ark        shard k = 1..nj: the matrices (float32 Kaldi "FM", or float16 as
-                         kaldiio's NPY-in-ark record with --fp16)
+    shards.json          a fingerprint of the utterance list (wav.scp) and the current split
+                         (num_shards; complete shards kept from a split with another count)
+    feats.<k>.ark        shard k = 1..num_shards: the matrices (float32 Kaldi "FM", or float16
+                         as kaldiio's NPY-in-ark record with --feats_fp16)
     feats.<k>.shape      "utt T,D" for shard k
     feats.<k>.scp        "utt <out_dir>/feats.<k>.ark:<offset>": written LAST, by rename,
                          so a shard is complete iff its scp exists
@@ -27,9 +28,9 @@ Output directory (``dump/feats/<set>/``)::
     utt2num_frames       "utt T"
 
 The merged files are written by whichever call finds every shard complete (so the
-last of nj parallel ``--shard k`` calls merges), or by ``--merge_only``; ``feats.scp``
+last of num_shards parallel ``--shard k`` calls merges), or by ``--merge_only``; ``feats.scp``
 is written last. Utterances are sorted by id and dealt round-robin into shards
-(utterance i goes to shard i % nj + 1). A shard being written holds an exclusive
+(utterance i goes to shard i % num_shards + 1). A shard being written holds an exclusive
 lock (``.feats.<k>.lock``); a killed run leaves ``*.tmp`` files or an ark without
 scp, which the next run removes before redoing that shard. Within a shard,
 utterances are processed longest first in batches of at most ``batch_size``
@@ -46,14 +47,17 @@ about 1e-6, another batch composition by up to about 1e-4 (float summation order
 An existing ``out_dir`` is reused only when its layout.json matches the config
 (layout format, stream names, dtype, autocast, mode, layer, hidden_norm, and each
 checkpoint's absolute path, size and mtime: a retrained checkpoint is a different
-model) and shards.json the
-data (same utterances and paths; same nj unless already merged). Otherwise the call
-fails naming the file and the differing keys; ``overwrite`` deletes the earlier
-features first.
+model) and shards.json the data (same utterances and paths). Otherwise the call fails
+naming the file and the differing keys; ``overwrite`` deletes the earlier features
+first. The shard count is no part of that identity: a merged cache is reused with any
+count, and an unfinished one extracted with another count is resumed, its complete
+shards kept and the utterances they lack split into new shards numbered after them
+(:func:`.shards.plan_shards`; a resumed shard with other batch companions may differ
+by the batch-composition amount above).
 
 Modules: :mod:`.layout` (which columns hold which stream; read side),
 :mod:`.config` (what to extract, and the identity checks of an existing cache),
 :mod:`.audio` (wav.scp items, reading and batching audio), :mod:`.shards` (shard
-files, locks, merging) and :mod:`.extract` (the driver).
+files, locks, the split, merging) and :mod:`.extract` (the driver).
 
 """

@@ -2,7 +2,8 @@
 
 A cache directory is reused only when its ``layout.json`` matches the config: stream
 names, dtype, mode, layer, hidden_norm and each checkpoint's fingerprint (absolute
-path, size, mtime: a retrained checkpoint is a different model).
+path, size, mtime: a retrained checkpoint is a different model). How the cache is split
+into shards is not part of its identity (:func:`espnet_delta.features.shards.plan_shards`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from espnet_delta.features.layout import (  # noqa: F401  (LayoutMismatchError: 
     LayoutMismatchError,
     StreamColumns,
     check_format,
-    stream_names,
 )
 from espnet_delta.fileio import load_yaml
 from espnet_delta.ssl.embeddings import (
@@ -30,6 +30,7 @@ from espnet_delta.ssl.embeddings import (
     check_options,
     hidden_state_index,
 )
+from espnet_delta.ssl.streams import stream_names
 
 SAMPLE_RATE = 16000
 

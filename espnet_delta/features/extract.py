@@ -15,28 +15,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from espnet_delta.features.audio import (
-    AudioItem,
-    AudioReader,
-    _utts_fingerprint,
-    make_batches,
-    padded_batch,
-    prefetched,
-    read_wav_scp,
-    shard_items,
-)
+from espnet_delta.data.wav_scp import AudioItem, AudioReader, read_wav_scp
+from espnet_delta.features.audio import _utts_fingerprint, make_batches, padded_batch, prefetched, shard_items
 from espnet_delta.features.config import SAMPLE_RATE, ExtractionConfig, LayoutMismatchError, check_layout_file, layout_for
-from espnet_delta.features.layout import AUTOCASTS, LAYOUT_FILE, LAYOUT_FORMAT, FeatureLayout
+from espnet_delta.features.layout import LAYOUT_FILE, LAYOUT_FORMAT, FeatureLayout
 from espnet_delta.fileio import write_lines_atomic
-from espnet_delta.features.shards import (
-    ShardFiles,
-    _check_shards_file,
-    _ShardLock,
-    clear_out_dir,
-    merge_shards,
-    write_matrix,
-)
+from espnet_delta.features.shards import ShardFiles, _ShardLock, clear_out_dir, merge_shards, plan_shards, write_matrix
 from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
+from espnet_delta.ssl.streams import AUTOCASTS
 
 
 @dataclasses.dataclass
@@ -55,7 +41,7 @@ def _write_shard(
     layout: FeatureLayout,
     items: Sequence[AudioItem],
     files: ShardFiles,
-    nj: int,
+    label: str,
     audio: AudioReader,
     *,
     batch_samples: int,
@@ -76,7 +62,7 @@ def _write_shard(
     fp16 = np_dtype == np.float16
     entries: List[Tuple[str, int, int]] = []  # utt, offset, frames
     ark_tmp = files.tmp(files.ark)
-    bar = tqdm(total=len(items), unit="utt", desc=f"shard {files.k}/{nj}", disable=not progress, leave=False)
+    bar = tqdm(total=len(items), unit="utt", desc=f"shard {label}", disable=not progress, leave=False)
     pin = device.type == "cuda"
     try:
         with open(ark_tmp, "wb") as fd:
@@ -92,7 +78,7 @@ def _write_shard(
                 for i, (item, _) in enumerate(batch):
                     mat = matrix[i, : int(frames[i])].numpy().astype(np_dtype)
                     if not np.isfinite(mat).all():
-                        why = " after conversion to float16 (beyond 65504); extract without --fp16" if fp16 else ""
+                        why = " after conversion to float16 (beyond 65504); extract without --feats_fp16" if fp16 else ""
                         raise RuntimeError(f"{item.utt}: non-finite features{why}")
                     entries.append((item.utt, write_matrix(fd, item.utt, mat), mat.shape[0]))
                 bar.update(len(batch))
@@ -116,7 +102,7 @@ def extract_features(
     config: Union[str, os.PathLike, Dict[str, Any], ExtractionConfig],
     data_dir: Union[str, os.PathLike],
     out_dir: Union[str, os.PathLike],
-    nj: int = 1,
+    num_shards: int = 1,
     shard: Optional[int] = None,
     *,
     batch_seconds: float = 60.0,
@@ -131,13 +117,16 @@ def extract_features(
 ) -> ExtractionResult:
     """Extract the streams of ``config`` for ``data_dir/wav.scp`` into ``out_dir``.
 
-    With ``shard=k`` only shard k is written (run nj of these in parallel); without,
-    every missing shard is written in turn. Finished shards are skipped; partial ones
-    are removed and redone. Whichever call finds all shards complete merges them.
+    With ``shard=k`` only shard k is written (run ``num_shards`` of these in parallel);
+    without, every missing shard is written in turn. Finished shards are skipped; partial
+    ones are removed and redone. Whichever call finds all shards complete merges them.
     ``merge_only`` computes nothing and fails unless every shard is complete.
     ``overwrite`` deletes earlier features in ``out_dir`` first (not with ``shard``:
     parallel calls would delete each other's work). ``extractor``: an already built
     :class:`SSLEmbeddingExtractor` for this config, to avoid loading the models again.
+    ``num_shards`` is no part of the cache's identity: a cache extracted with another
+    count is reused when merged and otherwise resumed, its complete shards kept
+    (:func:`espnet_delta.features.shards.plan_shards`).
 
     ``fp16`` is the STORAGE dtype (float16 values, rounded once from float32 streams);
     ``autocast`` (``none`` | ``bf16`` | ``fp16``) the COMPUTE precision of the upstream
@@ -145,10 +134,10 @@ def extract_features(
     """
     config = ExtractionConfig.from_config(config)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    if nj < 1:
-        raise ValueError(f"nj={nj}; expected >= 1")
-    if shard is not None and not 1 <= shard <= nj:
-        raise ValueError(f"shard={shard}; expected 1..{nj}")
+    if num_shards < 1:
+        raise ValueError(f"num_shards={num_shards}; expected >= 1")
+    if shard is not None and not 1 <= shard <= num_shards:
+        raise ValueError(f"shard={shard}; expected 1..{num_shards}")
     if overwrite and shard is not None:
         raise ValueError(
             "overwrite cannot be combined with shard: parallel shard jobs would delete each other's work; "
@@ -186,33 +175,36 @@ def extract_features(
     }
     if layout_path.is_file():
         check_layout_file(layout_path, partial_expected, with_columns=False)
-    elif (out_dir / "feats.scp").is_file() or any(ShardFiles(out_dir, k).complete() for k in range(1, nj + 1)):
+    elif (out_dir / "feats.scp").is_file() or any(out_dir.glob("feats.*.scp")):
         raise LayoutMismatchError(
             f"{out_dir}: features exist without {LAYOUT_FILE}, so what they hold is unknown; "
             "pass --overwrite to delete them and extract again"
         )
-    split = {"nj": nj, "num_utts": len(items), "utts_sha256": _utts_fingerprint(items)}
-    _check_shards_file(out_dir, split, merged=(out_dir / "feats.scp").is_file())
+    # 2. the same utterances; the split is the recorded one, or a new one keeping the complete shards
+    merged = (out_dir / "feats.scp").is_file()
+    identity = {"num_utts": len(items), "utts_sha256": _utts_fingerprint(items)}
+    plan = plan_shards(out_dir, identity, num_shards, merged)
 
     result = ExtractionResult(out_dir=out_dir, written=[], skipped=[], merged=False)
-    all_shards = [ShardFiles(out_dir, k) for k in range(1, nj + 1)]
-    if (out_dir / "feats.scp").is_file():
+    numbers = list(range(1, num_shards + 1))  # the current shards, as --shard counts them
+    if merged:
         logging.info("%s: complete (%d utterances), nothing to do", out_dir / "feats.scp", len(items))
         result.merged = True
-        result.skipped = [f.k for f in all_shards]
+        result.skipped = numbers
         return result
 
-    mine = [all_shards[shard - 1]] if shard is not None else all_shards
+    mine = [shard] if shard is not None else numbers
     todo = []
-    for files in mine:
+    for k in mine:
+        files = plan.files(out_dir, k)
         if files.complete():
-            logging.info("shard %d/%d: complete (%s), skipped", files.k, nj, files.scp)
-            result.skipped.append(files.k)
+            logging.info("shard %d/%d: complete (%s), skipped", k, num_shards, files.scp)
+            result.skipped.append(k)
         else:
-            todo.append(files)
-    if merge_only and not all(f.complete() for f in all_shards):
-        missing = [f.k for f in all_shards if not f.complete()]
-        raise RuntimeError(f"{out_dir}: --merge_only, but shard(s) {missing} of {nj} are not complete")
+            todo.append(k)
+    missing = [k for k in numbers if not plan.files(out_dir, k).complete()]
+    if merge_only and missing:
+        raise RuntimeError(f"{out_dir}: --merge_only, but shard(s) {missing} of {num_shards} are not complete")
 
     if todo and not merge_only:
         if extractor is None:
@@ -228,34 +220,36 @@ def extract_features(
         dev = torch.device(device or default_device())
         extractor.to(dev)
         audio = AudioReader(wav_scp)
+        remaining = plan.remaining(out_dir, items)  # all of them unless an earlier split left complete shards
         t0 = time.perf_counter()
-        for files in todo:
+        for k in todo:
+            files = plan.files(out_dir, k)
             with _ShardLock(files):
                 if files.complete():  # finished by another process meanwhile
-                    result.skipped.append(files.k)
+                    result.skipped.append(k)
                     continue
                 n, secs = _write_shard(
                     extractor,
                     layout,
-                    shard_items(items, nj, files.k),
+                    shard_items(remaining, num_shards, k),
                     files,
-                    nj,
+                    f"{k}/{num_shards}",
                     audio,
                     batch_samples=int(batch_seconds * SAMPLE_RATE),
                     batch_size=batch_size,
                     device=dev,
                     progress=progress,
                 )
-            logging.info("shard %d/%d: wrote %d utterances (%.1f s of audio) to %s", files.k, nj, n, secs, files.ark)
-            result.written.append(files.k)
+            logging.info("shard %d/%d: wrote %d utterances (%.1f s of audio) to %s", k, num_shards, n, secs, files.ark)
+            result.written.append(k)
             result.num_utts += n
             result.audio_seconds += secs
         result.compute_seconds = time.perf_counter() - t0
 
-    if all(f.complete() for f in all_shards):
-        merge_shards(out_dir, nj, items)
+    waiting = [k for k in numbers if not plan.files(out_dir, k).complete()]
+    if not waiting:
+        merge_shards(out_dir, plan.indices(), items)
         result.merged = True
     else:
-        waiting = [f.k for f in all_shards if not f.complete()]
         logging.info("%s: shard(s) %s not complete yet; the call that completes the last one merges", out_dir, waiting)
     return result

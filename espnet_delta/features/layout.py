@@ -40,17 +40,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from espnet_delta.fileio import write_text_atomic
+from espnet_delta.ssl.streams import AUTOCASTS, DELTA, FT, KINDS, MODES, PT, stream_name
 
 #: Version tag written into layout.json. 2: the other models' streams are
 #: ``<name>.delta`` (E_ft - E_pt, rounded once) and ``<name>.ft``; 1 stored ``<name>.pt``.
 LAYOUT_FORMAT = "espnet_delta.features.layout/2"
 LAYOUT_FILE = "layout.json"
 DTYPES = ("float32", "float16")
-AUTOCASTS = ("none", "bf16", "fp16")
-FT, PT, DELTA = "ft", "pt", "delta"
-KINDS = (FT, PT, DELTA)
-#: What the other models contribute: E_delta = E_ft - E_pt or E_ft.
-MODES = ("delta", "full")
 
 
 class LayoutError(ValueError):
@@ -59,26 +55,6 @@ class LayoutError(ValueError):
 
 class LayoutMismatchError(RuntimeError):
     """Features on disk were written for a different configuration or layout format."""
-
-
-def stream_name(model: str, kind: str) -> str:
-    """``stream_name("hubert_local", "ft") == "hubert_local.ft"``; kinds: ft, pt, delta."""
-    return f"{model}.{kind}"
-
-
-def stream_names(reference: str, others: Sequence[str], mode: str) -> List[str]:
-    """The streams of one extraction, in column order: the reference's E_ft, then per
-    other model E_delta (``mode: delta`` only) and E_ft; refuses a name that occurs twice."""
-    names = [stream_name(reference, FT)]
-    for model in others:
-        names += ([stream_name(model, DELTA)] if mode == "delta" else []) + [stream_name(model, FT)]
-    dups = sorted({n for n in names if names.count(n) > 1})
-    if dups:
-        raise ValueError(
-            f"stream names {dups} occur twice: the streams are named '<name>.ft' / '<name>.delta' after each "
-            "model's 'name' (default: its S3PRL upstream name); give the models distinct names"
-        )
-    return names
 
 
 def split_stream_name(name: str) -> Tuple[str, str]:

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from espnet_delta.bin import LOG_FORMAT
+from espnet_delta.cli import LOG_FORMAT
 from espnet_delta.jobs.groups import JobArray, JobsFailed, split_round_robin
 
 BACKENDS = ("local", "slurm")

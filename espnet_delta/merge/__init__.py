@@ -15,7 +15,8 @@ on child speech, M2 the one fine-tuned on adult speech.
 Modules: :mod:`.checkpoint` (containers, key alignment), :mod:`.arch` (the name
 table), :mod:`.schedule` and :mod:`.schedule_file` (SA ratios), :mod:`.ops`
 (per-tensor formulas), :mod:`.config` (options, report), :mod:`.align` (checks),
-:mod:`.merger` (the streaming driver). CLI: ``python -m espnet_delta.bin.merge``.
+:mod:`.merger` (the streaming driver), :mod:`.transfer` (task-vector transfer between
+plain state dicts, strictly checked). CLI: ``python -m espnet_delta.bin.merge``.
 """
 
 from .arch import NAME_PATTERNS, attention_qkv_layer, detect_architecture, num_layers

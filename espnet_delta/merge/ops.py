@@ -9,7 +9,7 @@ flips, no NaN from ``0 * inf``).
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
@@ -79,15 +79,24 @@ def add_task_vector(target: torch.Tensor, tau: torch.Tensor, scale: float) -> to
     return torch.where(step != 0, moved, target)
 
 
+def task_vector(theta: torch.Tensor, base: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """tau = theta - theta_base, in ``dtype`` (default: the compute dtype of ``theta``,
+    float32 for half-precision inputs)."""
+    if theta.shape != base.shape:
+        raise ValueError(f"task vector of tensors of shape {tuple(theta.shape)} and {tuple(base.shape)}")
+    dtype = dtype or _compute_dtype(theta.dtype)
+    return theta.to(dtype) - base.to(dtype)
+
+
 def transfer(
     target: torch.Tensor, donor: torch.Tensor, donor_base: torch.Tensor, scale: float
 ) -> torch.Tensor:
     """theta_target + scale * (theta_donor - theta_donor_base): move a task vector
-    (e.g. "augmented minus plain fine-tuning" on one corpus) onto another model."""
+    (e.g. "augmented minus plain fine-tuning" on one corpus) onto another model.
+    :mod:`espnet_delta.merge.transfer` does the same for whole state dicts."""
     if scale == 0.0:
         return target
-    dtype = _compute_dtype(target.dtype)
-    return add_task_vector(target, donor.to(dtype) - donor_base.to(dtype), scale)
+    return add_task_vector(target, task_vector(donor, donor_base, _compute_dtype(target.dtype)), scale)
 
 
 def trim_mask(tau: torch.Tensor, topk: float) -> torch.Tensor:

@@ -4,7 +4,7 @@
         --out exp/interface_results.md
 
 One row per system of ``--interface_systems`` (``exp/if_<system>_<unit>`` job dirs of
-``espnet_delta.recipe.interface_jobs``): its frontend and interface, the trainable
+``espnet_delta.recipe.families.interface``): its frontend and interface, the trainable
 parameters of the interface part (frontend) and of the whole model per unit, WER and
 CER of the character model and PER of the phone model on every test set. Trainable
 parameters are counted on the decoded checkpoint as the sum of its tensors' sizes:
@@ -22,9 +22,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, setup_logging
 from espnet_delta.fileio import load_yaml, write_text_atomic
-from espnet_delta.recipe.interface_jobs import JOB_PREFIX, MODEL_NAMES, UNITS
+from espnet_delta.recipe.names import INTERFACE_PREFIX as JOB_PREFIX
+from espnet_delta.recipe.names import UNIT_CHECKPOINTS as MODEL_NAMES
+from espnet_delta.recipe.names import UNITS, parse_unit_job
 from espnet_delta.scoring import SCORE_JSON, load_score, wer_numbers
 
 FRONTEND_PREFIX = "frontend."
@@ -32,11 +34,7 @@ FRONTEND_PREFIX = "frontend."
 
 def parse_job(job: Path) -> Tuple[str, str]:
     """``if_<system>_<unit>`` -> (system, unit)."""
-    name = job.name
-    system, _, unit = name[len(JOB_PREFIX):].rpartition("_")
-    if not name.startswith(JOB_PREFIX) or not system or unit not in UNITS:
-        raise ValueError(f"{job}: not an interface job dir (expected {JOB_PREFIX}<system>_<unit>, unit in {sorted(UNITS)})")
-    return system, unit
+    return parse_unit_job(job, JOB_PREFIX)
 
 
 def checkpoint_params(model_file: Path) -> Tuple[int, int]:

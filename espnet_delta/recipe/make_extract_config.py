@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, setup_logging
 from espnet_delta.fileio import load_yaml, write_yaml_atomic
 
 

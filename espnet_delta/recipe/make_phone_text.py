@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, setup_logging
 from espnet_delta.data.tokens import phone_token_list, write_token_list
 from espnet_delta.fileio import read_table, write_text_atomic
 

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, setup_logging
 from espnet_delta.data.shapes import write_speech_shape
 
 

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, setup_logging
 from espnet_delta.data.tokens import char_token_list, write_token_list
 
 

@@ -1,14 +1,14 @@
 """Stage 8: merge the child and adult fine-tuned models; every method tuned on dev, then decoded.
 
     python -m espnet_delta.recipe.merge_stage --child exp/ft_wavlm --adult exp/ft_wavlm_adult \\
-        --base downloads/upstreams/wavlm.pt --data_dir data --dev_set dev --test_sets test \\
+        --base downloads/upstreams/wavlm.pt --data_dir data --valid_set dev --test_sets test \\
         --schedules depth_power linear_exponent --lambdas 0.1 0.2 0.3 --alphas 0.7 0.8 0.9 --exp_dir exp
 
 Grids (see :mod:`espnet_delta.recipe.merge_grid`): SA merge over every schedule reading
 given (each formula over lambdas x alphas, each schedule YAML file as one point), lerp
 over ``--lerp_coefs``, task arithmetic over ``--ta_scales``, TIES over ``--ties_topks`` x
 ``--ties_scales``. Every grid point is merged into ``<exp>/merge_grid/<name>`` and decoded
-on the dev set (its model is deleted afterwards unless ``--keep_grid_models``); each
+on the validation set ``--valid_set`` (its model is deleted afterwards unless ``--keep_grid_models``); each
 method's dev-best point becomes ``<exp>/merge_<name>`` (the child's ``config.yaml``, the
 merged model, for SA ``merge_schedule.tsv``) and is decoded and scored on every set, so
 ``exp/*/decode/*/score_wer`` holds one row per method for RESULTS.md. The grid is recorded
@@ -25,14 +25,14 @@ import argparse
 import logging
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from espnet_delta.bin import add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.fileio import atomic_path, write_text_atomic
+from espnet_delta.recipe.names import CKPT_WER
 from espnet_delta.merge import SCHEDULE_TSV
 
-MODEL_NAME = "valid.wer_ctc.best.pth"
+MODEL_NAME = CKPT_WER  # the fine-tuned models' checkpoint (espnet_delta.recipe.names)
 
 
 def merge_into(job: Path, child: Path, adult: Path, base: Path, config, model_name: str = MODEL_NAME) -> Path:
@@ -60,29 +60,22 @@ def decode_and_score(
     decode_config: Optional[Path] = None,
 ) -> Dict[str, float]:
     """WER per set; greedy CTC, or ESPnet's beam search with the options of ``decode_config``."""
-    from espnet_delta.scoring import load_score
+    from espnet_delta.asr.decoding import DecodeOptions, decode_job
 
-    if decode_config is None:
-        from espnet_delta.bin.decode import decode_job
-
-        args = SimpleNamespace(input_type="sound", batch_size=batch_size, device=device, ref_dir=data_dir, no_sctk=False, unit="char")
-    else:
-        from espnet_delta.bin.beam_decode import decode_job
-
-        args = SimpleNamespace(decode_config=decode_config, device=device, ref_dir=data_dir, no_sctk=False)
-    decode_job(job, model_name, sets, args)
-    return {name: load_score(job / "decode" / name / "score_wer").counts.wer for name, _ in sets}
+    options = DecodeOptions(beam=decode_config is not None, decode_config=decode_config, batch_size=batch_size,
+                            device=device, ref_dir=data_dir)
+    return {name: summary.counts.wer for name, summary in decode_job(job, model_name, sets, options).items()}
 
 
 def get_parser() -> argparse.ArgumentParser:
     from espnet_delta.recipe import merge_grid as g
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__)
     p.add_argument("--child", type=Path, required=True, help="job dir of the child-speech model (M1)")
     p.add_argument("--adult", type=Path, required=True, help="job dir of the adult-speech model (M2)")
     p.add_argument("--base", type=Path, required=True, help="pre-trained checkpoint both started from")
     p.add_argument("--data_dir", type=Path, required=True)
-    p.add_argument("--dev_set", default="dev")
+    p.add_argument("--valid_set", default="dev", help="the set every grid point is decoded on and chosen by")
     p.add_argument("--test_sets", nargs="+", default=["test"])
     p.add_argument("--methods", nargs="+", default=list(g.METHOD_ORDER), choices=g.METHOD_ORDER,
                    help="merge methods to tune and decode")
@@ -138,25 +131,25 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             logging.warning("the %s grid has %d points, SA's lambda x alpha grid %d: not like for like", method, n, sa_size)
 
     args.prefix = f"merge_{args.name}" if args.name else "merge"
-    dev = [(args.dev_set, args.data_dir / args.dev_set / "wav.scp")]
-    every = [(s, args.data_dir / s / "wav.scp") for s in dict.fromkeys([args.dev_set, *args.test_sets])]
+    dev = [(args.valid_set, args.data_dir / args.valid_set / "wav.scp")]
+    every = [(s, args.data_dir / s / "wav.scp") for s in dict.fromkeys([args.valid_set, *args.test_sets])]
     inputs = (args.child, args.adult, args.base)
     scored = []
     for pt in points:
         wer = _grid_point(args, pt, inputs, dev)
         scored.append((pt, wer))
-        logging.info("%s %s (%s): %s WER %.2f", pt.method, pt.reading, pt.params, args.dev_set, wer)
-    write_text_atomic(args.exp_dir / f"{args.prefix}_grid.tsv", g.grid_tsv(scored, args.dev_set))
+        logging.info("%s %s (%s): %s WER %.2f", pt.method, pt.reading, pt.params, args.valid_set, wer)
+    write_text_atomic(args.exp_dir / f"{args.prefix}_grid.tsv", g.grid_tsv(scored, args.valid_set))
 
     finals = {}
     for method, (pt, wer) in g.best_per(scored, "method").items():
-        logging.info("best %s on %s: %s (%s), WER %.2f", method, args.dev_set, pt.name, pt.params, wer)
+        logging.info("best %s on %s: %s (%s), WER %.2f", method, args.valid_set, pt.name, pt.params, wer)
         job = _final(args, pt, inputs)
         wers = _decode(args, job, every)
         finals[job.name] = wers
         logging.info("%s: %s", job.name, ", ".join(f"{k} WER {v:.2f}" for k, v in wers.items()))
     title = f"Model merging ({args.name})" if args.name else "Model merging"
-    results = g.results_md(scored, finals, args.dev_set, args.test_sets, prefix=args.prefix, title=title)
+    results = g.results_md(scored, finals, args.valid_set, args.test_sets, prefix=args.prefix, title=title)
     write_text_atomic(args.exp_dir / f"{args.prefix}_results.md", results)
     logging.info("wrote %s and %s", args.exp_dir / f"{args.prefix}_grid.tsv", args.exp_dir / f"{args.prefix}_results.md")
 
@@ -168,10 +161,10 @@ def _decode(args, job: Path, sets) -> Dict[str, float]:
 def _grid_point(args, pt, inputs, dev) -> float:
     """Dev WER of one grid point: merged and decoded unless its dev hypotheses exist."""
     job = args.exp_dir / f"{args.prefix}_grid" / pt.name
-    decoded = (job / "decode" / args.dev_set / "text").is_file()
+    decoded = (job / "decode" / args.valid_set / "text").is_file()
     if not decoded:
         merge_into(job, *inputs, pt.config, args.model_name)
-    wer = _decode(args, job, dev)[args.dev_set]
+    wer = _decode(args, job, dev)[args.valid_set]
     if not args.keep_grid_models and (job / args.model_name).is_file():
         (job / args.model_name).unlink()  # a paper-scale grid would hold dozens of full models
     return wer
@@ -188,7 +181,7 @@ def _final(args, pt, inputs) -> Path:
                 with atomic_path(job / name) as tmp:
                     shutil.copyfile(grid / name, tmp)
     merge_into(job, *inputs, pt.config, args.model_name)
-    hyp = Path("decode") / args.dev_set / "text"
+    hyp = Path("decode") / args.valid_set / "text"
     if (grid / hyp).is_file() and not (job / hyp).is_file():
         (job / hyp).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(grid / hyp, job / hyp)

@@ -19,18 +19,18 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, setup_logging
 from espnet_delta.fileio import load_yaml, read_table, write_text_atomic
-from espnet_delta.recipe.sshr_jobs import JOB_PREFIX
+from espnet_delta.recipe.names import SCORE_DIRS, score_dir
+from espnet_delta.recipe.names import SSHR_PREFIX as JOB_PREFIX
 from espnet_delta.scoring import Counts, load_score
 
-SCORE_DIRS = {"char": "score_wer", "phn": "score_per"}
 TITLES = {"char": "CER (%), graphemes", "phn": "PER (%), phonemes"}
 
 
 def language_counts(job: Path, unit: str, test_set: str, utt2lang: Dict[str, str]) -> Dict[str, Counts]:
     """Error counts per language of one scored decoding."""
-    summary = load_score(job / "decode" / test_set / SCORE_DIRS[unit])
+    summary = load_score(score_dir(job, test_set, unit))
     utterances = summary.char_level() if unit == "char" else summary.utterances
     counts: Dict[str, Counts] = {}
     for u in utterances:
@@ -65,7 +65,7 @@ def format_tables(jobs: Sequence[Path], data_dir: Path, test_sets: Sequence[str]
             langs = sorted(set(utt2lang.values()))
             rows = []
             for job in sorted(unit_jobs):
-                if not (job / "decode" / test_set / SCORE_DIRS[unit] / "score.json").is_file():
+                if not (score_dir(job, test_set, unit) / "score.json").is_file():
                     continue
                 counts = language_counts(job, unit, test_set, utt2lang)
                 rates = [counts[lang].wer if lang in counts else float("nan") for lang in langs]

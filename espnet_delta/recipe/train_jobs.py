@@ -29,14 +29,14 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_delta.bin import LOG_FORMAT, add_bool_argument, add_log_level_argument, setup_logging
+from espnet_delta.cli import LOG_FORMAT, add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.recipe import ddp
 
 DONE = ".done"
 
 
 def run_job(job: Path, ngpu: int, extra, num_nodes: int = 1) -> None:
-    from espnet_delta.bin.asr_train import main as asr_train
+    from espnet_delta.asr.train import train as asr_train
 
     config = job / "train.yaml"
     if not config.is_file():
@@ -58,7 +58,7 @@ def run_job(job: Path, ngpu: int, extra, num_nodes: int = 1) -> None:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__)
     p.add_argument("jobs", nargs="+", type=Path, help="job directories holding train.yaml")
     p.add_argument("--ngpu", type=int, default=0, help="GPUs per node; > 1: DDP, one process per GPU")
     p.add_argument("--num_nodes", type=int, default=1, help="nodes per training (> 1: under srun in a Slurm job)")
@@ -99,8 +99,9 @@ def _run_or_exit(job: Path, ngpu: int, extra, num_nodes: int) -> None:
 
 def run_forked(job: Path, ngpu: int, extra, num_nodes: int) -> None:
     """:func:`run_job` in a forked child; ESPnet is imported here first so each child inherits it."""
-    import espnet_delta.bin.asr_train  # noqa: F401  (registers the plugin first)
-    import espnet2.tasks.asr  # noqa: F401  (the ~13 s import, paid once)
+    from espnet_delta.asr.train import import_task
+
+    import_task()  # the plugin registered, then the ~13 s import of ESPnet's ASR task, paid once
 
     child = multiprocessing.get_context("fork").Process(
         target=_run_or_exit, args=(job, ngpu, extra, num_nodes), name=f"train {job}"

@@ -9,7 +9,7 @@ The augmentation task vector tau_aug = theta_aug - theta_orig is what fine-tunin
 augmentation (speed perturbation, SpecAugment) changes in a model fine-tuned on the
 same child corpus without it. ``grid`` adds lambda * tau_aug to a model fine-tuned on
 another child corpus (every floating tensor, the CTC head included: both corpora share
-one token list), one job dir ``<exp_dir>/transfer_s<lambda>`` per lambda (ESPnet's
+one token list; :mod:`espnet_delta.merge.transfer`), one job dir ``<exp_dir>/transfer_s<lambda>`` per lambda (ESPnet's
 ``config.yaml`` of the target and the new ``valid.wer_ctc.best.pth``), decodes each on
 the dev set, keeps the lambda with the lowest dev WER (ties: the smaller lambda),
 decodes it on the test sets and writes ``<exp_dir>/transfer_grid.tsv``. Finished
@@ -25,90 +25,26 @@ import math
 import re
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import torch
+from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
+from espnet_delta.fileio import write_text_atomic
+from espnet_delta.recipe.names import CKPT_WER, TRANSFER_PREFIX
 
-from espnet_delta.bin import add_log_level_argument, setup_logging
-from espnet_delta.fileio import torch_save_atomic, write_text_atomic
-
-MODEL_NAME = "valid.wer_ctc.best.pth"
+MODEL_NAME = CKPT_WER  # the fine-tuned models' checkpoint (espnet_delta.recipe.names)
 GRID_NAME = "transfer_grid.tsv"
-JOB_PREFIX = "transfer_s"
-
-StateDict = Mapping[str, torch.Tensor]
-
-
-def _check_same_keys(a: StateDict, b: StateDict, what_a: str, what_b: str) -> None:
-    if a.keys() != b.keys():
-        only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-        key = (only_a or only_b)[0]
-        raise KeyError(f"{what_a} and {what_b} differ in tensor '{key}' (only in {what_a}: {only_a[:3]}, "
-                       f"only in {what_b}: {only_b[:3]})")
-    for key, t in a.items():
-        if t.shape != b[key].shape or t.dtype != b[key].dtype:
-            raise ValueError(f"tensor '{key}': {what_a} has {tuple(t.shape)} {t.dtype}, "
-                             f"{what_b} has {tuple(b[key].shape)} {b[key].dtype}")
-
-
-def task_vector(theta_aug: StateDict, theta_orig: StateDict) -> Dict[str, torch.Tensor]:
-    """tau = theta_aug - theta_orig for every floating tensor (both must hold the same keys and shapes)."""
-    _check_same_keys(theta_aug, theta_orig, "theta_aug", "theta_orig")
-    return {k: t - theta_orig[k] for k, t in theta_aug.items() if t.is_floating_point()}
-
-
-def apply_task_vector(target: StateDict, tau: StateDict, scale: float) -> Dict[str, torch.Tensor]:
-    """theta_target + scale * tau, tensor by tensor (:func:`espnet_delta.merge.ops.add_task_vector`:
-    entries with a zero step keep the target's bits); tensors without a task vector (integer
-    buffers) are the target's. Every floating tensor of the target needs one."""
-    from espnet_delta.merge.ops import add_task_vector
-
-    extra = sorted(set(tau) - set(target))
-    if extra:
-        raise KeyError(f"the task vector has tensor '{extra[0]}' that the target model lacks")
-    out: Dict[str, torch.Tensor] = {}
-    for key, t in target.items():
-        if key not in tau:
-            if t.is_floating_point():
-                raise KeyError(f"the task vector lacks floating tensor '{key}' of the target model")
-            out[key] = t
-            continue
-        if tau[key].shape != t.shape:
-            raise ValueError(f"tensor '{key}': target {tuple(t.shape)}, task vector {tuple(tau[key].shape)}")
-        out[key] = add_task_vector(t, tau[key], scale)
-    return out
-
-
-def _load(path: Path) -> Dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is not a state dict of tensors")
-    return state
-
-
-def transfer_file(target: Path, aug: Path, orig: Path, scale: float, out: Path) -> Path:
-    """Write theta_target + scale * (theta_aug - theta_orig) to ``out`` (atomically)."""
-    theta_t, theta_a, theta_o = _load(target), _load(aug), _load(orig)
-    _check_same_keys(theta_t, theta_a, str(target), str(aug))
-    merged = apply_task_vector(theta_t, task_vector(theta_a, theta_o), scale)
-    torch_save_atomic(merged, out)
-    return out
-
+JOB_PREFIX = TRANSFER_PREFIX
 
 def job_name(scale: float) -> str:
     return f"{JOB_PREFIX}{scale:g}"
 
 
 def decode_and_score(job: Path, sets: List[Tuple[str, Path]], data_dir: Path, batch_size: int, device: str) -> Dict[str, float]:
-    from espnet_delta.bin.decode import decode_job
-    from espnet_delta.scoring import load_score
+    """WER per set, greedy CTC (:func:`espnet_delta.asr.decoding.decode_job`)."""
+    from espnet_delta.asr.decoding import DecodeOptions, decode_job
 
-    args = SimpleNamespace(input_type="sound", batch_size=batch_size, device=device, ref_dir=data_dir, no_sctk=False, unit="char")
-    decode_job(job, MODEL_NAME, sets, args)
-    return {name: load_score(job / "decode" / name / "score_wer").counts.wer for name, _ in sets}
+    options = DecodeOptions(batch_size=batch_size, device=device, ref_dir=data_dir)
+    return {name: summary.counts.wer for name, summary in decode_job(job, MODEL_NAME, sets, options).items()}
 
 
 def run_grid(args: argparse.Namespace) -> float:
@@ -123,6 +59,8 @@ def run_grid(args: argparse.Namespace) -> float:
         if not (job / MODEL_NAME).is_file():
             job.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(args.target / "config.yaml", job / "config.yaml")
+            from espnet_delta.merge.transfer import transfer_file
+
             transfer_file(args.target / MODEL_NAME, args.aug / MODEL_NAME, args.orig / MODEL_NAME, scale, job / MODEL_NAME)
         wer = decode_and_score(job, dev, args.data_dir, args.batch_size, args.device)[args.dev_set]
         grid.append((wer, scale))
@@ -241,7 +179,7 @@ def format_results(args: argparse.Namespace) -> str:
 
 # ------------------------------------------------------------------ CLI
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = new_parser(__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("grid", help="zero-shot transfer over a lambda grid, chosen on dev")
     g.add_argument("--target", type=Path, required=True, help="job dir of the model fine-tuned on the second corpus")

@@ -15,16 +15,22 @@ rules), the same function data preparation uses for training targets:
   ``+...+`` are removed with their content;
 * fillers (UM, UH, HMM, MM-HMM, ...) and word fragments (``th-``) dropped;
 * punctuation removed; hyphenated compounds split (``X-RAY`` -> ``X RAY``);
-  apostrophes kept inside words (``DON'T``); numbers are not verbalised.
+  apostrophes kept inside words (``DON'T``);
+* numbers spelled out as MyST transcribers write them, so a hypothesis with
+  digits (Whisper's) is not scored as wrong: integers (``1,250`` -> ``ONE
+  THOUSAND TWO HUNDRED FIFTY``), ordinals (``21st``), decimals (``3.5`` ->
+  ``THREE POINT FIVE``), ``50%``, ``$5``, plurals (``1970s``), digits glued to
+  letters (``CO2`` -> ``CO TWO``); years are read as cardinals, negatives and
+  fractions are not handled.
 
 Alignment and counts reproduce sclite (substitution cost 4, insertion and
-deletion 3, sclite's tie-breaking; :mod:`.align`), which is *not* the plain
+deletion 3, sclite's tie-breaking; :mod:`espnet_delta.data.word_align`), which is *not* the plain
 minimum of S + D + I.  When SCTK is installed the real ``sclite`` runs on the
 same ``ref.trn``/``hyp.trn`` and any difference in its Sum counts raises
 :class:`SctkMismatchError`.  A set without reference words gets WER 0.0, as
 sclite prints it.
 
-Modules: :mod:`.align` (alignment, :class:`Counts`), :mod:`.inputs` (reading
+Modules: :mod:`.inputs` (reading
 and pairing), :mod:`.trn` (ESPnet's trn layout), :mod:`.report`
 (``result.txt``), :mod:`.sctk` (sclite / sc_stats), :mod:`.significance`
 (paired bootstrap, matched pairs), :mod:`.phones` (PER: phones scored as they
@@ -33,7 +39,15 @@ RESULTS.md), :mod:`.scorer` (:func:`score`, the pipeline).
 CLI: ``python -m espnet_delta.bin.score``.
 """
 
-from .align import COST_INS_DEL, COST_SUB, Counts, align_words, alignment_ops, count_errors, counts_from_ops
+from espnet_delta.data.word_align import (
+    COST_INS_DEL,
+    COST_SUB,
+    Counts,
+    align_words,
+    alignment_ops,
+    count_errors,
+    counts_from_ops,
+)
 from .inputs import ScoredUtterance, ScoringInputError, pair_utterances
 from .phones import normalize_phones
 from .report import format_report, format_summary, speaker_counts, sum_avg_line

@@ -13,7 +13,7 @@ from espnet_delta.data.kaldi_dir import c_sort_key
 from espnet_delta.data.text_norm import normalize_transcript
 from espnet_delta.fileio import TableError, read_table
 
-from .align import Counts, Op, alignment_ops, counts_from_ops, steps_from_ops
+from espnet_delta.data.word_align import Counts, Op, alignment_ops, counts_from_ops, steps_from_ops
 
 __all__ = ["ScoredUtterance", "ScoringInputError", "pair_utterances"]
 
@@ -38,7 +38,7 @@ class ScoredUtterance:
 
     ``ref`` and ``hyp`` hold the normalised words, ``ops`` the sclite-compatible
     alignment as a string of ``C``/``S``/``D``/``I``
-    (:func:`~espnet_delta.scoring.align.alignment_ops`).
+    (:func:`~espnet_delta.data.word_align.alignment_ops`).
     """
 
     utt_id: str

@@ -23,7 +23,7 @@ import math
 import statistics
 from typing import Iterable, Sequence
 
-from .align import Counts
+from espnet_delta.data.word_align import Counts
 from .inputs import ScoredUtterance
 from .trn import trn_id
 

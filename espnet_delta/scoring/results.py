@@ -11,7 +11,7 @@ on ``tokenize_text.py --token_type char`` output): the *normalised* words are
 split into characters and every word boundary becomes one ``<space>`` token,
 which counts like a character (ref ``AB CD`` = 5 tokens ``A B <space> C D``;
 hyp ``AB CE`` has 1 substitution: CER 20 %).  The tokens are aligned with the
-same sclite costs as words (:func:`~espnet_delta.scoring.align.alignment_ops`);
+same sclite costs as words (:func:`~espnet_delta.data.word_align.alignment_ops`);
 the ``Wrd`` column of a CER table counts these reference tokens.
 
 RESULTS.md starts with an environment block like ESPnet's (date, versions,
@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .align import Counts
+from espnet_delta.data.word_align import Counts
 from espnet_delta.fileio import write_text_atomic
 
 from .inputs import ScoringInputError

@@ -10,7 +10,7 @@ from typing import Callable
 from espnet_delta.data.text_norm import normalize_transcript
 from espnet_delta.fileio import write_text_atomic
 
-from .align import Counts
+from espnet_delta.data.word_align import Counts
 from .inputs import pair_utterances
 from .report import format_report, speaker_counts, sum_avg_line
 from .results import SCORE_JSON, ScoreSummary, write_score_json

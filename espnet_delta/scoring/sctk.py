@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .align import Counts
+from espnet_delta.data.word_align import Counts
 
 __all__ = [
     "MapssweResult",

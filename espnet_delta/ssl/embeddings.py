@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 
-from espnet_delta.features.layout import AUTOCASTS, MODES, stream_names
+from espnet_delta.ssl.streams import AUTOCASTS, MODES, stream_names
 from espnet_delta.ssl.upstream import FrozenUpstream, clear_shared_encoders, load_upstream, share_feature_encoders
 
 HIDDEN_NORMS = ("auto", "layer_norm", "none")

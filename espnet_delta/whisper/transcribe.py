@@ -40,7 +40,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from typeguard import typechecked
 
-from espnet_delta.features.audio import AudioItem, AudioReader, prefetched, read_wav_scp, shard_items
+from espnet_delta.data.wav_scp import AudioItem, AudioReader, read_wav_scp
+from espnet_delta.features.audio import prefetched, shard_items
 from espnet_delta.fileio import read_table, write_lines_atomic, write_text_atomic
 from espnet_delta.whisper.load import WhisperLoadError
 from espnet_delta.whisper.load import load_whisper as load_on_cpu

@@ -1,13 +1,15 @@
 """Every command in espnet_delta.bin and espnet_delta.recipe follows espnet2's CLI layout:
 ``get_parser()``, ``main(cmd)`` callable in-process, ``--help``, ``str2bool`` booleans that
-take ``--flag``, ``--flag true`` and ``--flag false``; and the command lines the stage
-engine (local/asr.sh, local/data.sh) runs still parse."""
+take ``--flag``, ``--flag true`` and ``--flag false``; and every command line the stage
+engine runs (as its print-only mode prints them, stages 1-10, opt-in families on) parses."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import inspect
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,8 @@ def parse_leniently(parser: argparse.ArgumentParser, args: list[str]) -> argpars
     for action in parser._actions:
         if action.option_strings:
             action.required = False
-    positional = ["x" for a in parser._actions if not a.option_strings and a.nargs not in ("?", "*")]
+    positional = [next(iter(a.choices)) if a.choices else "x"
+                  for a in parser._actions if not a.option_strings and a.nargs not in ("?", "*")]
     return parser.parse_args(positional + args)
 
 
@@ -87,7 +90,7 @@ def test_bool_flags_exist_where_expected():
     """The known booleans (so the test above checks something in each of these commands)."""
     expected = {
         "espnet_delta.bin.decode": {"no_sctk"},
-        "espnet_delta.bin.extract_features": {"merge_only", "fp16", "overwrite", "progress", "share_cnn"},
+        "espnet_delta.bin.extract_features": {"merge_only", "feats_fp16", "overwrite", "progress", "share_cnn"},
         "espnet_delta.bin.make_tiny_upstreams": {"overwrite"},
         "espnet_delta.bin.merge": {"allow_pickle", "progress"},
         "espnet_delta.bin.prepare_data": {"keep_long_test", "decode_audio"},
@@ -114,78 +117,76 @@ def test_score_refuses_both_sctk_options(capsys):
     assert "at most one of --no_sctk and --require_sctk" in capsys.readouterr().err
 
 
-# The command lines of local/asr.sh and local/data.sh, as they reach Python (run_parallel
-# appends its items after the command). Values are placeholders; the flags must parse.
-STAGE_ENGINE_COMMANDS = [
-    ("espnet_delta.bin.make_mini_corpus", ["--out", "mini", "--scale", "0.5", "--nj", "2"], {"scale": 0.5}),
-    ("espnet_delta.bin.make_tiny_upstreams",
-     ["--out_dir", "up", "--feature_extractor", "single", "--conv_channels", "512"], {"conv_channels": 512}),
-    ("espnet_delta.bin.prepare_data",
-     ["--myst", "m", "--out", "data", "--max_duration", "30", "--min_words", "3", "--max_wer", "0.5",
-      "--subset_hours", "1,5,10", "--seed", "0", "--librispeech", "l", "--whisper_hyp", "w", "--keep_long_test"],
-     {"keep_long_test": True, "max_wer": 0.5}),
-    ("espnet_delta.recipe.make_tokens", ["--text", "data/train/text", "--out", "tokens.txt"], {}),
-    ("espnet_delta.recipe.make_shapes", ["--data_dir", "data", "--sets", "dev", "train", "--out_dir", "dump/shapes"],
-     {"sets": ["dev", "train"]}),
-    ("espnet_delta.recipe.render_config",
-     ["--base", "b.yaml", "--out", "o.yaml", "--set", "token_type=char", "--set", "use_preprocessor=true",
-      "--set-from", "conf/upstreams.yaml:wavlm=frontend_conf.frontend_conf"],
-     {"sets": ["token_type=char", "use_preprocessor=true"]}),
-    ("espnet_delta.recipe.train_jobs", ["--ngpu", "0", "exp/ft_wavlm", "exp/ft_hubert"],
-     {"jobs": [Path("exp/ft_wavlm"), Path("exp/ft_hubert")], "ngpu": 0}),
-    ("espnet_delta.bin.decode",
-     ["exp/ft_wavlm", "exp/ft_hubert", "--model_name", "valid.wer_ctc.best.pth", "--test", "test=data/test/wav.scp",
-      "--input_type", "sound", "--batch_size", "8", "--ref_dir", "data", "--device", "cpu"],
-     {"jobs": [Path("exp/ft_wavlm"), Path("exp/ft_hubert")], "no_sctk": False}),
-    ("espnet_delta.bin.decode",
-     ["--model_name", "valid.wer_ctc.best.pth", "--test", "test=dump/feats/test/feats.scp", "--input_type",
-      "kaldi_ark", "--batch_size", "8", "--ref_dir", "data", "--device", "cpu", "exp/fusion_a"],
-     {"jobs": [Path("exp/fusion_a")], "input_type": "kaldi_ark"}),
-    ("espnet_delta.recipe.make_extract_config",
-     ["--upstream_conf", "conf/upstreams.yaml", "--reference", "wavlm", "--others", "hubert", "wav2vec2",
-      "--finetuned", "exp/ft_{name}/valid.wer_ctc.best.pth", "--out", "dump/feats/extract.yaml"],
-     {"others": ["hubert", "wav2vec2"]}),
-    ("espnet_delta.bin.extract_features",
-     ["--config", "extract.yaml", "--data_dir", "data/dev", "--out_dir", "dump/feats/dev", "--data_dir", "data/test",
-      "--out_dir", "dump/feats/test", "--nj", "2", "--fp16", "--shard", "1"],
-     {"fp16": True, "shard": 1, "data_dir": ["data/dev", "data/test"]}),
-    ("espnet_delta.bin.extract_features",
-     ["--config", "extract.yaml", "--data_dir", "data/dev", "--out_dir", "dump/feats/dev", "--nj", "2", "--shard", "2"],
-     {"fp16": False, "shard": 2}),
-    ("espnet_delta.recipe.merge_stage",
-     ["--child", "exp/ft_wavlm", "--adult", "exp/ft_wavlm_adult", "--base", "up/wavlm.pt", "--data_dir", "data",
-      "--dev_set", "dev", "--test_sets", "test", "libri_test", "--lambdas", "0.1", "0.2", "--alphas", "0.7",
-      "--schedules", "depth_power", "linear_exponent", "--lerp_coefs", "0.3", "0.7", "--ta_scales", "0.5", "1.0",
-      "--ties_topks", "20", "--ties_scales", "0.5", "1.0",
-      "--exp_dir", "exp", "--batch_size", "8", "--device", "cpu"],
-     {"lambdas": [0.1, 0.2], "test_sets": ["test", "libri_test"]}),
-    ("espnet_delta.bin.transcribe_whisper",
-     ["--model", "large-v2", "--wav_scp", "data/train/wav.scp", "--wav_scp", "data/dev/wav.scp", "--out", "w.tsv",
-      "--device", "cuda", "--nj", "2", "--max_tokens", "4", "--progress", "false", "--shard", "1"],
-     {"shard": 1, "device": "cuda"}),
-    ("espnet_delta.bin.gate_means",
-     ["--model_name", "valid.wer_ctc.best.pth", "--test", "test=dump/feats/test/feats.scp", "--batch_size", "8",
-      "--device", "cpu", "exp/fusion_a_moe", "exp/fusion_b"],
-     {"jobs": [Path("exp/fusion_a_moe"), Path("exp/fusion_b")], "batch_size": 8}),
-    ("espnet_delta.recipe.make_extract_config",
-     ["--upstream_conf", "conf/upstreams.yaml", "--reference", "wavlm", "--others", "hubert",
-      "--finetuned", "exp/ft_{name}/valid.wer_ctc.best.pth", "--finetuned_map",
-      "hubert=exp/ft_hubert_adult/valid.wer_ctc.best.pth", "--out", "dump/feats/extract.yaml"],
-     {"others": ["hubert"]}),
-    ("espnet_delta.recipe.fusion_jobs",
-     ["--systems", "conf/fusion_systems.yaml", "--base_config", "conf/fusion.yaml", "--feats_dir", "dump/feats",
-      "--data_dir", "data", "--train_set", "train", "--valid_set", "dev", "--token_type", "char",
-      "--token_list", "tokens.txt", "--exp_dir", "exp"],
-     {"train_set": "train"}),
-    ("espnet_delta.bin.score",
-     ["--results_md", "RESULTS.md", "--scored", "exp/a/decode/test/score_wer", "exp/b/decode/test/score_wer",
-      "--baseline", "ft_wavlm"],
-     {"baseline": "ft_wavlm", "command": None}),
-]
+# The command lines the stage engine really runs: local/asr.sh --print_only true prints each one
+# (run_parallel: one line per group of items, as the back-end appends them) instead of running it.
+# The mini_myst recipe with every opt-in family enabled; the modules come from the printed lines.
+RECIPE = PACKAGE.parent / "egs2" / "mini_myst" / "asr1"
+PRINT_PREFIX = "[print_only] "
+OPT_IN = ["--interface_systems", "conf/interface_systems.yaml", "--whisper_config", "conf/whisper/finetune.yaml",
+          "--sshr_systems", "../../mini_multilingual/asr1/conf/sshr_systems.yaml",
+          "--sshr_config", "../../mini_multilingual/asr1/conf/sshr.yaml", "--langid_probe", "true",
+          "--feats_fp16", "true", "--feats_num_shards", "3"]
 
 
-@pytest.mark.parametrize("name,cmd,expected", STAGE_ENGINE_COMMANDS, ids=[c[0] for c in STAGE_ENGINE_COMMANDS])
-def test_stage_engine_command_lines_parse(name, cmd, expected):
-    args = importlib.import_module(name).get_parser().parse_args(cmd)
-    for key, value in expected.items():
-        assert getattr(args, key) == value, (name, key)
+@pytest.fixture(scope="module")
+def engine_commands(tmp_path_factory):
+    """[(module, args)] of every command line of ``run.sh --print_only true`` (all stages)."""
+    exp = tmp_path_factory.mktemp("print_only") / "exp"
+    proc = subprocess.run(["bash", "run.sh", "--print_only", "true", *OPT_IN, "--exp_dir", str(exp)], cwd=RECIPE,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert not exp.exists(), "the print-only mode wrote into the exp dir"
+    commands = []
+    for line in proc.stdout.splitlines():
+        if line.startswith(PRINT_PREFIX):
+            words = shlex.split(line[len(PRINT_PREFIX):])
+            assert words[:2] == ["python", "-m"], line
+            commands.append((words[2], words[3:]))
+    return commands
+
+
+def test_the_engine_prints_the_commands_of_every_stage(engine_commands):
+    modules = {m for m, _ in engine_commands}
+    # a guard against a vacuous parse below: one module of each stage, the opt-in families' too
+    assert {"espnet_delta.bin.prepare_data", "espnet_delta.recipe.make_tokens", "espnet_delta.bin.pretrain_upstreams",
+            "espnet_delta.recipe.train_jobs", "espnet_delta.bin.decode", "espnet_delta.bin.beam_decode",
+            "espnet_delta.recipe.sshr_results", "espnet_delta.recipe.interface_results", "espnet_delta.bin.langid_probe",
+            "espnet_delta.bin.extract_features", "espnet_delta.recipe.merge_stage", "espnet_delta.bin.init_state",
+            "espnet_delta.bin.gate_means", "espnet_delta.bin.analyze", "espnet_delta.bin.score"} <= modules
+    assert len(modules) >= 20
+
+
+def test_every_printed_command_line_parses(engine_commands):
+    for module, args in engine_commands:
+        parser = importlib.import_module(module).get_parser()
+        try:
+            parser.parse_args(args)
+        except SystemExit:
+            pytest.fail(f"{module} refuses the engine's command line: {shlex.join(args)}")
+
+
+def parsed(engine_commands, module):
+    return [importlib.import_module(module).get_parser().parse_args(args) for m, args in engine_commands if m == module]
+
+
+def test_engine_command_lines_carry_the_planned_values(engine_commands):
+    # one extraction task per feature-cache shard, each knowing the shard count
+    extract = parsed(engine_commands, "espnet_delta.bin.extract_features")
+    assert sorted(a.shard for a in extract) == [1, 2, 3]
+    assert all(a.num_shards == 3 and a.feats_fp16 is True for a in extract)
+    # the checkpoint each decode command reads follows its unit and decoder
+    for a in parsed(engine_commands, "espnet_delta.bin.decode"):
+        assert a.model_name == {"char": "valid.wer_ctc.best.pth", "phn": "valid.loss.best.pth"}[a.unit]
+        assert all(j.name.startswith(("fusion_",) if a.input_type == "kaldi_ark" else ("ft_", "probe_", "sshr_", "if_"))
+                   for j in a.jobs)
+    assert [a.model_name for a in parsed(engine_commands, "espnet_delta.bin.beam_decode")] == ["valid.acc.best.pth"]
+    trained = [j.name for a in parsed(engine_commands, "espnet_delta.recipe.train_jobs") for j in a.jobs]
+    assert len(trained) == len(set(trained))  # each job trained once
+    assert {"ft_wavlm", "ft_wavlm_adult", "probe_wavlm_random", "ft_whisper_adult", "sshr_sshr_phn",
+            "if_wavlm+dhubert_hconv_phn", "fusion_wavlm+dhubert_moe"} <= set(trained)
+    # the delta-fusion interface systems train after the fine-tuned models they read
+    order = [j.name for a in parsed(engine_commands, "espnet_delta.recipe.train_jobs") for j in a.jobs]
+    assert order.index("if_wavlm+dhubert_hconv_char") > order.index("ft_hubert")
+    merges = parsed(engine_commands, "espnet_delta.recipe.merge_stage")
+    assert [a.model_name for a in merges] == ["valid.wer_ctc.best.pth", "valid.acc.best.pth"]
+    assert all(a.valid_set == "dev" for a in merges)

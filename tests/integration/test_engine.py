@@ -5,6 +5,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 ENGINE = REPO / "local" / "asr.sh"
 STAGE_IF = re.compile(r"^if \[ \$\{stage\} -le (\d+) \] && \[ \$\{stop_stage\} -ge (\d+) \]; then$", re.M)
@@ -33,7 +35,7 @@ def check_help_lists_options(script: Path, options: dict) -> None:
         flag = re.compile(rf"(?<![\w-])--{name}(?!\w)")
         hits = [line for line in lines if line.lstrip().startswith("--") and flag.search(line)]
         assert hits, f"--{name} (declared in {script.name}) is missing from its --help"
-        if name == "python" or "(required)" in hits[0]:  # data.sh: no literal default
+        if default is None or "(required)" in hits[0]:  # no literal default
             continue
         assert "default:" in hits[0], f"--{name}: no default in {hits[0]!r}"
         shown = hits[0].split("default:", 1)[1]
@@ -50,15 +52,24 @@ def test_help_lists_every_option_with_its_default():
     check_help_lists_options(ENGINE, options)
 
 
-def test_data_sh_uses_the_shared_parser_and_lists_its_options():
-    data_sh = REPO / "local" / "data.sh"
+@pytest.mark.parametrize("recipe", ["myst", "mini_myst", "mini_multilingual"])
+def test_data_sh_uses_the_shared_parser_and_lists_its_options(recipe):
+    data_sh = REPO / "egs2" / recipe / "asr1" / "local" / "data.sh"
     text = data_sh.read_text()
     assert "utils.sh" in text and "parse_options" in text
     assert "while [ $# -gt 0 ]" not in text  # no second parser
     options = declared_options(data_sh)
-    assert {"myst", "librispeech", "whisper_hyp", "data_dir", "max_duration", "seed"} <= set(options)
-    check_help_lists_options(data_sh, options)
-    proc = subprocess.run(["bash", str(data_sh)], capture_output=True, text=True, cwd=REPO)
+    if "myst_data.sh" in text:  # the MyST options live once, in the shared helper
+        options = {**declared_options(REPO / "local" / "myst_data.sh"), **options}
+        assert {"myst", "librispeech", "whisper_hyp", "data_dir", "max_duration", "subset_seed"} <= set(options)
+    options.pop("recipe_dir")  # where the script is, not an option
+    # defaults read from db.sh (e.g. myst=${MYST}) are shown resolved: only the option is checked
+    check_help_lists_options(data_sh, {k: (None if "$" in v else v) for k, v in options.items()})
+
+
+def test_myst_data_sh_needs_the_corpus():
+    proc = subprocess.run(["bash", str(REPO / "egs2" / "myst" / "asr1" / "local" / "data.sh")],
+                          capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "--myst <root> is required" in proc.stdout + proc.stderr
 
 
@@ -97,3 +108,36 @@ def test_stage_blocks_are_in_numeric_order_and_follow_the_data_flow():
     for (n, _, start), nxt in zip(blocks, ends):
         gap = text[text.index("\nfi\n", start):nxt]
         assert "${python}" not in gap, f"python runs between the blocks of stage {n} and the next one"
+
+
+def stage_bodies(text: str) -> dict:
+    """stage -> the lines between its ``if [ ${stage} -le N ]...`` and its closing ``fi``."""
+    blocks = [(int(m.group(1)), m.end()) for m in STAGE_IF.finditer(text)]
+    return {n: text[start:text.index("\nfi\n", start)].strip("\n").splitlines() for n, start in blocks}
+
+
+def test_stage_bodies_are_short_and_write_results_once_per_scoring_stage():
+    bodies = stage_bodies(ENGINE.read_text())
+    long = {n: len(lines) for n, lines in bodies.items() if len(lines) > 25}
+    assert not long, f"stage bodies over 25 lines: {long}"
+    # RESULTS.md is assembled once, at the end of each scoring stage, and nowhere else
+    calls = {n: sum(line.strip() == "write_results" for line in lines) for n, lines in bodies.items()}
+    assert {n for n, c in calls.items() if c} == {5, 9, 10} and set(calls.values()) <= {0, 1}
+    for n in (5, 9, 10):
+        assert bodies[n][-1].strip() == "write_results", f"stage {n} does more after writing RESULTS.md"
+    assert len(re.findall(r"^\s*write_results$", ENGINE.read_text(), re.M)) == 3
+
+
+def test_print_only_prints_without_running(tmp_path):
+    """--print_only true: every command line after the prefix, no job started, nothing written."""
+    exp = tmp_path / "exp"
+    proc = subprocess.run(["bash", str(ENGINE), "--print_only", "true", "--stage", "2", "--stop_stage", "3",
+                           "--exp_dir", str(exp), "--pretrained_upstream_dir", "pt", "--tiny_upstream_dir", "up",
+                           "--nj", "2", "--pretrain_archs", "a b c"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    printed = [line for line in proc.stdout.splitlines() if line.startswith("[print_only] ")]
+    assert printed[0].startswith("[print_only] python -m espnet_delta.recipe.make_tokens --text data/train/text")
+    # run_parallel: round-robin groups of the items, one line each: a c | b
+    pretrain = [line for line in printed if "espnet_delta.bin.pretrain_upstreams" in line]
+    assert [line.split("--archs ")[1] for line in pretrain] == ["a c", "b"]
+    assert not any(tmp_path.iterdir()), "print-only wrote files"

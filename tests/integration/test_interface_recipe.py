@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from espnet_delta.data.tokens import phone_token_list
-from espnet_delta.recipe import interface_jobs, interface_results, make_phone_text
+from espnet_delta.recipe import interface_results, make_phone_text, plan
+from espnet_delta.recipe.names import UNIT_CHECKPOINTS
 from espnet_delta.ssl.tiny import TinyConfig, make_tiny_upstream
 from conftest import perturb_all, write_espnet_checkpoint
 
@@ -82,10 +83,10 @@ def test_per_scores_phones_as_written(tmp_path):
     assert words.counts.substitutions == 0
 
 
-def test_decode_phones_joins_collapsed_tokens_with_spaces(tmp_path):
+def test_phone_decoding_joins_collapsed_tokens_with_spaces(tmp_path):
     import soundfile
 
-    from espnet_delta.bin.decode import decode_phones
+    from espnet_delta.asr.decoding import decode_greedy
 
     class FakeCTC:
         def argmax(self, x):
@@ -97,13 +98,16 @@ def test_decode_phones_joins_collapsed_tokens_with_spaces(tmp_path):
         ctc = FakeCTC()
         path = [2, 2, 0, 3, 3, 0, 0, 2, 4, 4]
 
+        def eval(self):
+            return self
+
         def encode(self, speech, lengths):
             enc = torch.nn.functional.one_hot(torch.tensor(self.path), 6).float()[None].repeat(len(lengths), 1, 1)
             return enc, torch.tensor([len(self.path)] * len(lengths))
 
     wav = tmp_path / "a.wav"
     soundfile.write(wav, torch.zeros(1600).numpy(), 16000)
-    hyps = decode_phones(FakeModel(), [("u1", str(wav))], "sound", 1, "cpu")
+    hyps = decode_greedy(FakeModel(), [("u1", str(wav))], "sound", 1, "cpu", unit="phn")
     # collapse repeats, drop blanks: aɪ t̪ aɪ ə (a blank separates the two aɪ)
     assert hyps == {"u1": "aɪ t̪ aɪ ə"}
 
@@ -165,13 +169,19 @@ def mini_setup(tmp_path_factory):
     return root, upstream_conf, lists, {u: len(t) for u, t in tokens.items()}
 
 
+def plan_interface(systems, base, upstream_conf, data, shapes, unit, token_list, exp, upstreams="wavlm hubert"):
+    """The planner's interface family, rendering (exceptions raised as they are)."""
+    args = plan.get_parser().parse_args([
+        "interface", "--interface_systems", str(systems), "--interface_config", str(base), "--upstream_conf", str(upstream_conf),
+        "--upstreams", upstreams, "--data_dir", str(data), "--shape_dir", str(shapes), "--train_set", "train",
+        "--valid_set", "dev", "--interface_units", unit, f"--{'phone_' if unit == 'phn' else ''}token_list", str(token_list),
+        "--exp_dir", str(exp)])
+    return plan.run(args)
+
+
 def render(root, upstream_conf, token_list, unit):
-    args = ["--systems", str(RECIPE / "conf" / "interface_systems.yaml"),
-            "--base_config", str(RECIPE / "conf" / "interface.yaml"), "--upstream_conf", str(upstream_conf),
-            "--reference", "wavlm", "--finetuned", str(root / "exp" / "ft_{name}" / "valid.wer_ctc.best.pth"),
-            "--data_dir", str(root / "data"), "--shape_dir", str(root / "shapes"), "--train_set", "train",
-            "--valid_set", "dev", "--unit", unit, "--token_list", str(token_list), "--exp_dir", str(root / "exp")]
-    interface_jobs.main(args)
+    plan_interface(RECIPE / "conf" / "interface_systems.yaml", RECIPE / "conf" / "interface.yaml", upstream_conf,
+                   root / "data", root / "shapes", unit, token_list, root / "exp")
     return {p.name: yaml.safe_load((p / "train.yaml").read_text()) for p in (root / "exp").glob(f"if_*_{unit}")}
 
 
@@ -224,8 +234,8 @@ def test_trainable_parameters_of_the_mini_systems(mini_setup):
             state = model.state_dict()
             assert sum(v.numel() for v in state.values()) == trainable, (name, unit)
             if unit == "char" and name in ("hconv", "weighted_sum"):
-                torch.save(state, config.parent / interface_jobs.MODEL_NAMES[unit])
-                counted = interface_results.checkpoint_params(config.parent / interface_jobs.MODEL_NAMES[unit])
+                torch.save(state, config.parent / UNIT_CHECKPOINTS[unit])
+                counted = interface_results.checkpoint_params(config.parent / UNIT_CHECKPOINTS[unit])
                 assert counted == (EXPECTED_FRONTEND[name], trainable)
     # the ablation: weighted sum + BiLSTM(67) within 44 parameters of hconv + BiLSTM(64)
     assert (EXPECTED_FRONTEND["hconv"] + EXPECTED_DOWNSTREAM["hconv"]) - (
@@ -234,10 +244,6 @@ def test_trainable_parameters_of_the_mini_systems(mini_setup):
 
 def test_bad_systems_are_named(mini_setup, tmp_path):
     root, upstream_conf, lists, _ = mini_setup
-    base = ["--base_config", str(RECIPE / "conf" / "interface.yaml"), "--upstream_conf", str(upstream_conf),
-            "--reference", "wavlm", "--data_dir", str(root / "data"), "--shape_dir", str(root / "shapes"),
-            "--train_set", "train", "--valid_set", "dev", "--unit", "char", "--token_list", str(lists["char"]),
-            "--exp_dir", str(tmp_path / "exp")]
     cases = {
         "a: {interface: hconv, layers: [1]}": r"unknown keys \['layers'\]",
         "a: {interface_conf: {}}": "needs 'interface'",
@@ -248,16 +254,8 @@ def test_bad_systems_are_named(mini_setup, tmp_path):
     for text, message in cases.items():
         systems = write(tmp_path / "systems.yaml", text + "\n")
         with pytest.raises((ValueError, FileNotFoundError), match=message):
-            interface_jobs.main(["--systems", str(systems), *base, "--finetuned", str(tmp_path / "ft_{name}.pth")])
-
-
-def test_warmup_schedule_by_hand():
-    config = {"warmup_fraction": 0.1, "batch_type": "sorted", "batch_size": 16, "max_epoch": 20,
-              "optim_conf": {"lr": 0.002}}
-    interface_jobs.warmup_schedule(config, 836, Path("x.yaml"))  # 836 // 16 = 52 batches x 20 = 1040 steps
-    assert config["scheduler_conf"] == {"warmup_steps_list": [0, 104, 1040], "warmup_lr_list": [0.0, 0.002, 0.0]}
-    with pytest.raises(ValueError, match="x.yaml: warmup_fraction needs batch_type: sorted"):
-        interface_jobs.warmup_schedule({"warmup_fraction": 0.1, "batch_type": "numel"}, 10, Path("x.yaml"))
+            plan_interface(systems, RECIPE / "conf" / "interface.yaml", upstream_conf, root / "data", root / "shapes",
+                           "char", lists["char"], tmp_path / "exp")
 
 
 # ------------------------------------------------------------------ RESULTS.md section
@@ -273,7 +271,7 @@ def test_interface_results_table(tmp_path):
         job = tmp_path / "exp" / f"if_weighted_sum_{unit}"
         write(job / "config.yaml", yaml.safe_dump({"frontend": "ssl_interface", "frontend_conf": {"interface": "weighted_sum"},
                                                    "encoder": "rnn", "encoder_conf": {"num_layers": 2, "hidden_size": 64}}))
-        torch.save(state, job / interface_jobs.MODEL_NAMES[unit])
+        torch.save(state, job / UNIT_CHECKPOINTS[unit])
         if unit == "char":  # WER 1/2 = 50 %; CER: T H E <space> S U N vs T H E <space> S O N: 1/7 = 14.3 %
             write(job / "decode" / "dev" / "text", "u1 THE SON\n")
             score(tmp_path / "data" / "dev" / "text", job / "decode" / "dev" / "text", job / "decode" / "dev" / "score_wer",
@@ -288,7 +286,7 @@ def test_interface_results_table(tmp_path):
     rows = [line for line in out.read_text().splitlines() if line.startswith("|weighted_sum|")]
     # frontend 4; char model 4 + 15 = 19, phone model 4 + 35 = 39; dev WER, CER, PER
     assert rows == ["|weighted_sum|ssl_interface|weighted_sum|rnn 2x64|4|19|39|50.0|14.3|20.0|"]
-    with pytest.raises(ValueError, match="not an interface job dir"):
+    with pytest.raises(ValueError, match="not a job dir if_<system>_<unit>"):
         interface_results.parse_job(Path("exp/ft_wavlm"))
 
 
@@ -301,13 +299,8 @@ def test_paper_scale_systems_render(tmp_path):
     for model in ("wavlm", "hubert"):
         write(tmp_path / "exp" / f"ft_{model}" / "valid.wer_ctc.best.pth", "")
     token_list = write(tmp_path / "tokens.txt", "<blank>\n<unk>\nA\n<sos/eos>\n")
-    interface_jobs.main(["--systems", str(myst / "tuning" / "interface_systems_paper.yaml"),
-                         "--base_config", str(myst / "tuning" / "interface_paper.yaml"),
-                         "--upstream_conf", str(myst / "upstreams.yaml"), "--reference", "wavlm",
-                         "--finetuned", str(tmp_path / "exp" / "ft_{name}" / "valid.wer_ctc.best.pth"),
-                         "--data_dir", str(tmp_path / "data"), "--shape_dir", str(tmp_path / "shapes"),
-                         "--train_set", "train", "--valid_set", "dev", "--unit", "char",
-                         "--token_list", str(token_list), "--exp_dir", str(tmp_path / "exp")])
+    plan_interface(myst / "tuning" / "interface_systems_paper.yaml", myst / "tuning" / "interface_paper.yaml",
+                   myst / "upstreams.yaml", tmp_path / "data", tmp_path / "shapes", "char", token_list, tmp_path / "exp")
     configs = {p.name: yaml.safe_load((p / "train.yaml").read_text()) for p in (tmp_path / "exp").glob("if_*")}
     assert len(configs) == 13
     hubs = {c["frontend_conf"]["upstream"]["upstream"] for c in configs.values() if c["frontend"] == "ssl_interface"}

@@ -89,6 +89,7 @@ def ran(tmp_path_factory) -> Run:
     """
     root = tmp_path_factory.mktemp("recipe")
     shutil.copytree(RECIPE / "conf", root / "conf")
+    (root / "local").symlink_to(RECIPE / "local")  # stage 1 runs the recipe's ./local/data.sh
     for name in ("finetune.yaml", "fusion.yaml"):
         conf = yaml.safe_load((root / "conf" / name).read_text())
         conf["max_epoch"] = 1

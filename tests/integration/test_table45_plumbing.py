@@ -162,7 +162,8 @@ def test_gate_means_cli_writes_moe_systems_only_and_resumes(tmp_path, monkeypatc
     import kaldiio
 
     from espnet_delta.asr.frontend.cached_fusion import CachedFusionFrontend
-    from espnet_delta.bin import decode, gate_means
+    from espnet_delta.asr import decoding
+    from espnet_delta.bin import gate_means
 
     layout = {"streams": [{"name": "wavlm.ft", "dim": 2}, {"name": "hubert.delta", "dim": 2},
                           {"name": "hubert.ft", "dim": 2}]}
@@ -170,7 +171,7 @@ def test_gate_means_cli_writes_moe_systems_only_and_resumes(tmp_path, monkeypatc
     with torch.no_grad():
         frontend.head.fusion.gate.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
     model = _CachedMoEModel(frontend).eval()
-    monkeypatch.setattr(decode, "load_model", lambda config, model_file, device: model)
+    monkeypatch.setattr(decoding, "load_model", lambda config, model_file, device: model)
 
     ln3 = math.log(3.0)
     feats = {"utt_a": np.array([[ln3, 0.2, 1, 1, 1, 1], [0.0, -0.3, 1, 1, 1, 1]], dtype=np.float32),
@@ -195,6 +196,6 @@ def test_gate_means_cli_writes_moe_systems_only_and_resumes(tmp_path, monkeypatc
     assert not (jobs["concat"] / "decode").exists()  # not a MoE system
 
     before = out.stat().st_mtime_ns
-    monkeypatch.setattr(decode, "load_model", lambda *a: pytest.fail("an up-to-date table was computed again"))
+    monkeypatch.setattr(decoding, "load_model", lambda *a: pytest.fail("an up-to-date table was computed again"))
     gate_means.main(cmd)
     assert out.stat().st_mtime_ns == before

@@ -13,13 +13,8 @@ import torch
 from conftest import needs_mini_corpus_tools
 from espnet_delta.data.kaldi_dir import Utterance, read_data_dir, write_data_dir
 from espnet_delta.data.speed_perturb import factor_tag, speed_perturb_dir
-from espnet_delta.recipe.transfer_stage import (
-    apply_task_vector,
-    read_best,
-    task_vector,
-    train_steps,
-    transfer_file,
-)
+from espnet_delta.merge.transfer import apply_task_vector, task_vector, transfer_file
+from espnet_delta.recipe.transfer_stage import read_best, train_steps
 
 # ------------------------------------------------------------------ task vectors
 

@@ -1,4 +1,4 @@
-# Corpus locations on this machine (as in ESPnet recipes); run.sh reads them.
+# Corpus locations on this machine (as in ESPnet recipes); run.sh and local/data.sh read them.
 # MYST: root of the MyST children's speech corpus (LDC2021S05), the folder holding
 #   data/{train,development,test}/<student>/<session>/*.flac with a .trn beside each; stage 1.
 MYST=

@@ -45,8 +45,8 @@ from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 from typeguard import typechecked
 
-from espnet_delta.asr.frontend.sshr import load_ssl_model, relative_position_bias, run_layer
 from espnet_delta.ssl.embeddings import UpstreamSpec
+from espnet_delta.ssl.layers import load_ssl_model, relative_position_bias, run_layer
 
 
 class CrossCTC(torch.nn.Module):

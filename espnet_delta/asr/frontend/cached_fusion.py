@@ -25,9 +25,10 @@ import torch
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from typeguard import typechecked
 
-from espnet_delta.features.layout import MODES, FeatureLayout, unflatten_states
+from espnet_delta.features.layout import FeatureLayout, unflatten_states
 from espnet_delta.fusion import FusionHead
 from espnet_delta.ssl.interfaces import StreamInterfaces
+from espnet_delta.ssl.streams import MODES
 
 
 class CachedFusionFrontend(AbsFrontend):

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from espnet_delta.asr.encoder.sshr import SSHREncoder
-from espnet_delta.asr.frontend.sshr import SSHRFrontend, relative_buckets
+from espnet_delta.asr.frontend.sshr import SSHRFrontend
 from espnet_delta.ssl.tiny import TinyConfig, make_tiny_upstream, weights_of
 from espnet_delta.ssl.upstream import FrozenUpstream, load_upstream
 
@@ -60,14 +60,6 @@ def test_split_stack_reproduces_the_upstream(upstreams, arch):
         torch.testing.assert_close(mid[b, :n], states[2][b, :n])
         torch.testing.assert_close(out[b, :n], states[N_LAYERS][b, :n])
     assert sorted(encoder.layers) == ["3", "4"] and len(frontend.layers) == 2
-
-
-def test_relative_buckets_match_wavlm():
-    from s3prl.upstream.wavlm.modules import MultiheadAttention
-
-    attn = MultiheadAttention(8, 2, self_attention=True, has_relative_attention_bias=True, num_buckets=32, max_distance=128)
-    pos = torch.arange(300)
-    assert torch.equal(relative_buckets(300, 32, 128), attn._relative_positions_bucket(pos[None, :] - pos[:, None]))
 
 
 def test_language_frame_is_prepended_and_removed(upstreams):
@@ -222,39 +214,7 @@ def test_wrong_types_are_refused_before_any_upstream_is_built(build):
 
 
 # ---- recipe glue: systems -> ESPnet configs, per-language error rates
-def test_sshr_jobs_write_k_once_into_frontend_and_encoder(tmp_path):
-    from espnet_delta.recipe.sshr_jobs import main
-
-    base = {"frontend": "sshr", "frontend_conf": {"layer": 2}, "encoder": "sshr", "encoder_conf": {"cross_ctc_heads": 4},
-            "model_conf": {"ctc_weight": 1.0}, "max_epoch": 1}
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    (tmp_path / "systems.yaml").write_text(yaml.safe_dump({
-        "plain": {"language_frame": False},
-        "full": {"layer": 3, "language_frame": True, "drop_layers": [6], "cross_ctc_layers": [4], "interctc_weight": 0.3,
-                 "units": ["char"]},
-    }))
-    (tmp_path / "up.yaml").write_text("wavlm: {upstream: wavlm_local, path_or_url: up.pt}\n")
-    (tmp_path / "shapes" / "train").mkdir(parents=True)
-    (tmp_path / "shapes" / "train" / "speech_shape").write_text("a 16000\n")
-    args = ["--systems", str(tmp_path / "systems.yaml"), "--base_config", str(tmp_path / "base.yaml"),
-            "--upstream_conf", str(tmp_path / "up.yaml"), "--reference", "wavlm", "--data_dir", "data",
-            "--shape_dir", str(tmp_path / "shapes"), "--train_set", "train", "--valid_set", "dev",
-            "--token_list", "tokens.txt", "--exp_dir", str(tmp_path / "exp")]
-    main(args + ["--unit", "phn"])
-    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["sshr_plain_phn"]  # full is char only
-    main(args + ["--unit", "char"])
-    full = yaml.safe_load((tmp_path / "exp" / "sshr_full_char" / "train.yaml").read_text())
-    up = {"upstream": "wavlm_local", "path_or_url": "up.pt"}
-    assert full["frontend_conf"] == {"layer": 3, "upstream": up}
-    assert full["encoder_conf"] == {"upstream": up, "language_frame_layer": 3, "language_frame": True, "drop_layers": [6],
-                                    "cross_ctc_layers": [4], "cross_ctc_heads": 4}
-    assert full["model_conf"] == {"ctc_weight": 1.0, "interctc_weight": 0.3} and full["token_type"] == "char"
-    plain = yaml.safe_load((tmp_path / "exp" / "sshr_plain_phn" / "train.yaml").read_text())
-    assert plain["encoder_conf"]["language_frame_layer"] == 2 and plain["token_type"] == "word"
-    assert plain["train_data_path_and_name_and_type"][1] == ["data/train/text.phn", "text", "text"]
-    (tmp_path / "systems.yaml").write_text("bad: {language_frames: true}\n")
-    with pytest.raises(ValueError, match=r"unknown keys \['language_frames'\]"):
-        main(args + ["--unit", "char"])
+# test_sshr_jobs_write_k_once_...: tests/unit/recipe/test_families.py (the job planner's SSHR family)
 
 
 def test_sshr_results_per_language_and_average(tmp_path):

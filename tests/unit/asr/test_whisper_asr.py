@@ -41,7 +41,7 @@ def test_tiny_checkpoint_is_finite_and_reproducible(tmp_path, checkpoint, checkp
 
 
 def test_encoder_from_checkpoint_file(checkpoint, checkpoint_state) -> None:
-    from espnet_delta.whisper.espnet_modules import WhisperFileEncoder
+    from espnet_delta.asr.encoder.whisper_file import WhisperFileEncoder
 
     enc = WhisperFileEncoder(whisper_model=str(checkpoint))
     assert enc.output_size() == 32
@@ -57,7 +57,7 @@ def test_encoder_from_checkpoint_file(checkpoint, checkpoint_state) -> None:
 
 
 def test_decoder_from_checkpoint_file(checkpoint, checkpoint_state) -> None:
-    from espnet_delta.whisper.espnet_modules import WhisperFileDecoder
+    from espnet_delta.asr.decoder.whisper_file import WhisperFileDecoder
 
     dec = WhisperFileDecoder(vocab_size=len(CHARS), encoder_output_size=32, whisper_model=str(checkpoint))
     assert tuple(dec.decoders.token_embedding.weight.shape) == (len(CHARS), 32)  # re-initialised for 7 tokens
@@ -78,7 +78,8 @@ def test_registered_without_replacing_espnet() -> None:
     from espnet2.tasks.asr import decoder_choices, encoder_choices
 
     from espnet_delta.asr.register import register
-    from espnet_delta.whisper.espnet_modules import WhisperFileDecoder, WhisperFileEncoder
+    from espnet_delta.asr.decoder.whisper_file import WhisperFileDecoder
+    from espnet_delta.asr.encoder.whisper_file import WhisperFileEncoder
 
     register()
     register()  # idempotent
@@ -92,7 +93,7 @@ def test_hub_name_offline_is_one_clear_line(tmp_path, monkeypatch) -> None:
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    from espnet_delta.whisper.espnet_modules import WhisperFileEncoder
+    from espnet_delta.asr.encoder.whisper_file import WhisperFileEncoder
 
     with pytest.raises(WhisperLoadError) as err:
         WhisperFileEncoder(whisper_model="small", download_dir=str(tmp_path))
@@ -190,7 +191,7 @@ def test_beam_decode_trained_and_merged_state(tmp_path, checkpoint) -> None:
 
 
 def test_decode_config_refuses_unknown_options(tmp_path) -> None:
-    from espnet_delta.bin.beam_decode import read_decode_config
+    from espnet_delta.asr.decoding import read_decode_config
 
     conf = tmp_path / "decode.yaml"
     conf.write_text("beam_size: 4\nbeam_sise: 5\n")
@@ -200,32 +201,4 @@ def test_decode_config_refuses_unknown_options(tmp_path) -> None:
     assert read_decode_config(conf) == {"beam_size": 4, "ctc_weight": 0.3}
 
 
-def test_whisper_jobs_render_child_and_adult(tmp_path, capsys) -> None:
-    from espnet_delta.recipe import whisper_jobs
-
-    repo = Path(__file__).resolve().parents[3]
-    whisper_jobs.main([
-        "--config", str(repo / "egs2/mini_myst/asr1/conf/whisper/finetune.yaml"), "--whisper_model", "ckpt/w.pt",
-        "--data_dir", "data", "--shape_dir", "dump/shapes", "--token_list", "tok.txt", "--exp_dir", str(tmp_path),
-        "--train_set", "train", "--valid_set", "dev", "--adult_train_set", "libri_train", "--adult_valid_set", "libri_dev",
-    ])
-    assert capsys.readouterr().out.split() == [str(tmp_path / "ft_whisper"), str(tmp_path / "ft_whisper_adult")]
-    adult = yaml.safe_load((tmp_path / "ft_whisper_adult" / "train.yaml").read_text())
-    assert adult["encoder_conf"]["whisper_model"] == adult["decoder_conf"]["whisper_model"] == "ckpt/w.pt"
-    assert adult["train_data_path_and_name_and_type"] == [["data/libri_train/wav.scp", "speech", "sound"],
-                                                          ["data/libri_train/text", "text", "text"]]
-    assert adult["valid_shape_file"] == ["dump/shapes/libri_dev/speech_shape"]
-    assert adult["token_type"] == "char" and adult["token_list"] == "tok.txt"
-    child = yaml.safe_load((tmp_path / "ft_whisper" / "train.yaml").read_text())
-    assert {k: v for k, v in child.items() if "data" not in k and "shape" not in k} == \
-        {k: v for k, v in adult.items() if "data" not in k and "shape" not in k}
-
-
-def test_whisper_jobs_refuses_a_non_whisper_config(tmp_path) -> None:
-    from espnet_delta.recipe import whisper_jobs
-
-    conf = tmp_path / "ctc.yaml"
-    conf.write_text("encoder: identity\ndecoder: none\n")
-    with pytest.raises(SystemExit):
-        whisper_jobs.main(["--config", str(conf), "--data_dir", "d", "--shape_dir", "s", "--token_list", "t",
-                           "--exp_dir", str(tmp_path), "--train_set", "a", "--valid_set", "b"])
+# Whisper job rendering (child/adult, config check): tests/unit/recipe/test_families.py

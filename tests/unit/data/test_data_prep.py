@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
+from conftest import needs_mini_corpus_tools
 from espnet_delta.bin import prepare_data as prepare_cli
 from espnet_delta.data.kaldi_dir import DataDirError, Utterance, read_data_dir, validate_data_dir, write_data_dir
 from espnet_delta.data.prepare import SUMMARY_NAME, PrepConfig, prepare_data
@@ -222,14 +221,44 @@ def test_cli_prints_summary(tmp_path, myst, libri, capsys) -> None:
 
 
 def test_data_sh_wrapper(tmp_path, myst) -> None:
-    env = {**os.environ, "python": sys.executable}
-    script = REPO / "local" / "data.sh"
+    """egs2/myst/asr1/local/data.sh (run from anywhere) prepares MyST as the library does."""
+    script = REPO / "egs2" / "myst" / "asr1" / "local" / "data.sh"
     argv = ["bash", str(script), "--myst", str(myst), "--data_dir", str(tmp_path / "d")]
-    ok = subprocess.run(argv + ["--subset_hours", "", "--keep_long_test", "true"], env=env, capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
+    ok = subprocess.run(argv + ["--subset_hours", "", "--keep_long_test", "true"], capture_output=True, text=True,
+                        cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
     assert len((tmp_path / "d" / "test" / "text").read_text().splitlines()) == 2
-    bad = subprocess.run(["bash", str(script), "--myst", str(myst), "--bogus", "1"], env=env, capture_output=True, text=True)
+    prepare_data(tmp_path / "ref", myst, config=PrepConfig(subset_hours=(), keep_long_test=True))
+    assert tree_bytes(tmp_path / "d", myst) == tree_bytes(tmp_path / "ref", myst)
+    bad = subprocess.run(["bash", str(script), "--myst", str(myst), "--bogus", "1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown option --bogus" in bad.stdout + bad.stderr
+
+
+def tree_bytes(root: Path, corpus: Path) -> dict:
+    """relative path -> bytes of every file under root, with the root and corpus folders written D and C."""
+    def rel(data: bytes) -> bytes:
+        return data.replace(str(corpus).encode(), b"C").replace(str(root).encode(), b"D")
+
+    return {p.relative_to(root).as_posix(): rel(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@needs_mini_corpus_tools
+def test_mini_data_sh_generates_the_corpus_then_prepares_it_as_myst(tmp_path) -> None:
+    """egs2/mini_myst/asr1/local/data.sh = make_mini_corpus + the MyST preparation (MyST and LibriSpeech parts)."""
+    from espnet_delta.data.mini_corpus import make_mini_corpus
+
+    script = REPO / "egs2" / "mini_myst" / "asr1" / "local" / "data.sh"
+    corpus, data = tmp_path / "corpus", tmp_path / "data"
+    argv = ["bash", str(script), "--mini_corpus_dir", str(corpus), "--mini_corpus_scale", "0.01", "--nj", "1",
+            "--data_dir", str(data), "--subset_hours", "0.001", "--subset_seed", "3", "--min_words", "4"]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ref_corpus = make_mini_corpus(tmp_path / "ref_corpus", scale=0.01, seed=0, nj=1)
+    config = PrepConfig(subset_hours=(0.001,), seed=3, min_words=4)
+    prepare_data(tmp_path / "ref", ref_corpus.myst_root, ref_corpus.librispeech_root, config=config)
+    got, want = tree_bytes(data, corpus), tree_bytes(tmp_path / "ref", ref_corpus.root)
+    assert {"train/text", "test/text", "libri_train/text", "train_3p6s/text"} <= set(got)  # 0.001 h = 3.6 s
+    assert got == want
 
 
 # ----------------------------------------------------------------- data dir validation

@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from espnet_delta.data.shapes import speech_shape_lines
-from espnet_delta.features.audio import AudioReader, read_wav_scp
+from espnet_delta.data.wav_scp import AudioReader, read_wav_scp
 from espnet_delta.fileio import TableError, TableRow, read_table, write_lines_atomic, write_text_atomic
 
 

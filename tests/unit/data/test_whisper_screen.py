@@ -1,13 +1,12 @@
 """The Whisper screening stage: transcription with a tiny random Whisper (one hypothesis per
 utterance, resume, shards, one-line load errors), the WER filter on a constructed MyST tree
-with hand-computed WERs, and local/data.sh's two-pass screening."""
+with hand-computed WERs, and the MyST local/data.sh's two-pass screening."""
 
 from __future__ import annotations
 
 import logging
 import os
 import subprocess
-import sys
 import urllib.error
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from espnet_delta.whisper.tiny import TinyWhisperConfig, make_tiny_whisper
 from espnet_delta.whisper.transcribe import TranscribeConfig, load_whisper, transcribe_wav_scps, windows
 
 REPO = Path(__file__).resolve().parents[3]
+MYST_DATA_SH = REPO / "egs2" / "myst" / "asr1" / "local" / "data.sh"
 TINY = TinyWhisperConfig(n_audio_state=32, n_audio_layer=1, n_text_state=32, n_text_layer=1)
 MAX_TOKENS = 4  # a random model rarely ends by itself: every window decodes this many tokens
 
@@ -202,15 +202,15 @@ def test_filter_drops_exactly_the_utterances_above_50_percent(tmp_path) -> None:
     assert [stats[n].dropped["whisper_wer"] for n in ("train", "dev", "test")] == [3, 1, 1]
 
 
-# ----------------------------------------------------------------------------- local/data.sh
+# ----------------------------------------------------------- egs2/myst/asr1/local/data.sh
 def test_data_sh_transcribes_a_missing_hypothesis_file_then_filters(tmp_path, tiny_whisper) -> None:
     build_myst(tmp_path / "myst")
     data, hyp = tmp_path / "data", tmp_path / "data" / "whisper_tiny.tsv"
-    env = {**os.environ, "python": sys.executable, "exp_dir": str(tmp_path / "exp")}
+    env = {**os.environ, "exp_dir": str(tmp_path / "exp")}
 
     def data_sh(model: str) -> subprocess.CompletedProcess:
         # a random Whisper writes noise: --max_wer 1e6 keeps everything, so the plumbing is what is tested
-        cmd = ["bash", str(REPO / "local" / "data.sh"), "--myst", str(tmp_path / "myst"), "--data_dir", str(data),
+        cmd = ["bash", str(MYST_DATA_SH), "--myst", str(tmp_path / "myst"), "--data_dir", str(data),
                "--whisper_model", model, "--whisper_hyp", str(hyp), "--max_wer", "1e6", "--subset_hours", "",
                "--whisper_opts", f"--max_tokens {MAX_TOKENS} --progress false"]
         return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)

@@ -37,7 +37,7 @@ def data(mini_data, tmp_path_factory):
 @pytest.fixture(scope="module")
 def all_states(conf, data, tmp_path_factory):
     out = tmp_path_factory.mktemp("all") / "feats"
-    extract_features({**conf, "layer": "all"}, data, out, nj=1, **BATCH)
+    extract_features({**conf, "layer": "all"}, data, out, num_shards=1, **BATCH)
     return out
 
 
@@ -60,7 +60,7 @@ def test_state_i_equals_a_single_layer_cache_of_layer_i(conf, data, all_states, 
     many = read(all_states)
     for i in (0, n_states // 2, n_states - 1):
         out = tmp_path / f"layer{i}"
-        extract_features({**conf, "layer": i}, data, out, nj=1, **BATCH)
+        extract_features({**conf, "layer": i}, data, out, num_shards=1, **BATCH)
         one, one_layout = read(out), FeatureLayout.load(out)
         for utt, matrix in one.items():
             for name in one_layout.names:  # state i of every stream (E_ft and the delta alike)

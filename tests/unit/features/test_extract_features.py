@@ -15,7 +15,8 @@ import torch
 
 from conftest import first_utterances, perturb_all, write_espnet_checkpoint
 from espnet_delta.features import extract as feature_extract
-from espnet_delta.features.audio import read_wav_scp, shard_items
+from espnet_delta.data.wav_scp import read_wav_scp
+from espnet_delta.features.audio import shard_items
 from espnet_delta.features.config import ExtractionConfig, LayoutMismatchError
 from espnet_delta.features.extract import extract_features
 from espnet_delta.features.shards import ShardBusyError, ShardFiles, _ShardLock
@@ -55,7 +56,7 @@ def data(mini_data, tmp_path_factory):
 def clean(conf, extractor, data, tmp_path_factory):
     """An uninterrupted 2-shard extraction (the reference for the other tests)."""
     out = tmp_path_factory.mktemp("clean") / "feats"
-    result = extract_features(conf, data, out, nj=2, extractor=extractor, **BATCH)
+    result = extract_features(conf, data, out, num_shards=2, extractor=extractor, **BATCH)
     assert result.written == [1, 2] and result.merged
     return out
 
@@ -124,14 +125,14 @@ def test_kill_midway_and_rerun_gives_identical_features(conf, extractor, data, c
 
     monkeypatch.setattr(feature_extract, "write_matrix", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        extract_features(conf, data, out, nj=2, extractor=extractor, **BATCH)
+        extract_features(conf, data, out, num_shards=2, extractor=extractor, **BATCH)
     assert (out / "feats.1.scp").is_file() and not (out / "feats.2.scp").exists()
     assert (out / "feats.2.ark.tmp").is_file() and not (out / "feats.scp").exists()
     done1 = {p: (out / p).stat().st_mtime_ns for p in ("feats.1.ark", "feats.1.scp", "feats.1.shape")}
 
     calls.clear()
     monkeypatch.setattr(feature_extract, "write_matrix", lambda fd, utt, m: calls.append(utt) or real_write(fd, utt, m))
-    result = extract_features(conf, data, out, nj=2, extractor=extractor, **BATCH)
+    result = extract_features(conf, data, out, num_shards=2, extractor=extractor, **BATCH)
     assert result.skipped == [1] and result.written == [2] and result.merged
     assert sorted(calls) == sorted(shard2)  # only shard 2 recomputed
     assert {p: (out / p).stat().st_mtime_ns for p in done1} == done1
@@ -143,7 +144,7 @@ def test_kill_midway_and_rerun_gives_identical_features(conf, extractor, data, c
     assert (out / "layout.json").read_text() == (clean / "layout.json").read_text()
 
     calls.clear()
-    again = extract_features(conf, data, out, nj=2, extractor=extractor, **BATCH)
+    again = extract_features(conf, data, out, num_shards=2, extractor=extractor, **BATCH)
     assert again.written == [] and again.merged and calls == []
 
 
@@ -152,20 +153,20 @@ def test_parallel_shard_jobs_merge_when_last_finishes(conf, extractor, data, cle
     # an ark left without scp by a killed job is removed and redone
     out.mkdir()
     with pytest.raises(RuntimeError, match=r"shard\(s\) \[1, 2\] of 2 are not complete"):
-        extract_features(conf, data, out, nj=2, merge_only=True, extractor=extractor, **BATCH)
+        extract_features(conf, data, out, num_shards=2, merge_only=True, extractor=extractor, **BATCH)
     (out / "feats.2.ark").write_bytes(b"partial")
-    first = extract_features(conf, data, out, nj=2, shard=2, extractor=extractor, **BATCH)
+    first = extract_features(conf, data, out, num_shards=2, shard=2, extractor=extractor, **BATCH)
     assert first.written == [2] and not first.merged and not (out / "feats.scp").exists()
     with pytest.raises(ShardBusyError, match="shard 1 is being written by another process"):
         with _ShardLock(ShardFiles(out, 1)):
-            extract_features(conf, data, out, nj=2, shard=1, extractor=extractor, **BATCH)
-    last = extract_features(conf, data, out, nj=2, shard=1, extractor=extractor, **BATCH)
+            extract_features(conf, data, out, num_shards=2, shard=1, extractor=extractor, **BATCH)
+    last = extract_features(conf, data, out, num_shards=2, shard=1, extractor=extractor, **BATCH)
     assert last.written == [1] and last.merged
     for name in ("feats.1.ark", "feats.2.ark"):
         assert (out / name).read_bytes() == (clean / name).read_bytes()
     assert relative_lines(out / "feats.scp", out) == relative_lines(clean / "feats.scp", clean)
     (out / "feats.scp").unlink()
-    merged = extract_features(conf, data, out, nj=2, merge_only=True, extractor=extractor, **BATCH)
+    merged = extract_features(conf, data, out, num_shards=2, merge_only=True, extractor=extractor, **BATCH)
     assert merged.merged and merged.written == []
     assert relative_lines(out / "feats.scp", out) == relative_lines(clean / "feats.scp", clean)
 
@@ -177,38 +178,35 @@ def test_layout_mismatch_is_refused(conf, data, clean, tiny_upstreams, tmp_path)
     changed = json.loads(json.dumps(conf))
     changed["others"][0]["finetuned"] = str(other)
     with pytest.raises(LayoutMismatchError) as e:
-        extract_features(changed, data, out, nj=2, **BATCH)
+        extract_features(changed, data, out, num_shards=2, **BATCH)
     assert str(out / "layout.json") in str(e.value)
     assert "models.others[0].files.finetuned.path" in str(e.value) and "--overwrite" in str(e.value)
 
     with pytest.raises(LayoutMismatchError, match=r"layer: 'last' in the file, 2 now"):
-        extract_features({**conf, "layer": 2}, data, out, nj=2, **BATCH)
+        extract_features({**conf, "layer": 2}, data, out, num_shards=2, **BATCH)
     with pytest.raises(LayoutMismatchError, match=r"dtype: 'float32' in the file, 'float16' now"):
-        extract_features(conf, data, out, nj=2, fp16=True, **BATCH)
+        extract_features(conf, data, out, num_shards=2, fp16=True, **BATCH)
     with pytest.raises(LayoutMismatchError, match=r"autocast: 'none' in the file, 'bf16' now"):
-        extract_features(conf, data, out, nj=2, autocast="bf16", **BATCH)
-    # a complete extraction is reused whatever nj; an incomplete one must keep its split
-    assert extract_features(conf, data, out, nj=3, **BATCH).merged
-    (out / "feats.scp").unlink()
-    with pytest.raises(LayoutMismatchError, match=r"shards.json.*nj: 2 in the file, 3 now"):
-        extract_features(conf, data, out, nj=3, **BATCH)
+        extract_features(conf, data, out, num_shards=2, autocast="bf16", **BATCH)
+    # the shard count is no part of the identity (test_shard_count.py): reused whatever num_shards
+    assert extract_features(conf, data, out, num_shards=3, **BATCH).merged
     lines = (data / "wav.scp").read_text().splitlines(True)
     fewer = tmp_path / "fewer"
     fewer.mkdir()
     (fewer / "wav.scp").write_text("".join(lines[:-1]))
     with pytest.raises(LayoutMismatchError, match=r"wav.scp changed.*num_utts: 8 in the file, 7 now"):
-        extract_features(conf, fewer, out, nj=2, **BATCH)
+        extract_features(conf, fewer, out, num_shards=2, **BATCH)
     # a retrained checkpoint (same path, new mtime) is a different model
     touched = Path(conf["others"][1]["finetuned"])
     st = touched.stat()
     try:
         os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
         with pytest.raises(LayoutMismatchError, match=r"models.others\[1\].files.finetuned.mtime"):
-            extract_features(conf, data, out, nj=2, **BATCH)
+            extract_features(conf, data, out, num_shards=2, **BATCH)
     finally:
         os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(ValueError, match="overwrite cannot be combined with shard"):
-        extract_features(conf, data, out, nj=2, shard=1, overwrite=True, **BATCH)
+        extract_features(conf, data, out, num_shards=2, shard=1, overwrite=True, **BATCH)
 
 
 def test_fp16_and_overwrite_on_a_tiny_set(conf, extractor, data, clean, tmp_path):
@@ -218,10 +216,10 @@ def test_fp16_and_overwrite_on_a_tiny_set(conf, extractor, data, clean, tmp_path
     small.mkdir()
     (small / "wav.scp").write_text("".join((data / "wav.scp").read_text().splitlines(True)[:2]))
     out = tmp_path / "feats"
-    extract_features(conf, small, out, nj=1, extractor=extractor, **BATCH)
+    extract_features(conf, small, out, num_shards=1, extractor=extractor, **BATCH)
     with pytest.raises(LayoutMismatchError):
-        extract_features(conf, small, out, nj=1, fp16=True, extractor=extractor, **BATCH)
-    result = extract_features(conf, small, out, nj=1, fp16=True, overwrite=True, extractor=extractor, **BATCH)
+        extract_features(conf, small, out, num_shards=1, fp16=True, extractor=extractor, **BATCH)
+    result = extract_features(conf, small, out, num_shards=1, fp16=True, overwrite=True, extractor=extractor, **BATCH)
     assert result.written == [1] and result.merged
     layout = FeatureLayout.load(out)
     assert layout.dtype == "float16"
@@ -261,9 +259,9 @@ def test_cli_writes_all_shards_and_merges(conf, data, tmp_path, monkeypatch):
     config.write_text(json.dumps({**conf, "others": conf["others"][:1]}))  # JSON is YAML; 3 models load faster
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep the session's thread count
     out = tmp_path / "feats"
-    args = ["--config", str(config), "--data_dir", str(small), "--out_dir", str(out), "--nj", "2"]
+    args = ["--config", str(config), "--data_dir", str(small), "--out_dir", str(out), "--num_shards", "2"]
     args += ["--device", "cpu", "--progress", "false"]
-    main(args + ["--fp16", "true"])
+    main(args + ["--feats_fp16", "true"])
     assert len(read_scp(out)) == 3 and FeatureLayout.load(out).dtype == "float16" and FeatureLayout.load(out).dim == 96
     with pytest.raises(SystemExit) as e:
         main(args)
@@ -330,7 +328,7 @@ def test_old_format_cache_is_refused_naming_the_file(conf, data, clean, tmp_path
     old["format"] = "espnet_delta.features.layout/1"
     old["streams"] = [{**s, "name": s["name"].replace(".delta", ".pt")} for s in old["streams"]]
     (out / "layout.json").write_text(json.dumps(old))
-    for call in (lambda: FeatureLayout.load(out), lambda: extract_features(conf, data, out, nj=2, **BATCH)):
+    for call in (lambda: FeatureLayout.load(out), lambda: extract_features(conf, data, out, num_shards=2, **BATCH)):
         with pytest.raises(LayoutMismatchError) as e:
             call()
         assert str(out / "layout.json") in str(e.value)

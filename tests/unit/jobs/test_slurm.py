@@ -140,7 +140,7 @@ def test_extraction_on_slurm_equals_local_and_rerun_redoes_only_the_failed_shard
     def extract(out: str) -> str:  # absolute out_dir: feats.scp then names absolute ark paths
         out = tmp_path / out
         return (f"-m espnet_delta.bin.extract_features --config {config} --data_dir {data} --out_dir {out} "
-                "--nj 2 --device cpu --progress false --batch_size 2 --shard")
+                "--num_shards 2 --device cpu --progress false --batch_size 2 --shard")
 
     # on Slurm, shard 2's task fails on its first try (before extracting anything); the local
     # run goes on at the same time

@@ -119,7 +119,7 @@ def test_stage_tunes_every_method_on_dev_and_decodes_the_chosen(tmp_path, fake_d
     (tmp_path / "groups.yaml").write_text("- layers: [0, 0]\n  lambda: 0.3\n  alpha: 0.7\n")
     exp = tmp_path / "exp"
     argv = ["--child", str(child), "--adult", str(adult), "--base", str(tmp_path / "base.pth"),
-            "--data_dir", str(tmp_path / "data"), "--dev_set", "dev", "--test_sets", "test", "--exp_dir", str(exp),
+            "--data_dir", str(tmp_path / "data"), "--valid_set", "dev", "--test_sets", "test", "--exp_dir", str(exp),
             "--schedules", "depth_power", str(tmp_path / "groups.yaml"), "--lambdas", "0.2", "--alphas", "0.8", "0.9",
             "--lerp_coefs", "0.3", "0.7", "--ta_scales", "0.5", "1", "--ties_topks", "20", "--ties_scales", "0.5", "1"]  # fmt: skip
     merge_stage.main(argv)
@@ -163,7 +163,7 @@ def test_named_stage_writes_its_own_grid_jobs_and_section(tmp_path, fake_decoder
     torch.save(fairseq_state(0), tmp_path / "base.pth")
     exp = tmp_path / "exp"
     merge_stage.main(["--child", str(child), "--adult", str(adult), "--base", str(tmp_path / "base.pth"),
-                      "--data_dir", str(tmp_path / "data"), "--dev_set", "dev", "--test_sets", "test",
+                      "--data_dir", str(tmp_path / "data"), "--valid_set", "dev", "--test_sets", "test",
                       "--exp_dir", str(exp), "--name", "whisper", "--methods", "sa", "lerp",
                       "--schedules", "depth_power", "--lambdas", "0.2", "--alphas", "0.8", "0.9",
                       "--lerp_coefs", "0.3", "0.7"])  # fmt: skip

@@ -1,5 +1,9 @@
 """Word alignment that reproduces sclite's, and the error counts it yields.
 
+It lives in data/ because two rooms count word errors and must count them alike: data
+preparation screens utterances by their Whisper WER (:mod:`.screen`), and scoring
+(:mod:`espnet_delta.scoring`) writes the reported WERs; data/ sits below both.
+
 sclite does *not* minimise S + D + I.  Its default word-to-word distance
 (``wwd_WORD`` in SCTK's ``word.c``) costs 0 for a match, 3 for an insertion or
 a deletion and 4 for a substitution, and its dynamic programme
@@ -8,7 +12,7 @@ for ref ``A B C X Y`` / hyp ``P Q R A B`` plain Levenshtein finds 5
 substitutions (5 errors) while sclite keeps the two matches and reports
 3 insertions + 3 deletions (6 errors, cost 18 < 20).  ESPnet's RESULTS.md
 numbers come from sclite, so we use sclite's costs, and
-``tests/test_scoring.py`` checks the counts against the real sclite.
+the scoring tests check the counts against the real sclite.
 
 Ties between equal-cost predecessors are broken as sclite breaks them, per
 cell (ref position ``i``, hyp position ``j``):

@@ -1,0 +1,91 @@
+# Helpers of the stage engine's bodies (local/asr.sh, sourced after its options): ask the job
+# planner (espnet_delta.recipe.plan) for jobs, hand them to the back-end (run_parallel, run_job
+# of local/utils.sh). They read the engine's variables.
+
+# plan <what> [planner options]: the planner with the engine's options (plan_opts); it renders
+# the train.yaml of jobs not trained yet, except under --print_only (then it only lists).
+plan() {
+    local what=$1
+    shift
+    local write=true
+    [ "${print_only}" = true ] && write=false
+    ${planner} "${what}" --write "${write}" "${plan_opts[@]}" "$@"
+}
+
+# plan_jobs <what> [options]: the array `jobs` := the planner's job dirs (a planner error stops the stage).
+plan_jobs() {
+    local out
+    out=$(plan "$@")
+    jobs=()
+    [ -z "${out}" ] || mapfile -t jobs <<< "${out}"
+}
+
+# list_jobs <family>: the array `jobs` := the family's job dirs, nothing written (decoding stages).
+list_jobs() {
+    plan_jobs "$1" --write false
+}
+
+# train_jobs <job dir...>: ESPnet trainings, --nj at once, each on --ngpu GPUs (DDP when > 1).
+train_jobs() {
+    [ $# -gt 0 ] || return 0
+    run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" "${train_prefix[@]}" \
+        ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" --num_nodes "${num_nodes}" -- "$@"
+}
+
+# decode_group <decoder> <checkpoint> <unit> <input_type> <job dir...>: one decoding + scoring
+# command over the jobs on every --test_sets set: greedy CTC (bin.decode) or beam search (bin.beam_decode).
+decode_group() {
+    local decoder=$1 model=$2 unit=$3 input=$4 tests=() t
+    shift 4
+    for t in ${test_sets}; do
+        if [ "${input}" = kaldi_ark ]; then tests+=(--test "${t}=${feats_dir}/${t}/feats.scp"); else tests+=(--test "${t}=${data_dir}/${t}/wav.scp"); fi
+    done
+    if [ "${decoder}" = beam ]; then
+        run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.beam_decode \
+            --model_name "${model}" --decode_config "${whisper_decode_config}" "${tests[@]}" \
+            --ref_dir "${data_dir}" --device "${decode_device}" -- "$@"
+    else
+        run_parallel --cmd "${inference_cmd}" --name decode "${inference_nj}" ${python} -m espnet_delta.bin.decode \
+            --model_name "${model}" --unit "${unit}" "${tests[@]}" --input_type "${input}" --batch_size "${decode_batch_size}" \
+            --ref_dir "${data_dir}" --device "${decode_device}" -- "$@"
+    fi
+}
+
+# decode_planned [planner options]: decode_group for every group the planner lists (default: stage 4's families).
+decode_planned() {
+    local out line groups=() group=()
+    out=$(plan decode --write false "$@")
+    [ -z "${out}" ] || mapfile -t groups <<< "${out}"
+    for line in "${groups[@]}"; do
+        read -r -a group <<< "${line}"
+        decode_group "${group[@]}"
+    done
+}
+
+# merge_models <log name> <child job> <adult job> <base checkpoint> [merge_stage options]: stage 8's
+# merge grids (SA readings and baselines) chosen on --valid_set, then decoded on --test_sets.
+merge_models() {
+    local name=$1 child=$2 adult=$3 base=$4
+    shift 4
+    # shellcheck disable=SC2086  # word lists
+    run_job --cmd "${inference_cmd}" --name "${name}" ${python} -m espnet_delta.recipe.merge_stage --child "${child}" \
+        --adult "${adult}" --base "${base}" --data_dir "${data_dir}" --valid_set "${valid_set}" --test_sets ${test_sets} \
+        --schedules ${merge_schedules} --lambdas ${merge_lambdas} --alphas ${merge_alphas} \
+        --lerp_coefs ${merge_lerp_coefs} --ta_scales ${merge_ta_scales} --ties_topks ${merge_ties_topks} \
+        --ties_scales ${merge_ties_scales} --exp_dir "${exp_dir}" --device "${decode_device}" "$@"
+}
+
+# write_results: RESULTS.md from every scored dir and every result fragment present
+# (the fragments and their order: espnet_delta.recipe.names.FRAGMENTS).
+write_results() {
+    local out scored=() fragments=() args=()
+    out=$(plan scored)
+    [ -z "${out}" ] || mapfile -t scored <<< "${out}"
+    out=$(plan fragments)
+    [ -z "${out}" ] || mapfile -t fragments <<< "${out}"
+    [ ${#scored[@]} -eq 0 ] || args+=(--scored "${scored[@]}")
+    [ ${#fragments[@]} -eq 0 ] || args+=(--append_md "${fragments[@]}")
+    ${python} -m espnet_delta.bin.score --results_md RESULTS.md "${args[@]}" \
+        --baseline "${results_baseline:-${ref_ft_dir##*/}}" --command "${run_command}"
+    [ "${print_only}" = true ] || log "Wrote RESULTS.md ($(grep -c '^|' RESULTS.md) table rows)"
+}
