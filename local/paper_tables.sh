@@ -29,7 +29,7 @@ subset_finetune_config= # fine-tuning config of the subset sizes ('' = the recip
 adult_train_set=libri_train          # Table 4: the adult set the delta models are fine-tuned on
 adult_upstreams="hubert wav2vec2"    # Table 4: the delta models fine-tuned on it
 test_set=test           # the set the tables show
-dev_set=dev             # Table 2 picks the fusion method on it
+valid_set=dev             # Table 2 picks the fusion method on it
 gate_sets="dev test"    # Table 5: sets of the gate weights
 child_label=MyST        # Table 4: names of the child and adult sets
 adult_label=LibriSpeech
@@ -48,7 +48,7 @@ Usage: $0 [options]   (recipe values shown as defaults)
   --subset_finetune_config F  fine-tuning config of the subset sizes, '' = the recipe's (default: '${subset_finetune_config}')
   --adult_train_set NAME      Table 4: adult fine-tuning set (default: ${adult_train_set})
   --adult_upstreams "A B"     Table 4: models fine-tuned on it (default: '${adult_upstreams}')
-  --test_set / --dev_set      (default: ${test_set} / ${dev_set})
+  --test_set / --valid_set      (default: ${test_set} / ${valid_set})
   --gate_sets "A B"           Table 5 gate sets (default: '${gate_sets}')
   --child_label / --adult_label  Table 4 labels (default: ${child_label} / ${adult_label})
   --out FILE                  table sections, kept across recipe runs (default: ${out})
@@ -93,7 +93,7 @@ missing() {
     h=$2
     [ ${#ts[@]} -gt 0 ] || return 0
     ${py} -m espnet_delta.bin.paper_tables --log_level ERROR --list_missing --tables "${ts[@]}" \
-        --size "${label[${h}]}=${exp[${h}]}" --test_set "${test_set}" --dev_set "${dev_set}" --gate_sets ${gate_sets} \
+        --size "${label[${h}]}=${exp[${h}]}" --test_set "${test_set}" --valid_set "${valid_set}" --gate_sets ${gate_sets} \
         | awk -F'\t' -v r="${run_tag}" '$2 == r' || true
 }
 
@@ -197,7 +197,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     [ -z "${results_md}" ] || dest+=(--results_md "${results_md}")
     # shellcheck disable=SC2086
     ${py} -m espnet_delta.bin.paper_tables --tables ${tables} "${size_args[@]}" --test_set "${test_set}" \
-        --dev_set "${dev_set}" --gate_sets ${gate_sets} --child_label "${child_label}" --adult_label "${adult_label}" \
+        --valid_set "${valid_set}" --gate_sets ${gate_sets} --child_label "${child_label}" --adult_label "${adult_label}" \
         "${dest[@]}"
 fi
 log "Finished stages ${stage}..${stop_stage} in $((SECONDS - t0)) s"

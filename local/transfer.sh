@@ -142,7 +142,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     # shellcheck disable=SC2086
     run_job --cmd "${decode_cmd}" --name transfer ${python} -m espnet_delta.recipe.transfer_stage grid \
         --target "${kids_exp}/ft_${ref}" --aug "${aug_exp}/ft_${ref}" --orig "${exp_dir}/ft_${ref}" \
-        --scales ${transfer_scales} --data_dir "${data_dir}" --dev_set "${kids_dev}" --test_sets "${kids_test}" \
+        --scales ${transfer_scales} --data_dir "${data_dir}" --valid_set "${kids_dev}" --test_sets "${kids_test}" \
         --exp_dir "${kids_exp}" --batch_size "${decode_batch_size}"
 fi
 

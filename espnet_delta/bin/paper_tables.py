@@ -2,7 +2,7 @@
 
     python -m espnet_delta.bin.paper_tables --tables 1 2 3 4 5 \\
         --size Full=exp --size 10h=exp/sizes/10 --size 5h=exp/sizes/5 --size 1h=exp/sizes/1 \\
-        [--test_set test] [--dev_set dev] [--gate_sets dev test] \\
+        [--test_set test] [--valid_set dev] [--gate_sets dev test] \\
         [--out exp/paper_tables.md] [--results_md RESULTS.md] [--n_resamples 1000] [--seed 0]
 
 Each ``--size LABEL=EXP_DIR`` is one training-data size (its own fine-tuning and fusion
@@ -48,7 +48,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", action="append", default=[], metavar="LABEL=EXP_DIR",
                         help="a training-data size and the exp dir of its run (repeatable; the first is the full set)")
     parser.add_argument("--test_set", default="test", help="the set whose WERs the tables show")
-    parser.add_argument("--dev_set", default="dev", help="the set Table 2 picks the best fusion method on")
+    parser.add_argument("--valid_set", default="dev", help="the set Table 2 picks the best fusion method on")
     parser.add_argument("--gate_sets", nargs="+", default=None, help="sets of Table 5's gate weights (default: --test_set)")
     parser.add_argument("--child_label", default="MyST", help="Table 4: name of the child training set")
     parser.add_argument("--adult_label", default="LibriSpeech", help="Table 4: name of the adult training set")
@@ -107,7 +107,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             parser.error("--size LABEL=EXP_DIR is required (the first is the full training set)")
         sizes = parse_sizes(args.size)
         book = ScoreBook(args.n_resamples, args.seed, args.alpha)
-        built = [build_table(n, book, sizes, args.test_set, args.dev_set, args.gate_sets or [args.test_set],
+        built = [build_table(n, book, sizes, args.test_set, args.valid_set, args.gate_sets or [args.test_set],
                              child_label=args.child_label, adult_label=args.adult_label) for n in tables]
         if args.list_missing:
             for entry in dict.fromkeys(m for t in built for m in t.missing):

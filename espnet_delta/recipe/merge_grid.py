@@ -110,12 +110,12 @@ def best_per(scored: Sequence[Tuple[GridPoint, float]], key: str) -> Dict[str, T
     return {k: select_best(v) for k, v in groups.items()}
 
 
-def grid_tsv(scored: Sequence[Tuple[GridPoint, float]], dev_set: str) -> str:
+def grid_tsv(scored: Sequence[Tuple[GridPoint, float]], valid_set: str) -> str:
     """``method reading name params dev_wer chosen``, one row per point, then
     ``# best <method>: <name>`` lines."""
     best = best_per(scored, "method")
     chosen = {p.name for p, _ in best.values()}
-    lines = [f"method\treading\tname\tparams\t{dev_set}_wer\tchosen"]
+    lines = [f"method\treading\tname\tparams\t{valid_set}_wer\tchosen"]
     for p, wer in scored:
         lines.append(f"{p.method}\t{p.reading}\t{p.name}\t{p.params}\t{wer:.2f}\t{'*' if p.name in chosen else ''}")
     lines += [f"# best {method}: {p.name}" for method, (p, _) in best.items()]
@@ -129,7 +129,7 @@ def _wer(value: float) -> str:
 def results_md(
     scored: Sequence[Tuple[GridPoint, float]],
     finals: Mapping[str, Mapping[str, float]],
-    dev_set: str,
+    valid_set: str,
     test_sets: Sequence[str],
     prefix: str = "merge",
     title: str = "Model merging",
@@ -137,13 +137,13 @@ def results_md(
     """The section appended to RESULTS.md: each method's grid, its dev-best point and that
     point's WER on every set (``finals``: job name -> set -> WER), then SA per reading.
     ``prefix`` names the jobs (``<prefix>_<point>``), e.g. ``merge_whisper`` for the Whisper merges."""
-    sets = list(dict.fromkeys([dev_set, *test_sets]))
+    sets = list(dict.fromkeys([valid_set, *test_sets]))
     by_method = best_per(scored, "method")
     sizes = {m: sum(1 for p, _ in scored if p.method == m) for m in by_method}
     out = [
         f"## {title} (grids searched on dev)",
         "",
-        f"Each method's grid was decoded on `{dev_set}`; the point with the lowest {dev_set} WER "
+        f"Each method's grid was decoded on `{valid_set}`; the point with the lowest {valid_set} WER "
         "(the first of equal ones) was decoded on every set. SA merge: c_i is the child model's "
         "weight on the attention Q/K/V task vectors; every other tensor is the child's.",
         "",
@@ -158,9 +158,9 @@ def results_md(
     if readings:
         out += [
             "",
-            f"SA merge per schedule reading (best {dev_set} WER of each; the row above is the best of all):",
+            f"SA merge per schedule reading (best {valid_set} WER of each; the row above is the best of all):",
             "",
-            f"|reading|grid points|best point|{dev_set} WER|",
+            f"|reading|grid points|best point|{valid_set} WER|",
             "|---|---|---|---|",
         ]
         for reading, (p, wer) in readings.items():

@@ -1,7 +1,7 @@
 """Augmentation task vectors and their transfer to a second child corpus (arXiv 2501.08468).
 
     python -m espnet_delta.recipe.transfer_stage grid --target exp/kids/ft_wavlm --aug exp/aug/ft_wavlm \\
-        --orig exp/ft_wavlm --scales 0.25 0.5 0.75 1.0 --data_dir data --dev_set kids_dev \\
+        --orig exp/ft_wavlm --scales 0.25 0.5 0.75 1.0 --data_dir data --valid_set kids_dev \\
         --test_sets kids_test --exp_dir exp/kids
     python -m espnet_delta.recipe.transfer_stage results --exp_dir exp --out exp/transfer_results.md ...
 
@@ -52,7 +52,7 @@ def run_grid(args: argparse.Namespace) -> float:
     for job in (args.target, args.aug, args.orig):
         if not (job / MODEL_NAME).is_file():
             raise FileNotFoundError(f"{job / MODEL_NAME} not found (fine-tune it first)")
-    dev = [(args.dev_set, args.data_dir / args.dev_set / "wav.scp")]
+    dev = [(args.valid_set, args.data_dir / args.valid_set / "wav.scp")]
     grid = []
     for scale in args.scales:
         job = args.exp_dir / job_name(scale)
@@ -62,15 +62,15 @@ def run_grid(args: argparse.Namespace) -> float:
             from espnet_delta.merge.transfer import transfer_file
 
             transfer_file(args.target / MODEL_NAME, args.aug / MODEL_NAME, args.orig / MODEL_NAME, scale, job / MODEL_NAME)
-        wer = decode_and_score(job, dev, args.data_dir, args.batch_size, args.device)[args.dev_set]
+        wer = decode_and_score(job, dev, args.data_dir, args.batch_size, args.device)[args.valid_set]
         grid.append((wer, scale))
-        logging.info("transfer lambda=%g: %s WER %.2f", scale, args.dev_set, wer)
+        logging.info("transfer lambda=%g: %s WER %.2f", scale, args.valid_set, wer)
     best_wer, best = min(grid)
     lines = ["lambda\tdev_wer\n"] + [f"{s:g}\t{w:.2f}\n" for w, s in sorted(grid, key=lambda g: g[1])]
     write_text_atomic(args.exp_dir / GRID_NAME, "".join(lines) + f"# best: lambda={best:g}\n")
-    every = [(s, args.data_dir / s / "wav.scp") for s in dict.fromkeys([args.dev_set, *args.test_sets])]
+    every = [(s, args.data_dir / s / "wav.scp") for s in dict.fromkeys([args.valid_set, *args.test_sets])]
     wers = decode_and_score(args.exp_dir / job_name(best), every, args.data_dir, args.batch_size, args.device)
-    logging.info("best lambda on %s: %g (WER %.2f); %s", args.dev_set, best, best_wer,
+    logging.info("best lambda on %s: %g (WER %.2f); %s", args.valid_set, best, best_wer,
                  ", ".join(f"{k} WER {v:.2f}" for k, v in wers.items()))
     return best
 
@@ -187,7 +187,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--orig", type=Path, required=True, help="job dir of theta_orig (same corpus, no augmentation)")
     g.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
     g.add_argument("--data_dir", type=Path, required=True)
-    g.add_argument("--dev_set", required=True)
+    g.add_argument("--valid_set", required=True)
     g.add_argument("--test_sets", nargs="+", required=True)
     g.add_argument("--exp_dir", type=Path, required=True, help="where the transfer_s<lambda> job dirs go")
     g.add_argument("--batch_size", type=int, default=8)

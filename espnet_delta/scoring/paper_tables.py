@@ -209,7 +209,7 @@ def table1(book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str, **_) -> Pa
     return t
 
 
-def table2(book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str, dev_set: str, **_) -> PaperTable:
+def table2(book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str, valid_set: str, **_) -> PaperTable:
     full = sizes[0]
     t = PaperTable(2, f"WER (%) of the best delta fusion and the fine-tuned models, {full.label} training data",
                    ["Model", "Fusion", f"WER ({test_set})"])
@@ -218,7 +218,7 @@ def table2(book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str, dev_set: s
         t.rows.append([f"{label} (fine-tuned)", NONE, book.cell(full, ft_system(model), test_set,
                                                                    None if model == REFERENCE else ref)])
     for _, label, short in OTHERS:
-        dev = {method: book.wer(full, delta_system(short, method), dev_set) for method, _ in METHODS}
+        dev = {method: book.wer(full, delta_system(short, method), valid_set) for method, _ in METHODS}
         scored = [(w, k) for k, (method, _) in enumerate(METHODS) if (w := dev[method]) is not None]
         if len(scored) < len(METHODS):  # every method must be scored on dev before one is picked
             t.rows.append([f"{REFERENCE_LABEL} + Δ{label}", MISSING, MISSING])
@@ -226,7 +226,7 @@ def table2(book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str, dev_set: s
         method, method_label = METHODS[min(scored)[1]]
         t.rows.append([f"{REFERENCE_LABEL} + Δ{label}", method_label,
                        book.cell(full, delta_system(short, method), test_set, ref)])
-    t.notes.append(f"Fusion: the method of Table 1 with the lowest WER on {dev_set} (ties: the first of "
+    t.notes.append(f"Fusion: the method of Table 1 with the lowest WER on {valid_set} (ties: the first of "
                    + ", ".join(m for _, m in METHODS) + "). " + book.significance_note(f"{REFERENCE_LABEL} (fine-tuned)"))
     return t
 
@@ -297,7 +297,7 @@ TABLES: Mapping[int, Callable[..., PaperTable]] = {1: table1, 2: table2, 3: tabl
 
 
 def build_table(number: int, book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str = "test",
-                dev_set: str = "dev", gate_sets: Sequence[str] = (), **labels: str) -> PaperTable:
+                valid_set: str = "dev", gate_sets: Sequence[str] = (), **labels: str) -> PaperTable:
     """Build Table ``number``; ``sizes[0]`` is the full training set. What was not found is
     in ``table.missing`` (and shown as ``MISSING``)."""
     if number not in TABLES:
@@ -305,7 +305,7 @@ def build_table(number: int, book: ScoreBook, sizes: Sequence[SizeRoot], test_se
     if not sizes:
         raise ValueError("at least one data size (the full training set) is needed")
     start = len(book.missing)
-    table = TABLES[number](book, sizes, test_set=test_set, dev_set=dev_set, gate_sets=gate_sets, **labels)
+    table = TABLES[number](book, sizes, test_set=test_set, valid_set=valid_set, gate_sets=gate_sets, **labels)
     table.missing = list(dict.fromkeys(book.missing[start:]))
     if table.missing:
         table.notes.append(f"{MISSING}: not scored yet ({len(table.missing)} score dirs or gate files missing; "

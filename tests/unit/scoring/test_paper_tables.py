@@ -93,7 +93,7 @@ def test_table2_picks_the_method_on_dev(tmp_path):
     for (short, method), e in dev.items():
         scored(full, data, fusion(short, method), e, "dev")
         scored(full, data, fusion(short, method), test[(short, method)], "test")
-    t = table(2, [SizeRoot("full", full)], test_set="test", dev_set="dev")
+    t = table(2, [SizeRoot("full", full)], test_set="test", valid_set="dev")
     assert t.header == ["Model", "Fusion", "WER (test)"]
     assert t.rows == [["WavLM (fine-tuned)", "", "20.00"], ["HuBERT (fine-tuned)", "", "0.00*"],
                       ["W2V2 (fine-tuned)", "", "19.50"], ["WavLM + ΔHuBERT", "cross-attention", "40.00*"],
@@ -212,7 +212,7 @@ def test_recipe_systems_files_define_what_each_table_reads(tmp_path, systems_dir
     sizes = [SizeRoot("full", tmp_path / "exp"), SizeRoot("1 h", tmp_path / "exp1h")]
     existing = load_yaml(REPO / base)
     for n in (1, 2, 3, 4, 5):
-        t = table(n, sizes, test_set="test", dev_set="dev", gate_sets=["test"])
+        t = table(n, sizes, test_set="test", valid_set="dev", gate_sets=["test"])
         for run, name in (("main", f"table{n}_systems.yaml"), ("adult", "table4_adult_systems.yaml")):
             read = {p.parts[-4][len("fusion_"):] for _, r, p in t.missing if r == run and p.parts[-4].startswith("fusion_")}
             if run == "adult" and n != 4:
