@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The shared stage engine of every espnet_delta recipe (see README.md, "Recipes and stages").
+# The shared stage engine of every espnet_delta recipe (see docs/recipes.md).
 # A recipe's run.sh sets corpus options and calls this script; any option can be
 # overridden on the command line: ./run.sh --stage 4 --stop_stage 5 --nj 4
 # (./run.sh --print_only true prints every command line the stages would run, and runs none). The stage

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Augmentation task vectors and their transfer to a second child corpus (arXiv 2501.08468; README,
-# "Transfer"). Run from a recipe directory after its run.sh stages 1-5 (exp/ft_<reference>, the data
+# Augmentation task vectors and their transfer to a second child corpus (arXiv 2501.08468; docs/recipes.md,
+# "Augmentation task vectors"). Run from a recipe directory after its run.sh stages 1-5 (exp/ft_<reference>, the data
 # dirs and token list; exp/ft_<reference>_adult for the SA row):
 #   1 the second child corpus mini_kids -> data/<kids_prefix>{train,dev,test}; data/<train_set>_sp; shapes
 #   2 theta_aug: the reference fine-tuned with augmentation (local/asr.sh stages 4-5, --exp_dir <exp>/aug)

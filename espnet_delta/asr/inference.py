@@ -11,6 +11,6 @@ class Speech2Text(_EspnetSpeech2Text):
     """``espnet2.bin.asr_inference.Speech2Text`` that also loads delta-fusion models.
 
     >>> s2t = Speech2Text(asr_train_config="exp/fusion/config.yaml",
-    ...                   asr_model_file="exp/fusion/valid.loss.best.pth", ctc_weight=1.0)
+    ...                   asr_model_file="exp/fusion/valid.wer_ctc.best.pth", ctc_weight=1.0)
     >>> text, tokens, token_ids, hyp = s2t(waveform)[0]
     """

@@ -7,10 +7,10 @@
 conf/extract.yaml (paths relative to the current directory)::
 
     reference: {upstream: wavlm_local, path_or_url: downloads/upstreams/wavlm.pt,
-                finetuned: exp/ft_wavlm/valid.loss.best.pth}
+                finetuned: exp/ft_wavlm/valid.wer_ctc.best.pth}
     others:                        # each contributes E_delta and E_ft (mode: delta)
       - {upstream: hubert_local, path_or_url: downloads/upstreams/hubert.pt,
-         finetuned: exp/ft_hubert/valid.loss.best.pth}
+         finetuned: exp/ft_hubert/valid.wer_ctc.best.pth}
     mode: delta                    # delta (E_pt and E_ft) | full (E_ft only)
     layer: last                    # or a hidden-state index
     hidden_norm: auto

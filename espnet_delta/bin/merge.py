@@ -2,7 +2,7 @@
 
     python -m espnet_delta.bin.merge --method sa \\
         --base exp/upstreams/wavlm.pt \\
-        --models exp/asr_child/valid.loss.best.pth exp/asr_adult/valid.loss.best.pth \\
+        --models exp/asr_child/valid.wer_ctc.best.pth exp/asr_adult/valid.wer_ctc.best.pth \\
         --lambda 0.2 --alpha 0.8 --schedule depth_power --out exp/merged/sa.pth
 
 Methods (M1 = first --models entry, whose container and non-merged tensors the output keeps):

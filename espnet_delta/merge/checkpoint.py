@@ -3,7 +3,7 @@
 Four containers are recognised (found by content, not by file name):
 
 * ``espnet``: an ESPnet ASR checkpoint, i.e. a plain ``state_dict`` saved with
-  ``torch.save`` (``exp/*/valid.loss.best.pth``). With ESPnet's S3PRL frontend the
+  ``torch.save`` (``exp/*/valid.wer_ctc.best.pth``). With the s3prl_exact frontend the
   SSL model sits under ``frontend.upstream.upstream.model.`` (older ESPnet:
   ``frontend.upstream.model.``); with ESPnet's Whisper encoder/decoder the whisper
   modules sit under ``encoder.encoders.`` and ``decoder.decoders.``; other models

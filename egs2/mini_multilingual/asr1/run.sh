@@ -3,7 +3,7 @@
 # espeak-ng, a tiny 6-layer WavLM pre-trained here on the corpus audio (stage 3), the
 # fine-tuned baseline and the SSHR systems of conf/sshr_systems.yaml for graphemes (CER)
 # and phonemes (PER) per language, and a language-ID probe of every layer of the frozen
-# pre-trained model (stage 5). Offline, CPU; measured 12 min 53 s from scratch on two idle cores, at most 1.32 GB in one process and 2.39 GB in all (see README). Options after ./run.sh
+# pre-trained model (stage 5). Offline, CPU; measured 12 min 53 s from scratch on two idle cores, at most 1.32 GB in one process and 2.39 GB in all (see docs/performance.md). Options after ./run.sh
 # override the ones below (./run.sh --help lists them all).
 set -euo pipefail
 . ./db.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tables 1-5 of arXiv 2601.20142 on the mini corpus (local/paper_tables.sh; README, "Paper tables"):
+# Tables 1-5 of arXiv 2601.20142 on the mini corpus (local/paper_tables.sh; docs/recipes.md, "Paper tables"):
 #   ./paper_tables.sh                     # all five tables
 #   ./paper_tables.sh --tables "1 3"      # some of them
 # Data sizes, scaled from the paper's full (133 h) / 10 h / 5 h / 1 h: full (0.49 h) / 0.2 h /

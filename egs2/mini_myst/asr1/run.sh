@@ -5,7 +5,7 @@
 # (frozen upstream -> last / weighted sum / hconv / concat -> BiLSTM -> CTC, characters and phones):
 #   ./run.sh --interface_systems conf/interface_systems.yaml
 # Opt-in: a tiny Whisper fine-tuned through ESPnet on the child and adult sets (attention decoder, beam search),
-# merged in stage 8 with SA merge and the tuned baselines (see README, "Whisper through ESPnet"):
+# merged in stage 8 with SA merge and the tuned baselines (see docs/whisper.md):
 #   ./run.sh --whisper_config conf/whisper/finetune.yaml
 # Stage 8 grids are 2 x 2 here (4 points per SA reading and per baseline; the paper-scale default is 3 x 3).
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tables 1-5 of arXiv 2601.20142 at paper scale (local/paper_tables.sh; README, "Paper tables"):
+# Tables 1-5 of arXiv 2601.20142 at paper scale (local/paper_tables.sh; docs/recipes.md, "Paper tables"):
 #   ./paper_tables.sh --tables 1     # one table; default all five
 # Sizes full / 10 h / 5 h / 1 h of MyST train (stage 1's nested train_<h>h subsets), each its own
 # fine-tuning (conf/tuning/finetune_large.yaml: 12,000 updates at every size) and fusion run.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MyST children's speech at paper scale: large S3PRL hub models, a GPU.
 # Set the corpus paths in db.sh, then
-#   ./run.sh                                    # screens MyST with Whisper large-v2 first (stage 1; see README)
+#   ./run.sh                                    # screens MyST with Whisper large-v2 first (stage 1; see docs/myst.md)
 #   ./run.sh --adult_train_set libri_train      # + merging (needs LIBRISPEECH in db.sh)
 #   ./run.sh --adult_train_set libri_train --whisper_config conf/tuning/whisper_small_finetune.yaml \
 #       --whisper_decode_config conf/tuning/whisper_small_decode.yaml   # + Whisper-small fine-tuning and merging

@@ -5,9 +5,9 @@ Used from any ESPnet ASR config once the plugin is registered
 
     frontend: delta_fusion
     frontend_conf:
-      reference: {upstream: wavlm_large, finetuned: exp/ft_wavlm/valid.loss.best.pth}
+      reference: {upstream: wavlm_large, finetuned: exp/ft_wavlm/valid.wer_ctc.best.pth}
       deltas:
-        - {upstream: wav2vec2_large_ll60k, finetuned: exp/ft_w2v2/valid.loss.best.pth}
+        - {upstream: wav2vec2_large_ll60k, finetuned: exp/ft_w2v2/valid.wer_ctc.best.pth}
       fusion: concat        # concat | weighted | xattn | moe
       mode: delta           # delta | full
       layer: last           # one hidden state per model ...

@@ -45,7 +45,7 @@ def test_formulas_at_4_layers():
 
 
 def test_the_two_readings_at_24_layers():
-    """The README's numbers: L = 24, lambda = 0.3, alpha = 0.7 (sums by `bc -l`)."""
+    """docs/merging.md's numbers: L = 24, lambda = 0.3, alpha = 0.7 (sums by `bc -l`)."""
     dp = layer_coefficients(24, 0.3, 0.7, "depth_power")
     le = layer_coefficients(24, 0.3, 0.7, "linear_exponent")
     assert sum(dp) / 24 == pytest.approx(0.877496065052607, abs=1e-12)
