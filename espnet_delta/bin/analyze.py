@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 
+from espnet_delta.recipe.names import CKPT_WER
 from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 
 
@@ -45,7 +46,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--upstream_conf", type=Path, default=Path("conf/upstreams.yaml"),
                    help="name -> {upstream, path_or_url} of the pre-trained models")
     g.add_argument("--models", nargs="*", default=None, help="entries of --upstream_conf (default: all)")
-    g.add_argument("--finetuned", default="exp/ft_{name}/valid.wer_ctc.best.pth",
+    g.add_argument("--finetuned", default=f"exp/ft_{{name}}/{CKPT_WER}",
                    help="fine-tuned ESPnet checkpoint of each model; {name} is replaced")
     g.add_argument("--wav_scp", type=Path, default=Path("data/dev/wav.scp"), help="utterances to sample from")
     g.add_argument("--max_utts", type=int, default=64)
@@ -58,7 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
     add_bool_argument(g, "--gates", default=True, help="histograms of the MoE systems' gate weights")
     add_bool_argument(g, "--wer_chart", default=True, help="WER bar chart with bootstrap intervals")
     g.add_argument("--exp_dir", type=Path, default=Path("exp"))
-    g.add_argument("--model_name", default="valid.wer_ctc.best.pth")
+    g.add_argument("--model_name", default=CKPT_WER)
     g.add_argument("--feats_dir", type=Path, default=Path("dump/feats"))
     g.add_argument("--gate_sets", nargs="*", default=["test"])
     g.add_argument("--wer_sets", nargs="*", default=[], help="test sets of the WER chart (default: all scored)")

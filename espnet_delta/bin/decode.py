@@ -22,6 +22,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
+from espnet_delta.recipe.names import CKPT_WER
 from espnet_delta.cli import add_bool_argument, add_log_level_argument, add_test_set_argument, new_parser, \
     parse_test_sets, setup_logging
 
@@ -31,7 +32,7 @@ def get_parser() -> argparse.ArgumentParser:
 
     parser = new_parser(__doc__, option_file=True)
     parser.add_argument("jobs", nargs="+", type=Path, help="job directories with config.yaml and the model file")
-    parser.add_argument("--model_name", default="valid.wer_ctc.best.pth", help="model file inside each job directory")
+    parser.add_argument("--model_name", default=CKPT_WER, help="model file inside each job directory")
     add_test_set_argument(parser)
     parser.add_argument("--input_type", default="sound", choices=INPUT_TYPES)
     parser.add_argument("--ref_dir", type=Path, default=None, help="score against <ref_dir>/<set>/text (and utt2spk)")

@@ -20,13 +20,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from espnet_delta.recipe.names import CKPT_WER
 from espnet_delta.cli import add_log_level_argument, add_test_set_argument, new_parser, parse_test_sets, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = new_parser(__doc__)
     parser.add_argument("jobs", nargs="+", type=Path, help="fusion job directories with config.yaml and the model file")
-    parser.add_argument("--model_name", default="valid.wer_ctc.best.pth", help="model file inside each job directory")
+    parser.add_argument("--model_name", default=CKPT_WER, help="model file inside each job directory")
     add_test_set_argument(parser, "cached feats.scp")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--device", default="cpu")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from espnet_delta.asr.frontend.delta_fusion import DeltaFusionFrontend
 
@@ -103,8 +102,8 @@ def test_help_lists_delta_fusion():
 
 def test_espnet_trainer_runs_and_saved_model_decodes(tiny_upstreams, finetuned, mini_data, tmp_path):
     """ESPnet's own trainer on mini_myst data with frontend: delta_fusion; the saved model decodes."""
-    from espnet_delta.bin.asr_train import main as asr_train
-    from espnet_delta.data.shapes import write_speech_shape
+    from espnet_training import train_tiny
+
     from espnet_delta.asr.inference import Speech2Text
 
     config = {
@@ -125,18 +124,7 @@ def test_espnet_trainer_runs_and_saved_model_decodes(tiny_upstreams, finetuned, 
         "best_model_criterion": [["valid", "wer_ctc", "min"]],
         "num_workers": 0,
     }
-    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(config))
-    shapes = {s: write_speech_shape(mini_data / s / "wav.scp", tmp_path / f"{s}_shape") for s in ("train", "dev")}
-    exp = tmp_path / "exp"
-    asr_train([
-        "--config", str(tmp_path / "conf.yaml"), "--output_dir", str(exp), "--ngpu", "0",
-        "--token_type", "char", "--token_list", str(mini_data / "tokens.txt"), "--use_preprocessor", "true",
-        "--train_data_path_and_name_and_type", f"{mini_data}/train/wav.scp,speech,sound",
-        "--train_data_path_and_name_and_type", f"{mini_data}/train/text,text,text",
-        "--valid_data_path_and_name_and_type", f"{mini_data}/dev/wav.scp,speech,sound",
-        "--valid_data_path_and_name_and_type", f"{mini_data}/dev/text,text,text",
-        "--train_shape_file", str(shapes["train"]), "--valid_shape_file", str(shapes["dev"]),
-    ])
+    exp = train_tiny(config, mini_data, tmp_path)
     model_file = exp / "valid.wer_ctc.best.pth"  # selected by the dev WER that espnet_ctc_wer reports
     assert model_file.is_file()
     saved = torch.load(model_file, weights_only=True)

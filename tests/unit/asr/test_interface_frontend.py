@@ -3,7 +3,6 @@
 
 import pytest
 import torch
-import yaml
 
 from espnet_delta.asr.frontend.delta_fusion import DeltaFusionFrontend
 from espnet_delta.asr.frontend.ssl_interface import SSLInterfaceFrontend
@@ -124,28 +123,17 @@ DOWNSTREAM = {  # the same small downstream for every interface: 2-layer BiLSTM 
 
 
 def train(tmp_path, mini_data, frontend, frontend_conf):
-    from espnet_delta.bin.asr_train import main as asr_train
-    from espnet_delta.data.shapes import write_speech_shape
+    from espnet_training import train_tiny
 
     config = {
         "frontend": frontend, "frontend_conf": frontend_conf, "specaug": None, "normalize": None, **DOWNSTREAM,
         "decoder": "none", "model": "espnet_ctc_wer", "model_conf": {"ctc_weight": 1.0},
         "optim": "adam", "optim_conf": {"lr": 0.01}, "max_epoch": 1, "num_iters_per_epoch": 3,
-        "batch_type": "sorted", "batch_size": 2,  # RNN encoders need lengths sorted in the batch "best_model_criterion": [["valid", "loss", "min"]],
+        "batch_type": "sorted", "batch_size": 2,  # RNN encoders need lengths sorted in the batch
+        "best_model_criterion": [["valid", "loss", "min"]],
         "num_workers": 0,
     }
-    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(config))
-    shapes = {s: write_speech_shape(mini_data / s / "wav.scp", tmp_path / f"{s}_shape") for s in ("train", "dev")}
-    exp = tmp_path / "exp"
-    asr_train([
-        "--config", str(tmp_path / "conf.yaml"), "--output_dir", str(exp), "--ngpu", "0",
-        "--token_type", "char", "--token_list", str(mini_data / "tokens.txt"), "--use_preprocessor", "true",
-        "--train_data_path_and_name_and_type", f"{mini_data}/train/wav.scp,speech,sound",
-        "--train_data_path_and_name_and_type", f"{mini_data}/train/text,text,text",
-        "--valid_data_path_and_name_and_type", f"{mini_data}/dev/wav.scp,speech,sound",
-        "--valid_data_path_and_name_and_type", f"{mini_data}/dev/text,text,text",
-        "--train_shape_file", str(shapes["train"]), "--valid_shape_file", str(shapes["dev"]),
-    ])
+    exp = train_tiny(config, mini_data, tmp_path)
     model_file = exp / "valid.loss.best.pth"
     assert model_file.is_file()
     return exp / "config.yaml", model_file

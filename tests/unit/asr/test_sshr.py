@@ -153,8 +153,7 @@ def test_espnet_training_step_and_reload(upstreams, mini_data, tmp_path, caplog)
     from espnet2.tasks.asr import ASRTask
 
     from espnet_delta.asr.register import register
-    from espnet_delta.bin.asr_train import main as asr_train
-    from espnet_delta.data.shapes import write_speech_shape
+    from espnet_training import train_tiny
 
     up = upstreams["wavlm"]
     config = {
@@ -167,19 +166,8 @@ def test_espnet_training_step_and_reload(upstreams, mini_data, tmp_path, caplog)
         "batch_type": "sorted", "batch_size": 2, "num_workers": 0,
         "best_model_criterion": [["valid", "loss", "min"]],
     }
-    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(config))
-    shapes = {s: write_speech_shape(mini_data / s / "wav.scp", tmp_path / f"{s}_shape") for s in ("train", "dev")}
-    exp = tmp_path / "exp"
     caplog.set_level("INFO")
-    asr_train([
-        "--config", str(tmp_path / "conf.yaml"), "--output_dir", str(exp), "--ngpu", "0",
-        "--token_type", "char", "--token_list", str(mini_data / "tokens.txt"), "--use_preprocessor", "true",
-        "--train_data_path_and_name_and_type", f"{mini_data}/train/wav.scp,speech,sound",
-        "--train_data_path_and_name_and_type", f"{mini_data}/train/text,text,text",
-        "--valid_data_path_and_name_and_type", f"{mini_data}/dev/wav.scp,speech,sound",
-        "--valid_data_path_and_name_and_type", f"{mini_data}/dev/text,text,text",
-        "--train_shape_file", str(shapes["train"]), "--valid_shape_file", str(shapes["dev"]),
-    ])
+    exp = train_tiny(config, mini_data, tmp_path)
     assert "loss_interctc_layer2=" in caplog.text  # the epoch summary of ESPnet's reporter
     register()
     model_file = exp / "valid.loss.best.pth"
