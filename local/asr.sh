@@ -22,6 +22,7 @@ cmd_backend=            # where jobs run: local | slurm ('': cmd.sh's default); 
 data_dir=data           # Kaldi-style data dirs (stage 1)
 exp_dir=exp             # trained models, decodings, logs
 print_only=false        # true: print each command line the stages would run ([print_only] prefix) and run none
+model_map=              # YAML hub name -> local file, read by every loader ($ESPNET_DELTA_MODEL_MAP; offline clusters)
 # Corpora and data preparation (stage 1)
 myst=                   # MyST root: data/{train,development,test}/<student>/<session>/
 librispeech=            # LibriSpeech root (adult speech), optional
@@ -82,7 +83,7 @@ extract_autocast=none   # COMPUTE precision of the upstream forwards: none (floa
 fusion_config=conf/fusion.yaml           # ESPnet config of fusion training on cached features
 fusion_systems=conf/fusion_systems.yaml  # the fusion systems to train
 # Model merging (stage 8)
-merge_schedules="depth_power linear_exponent"  # SA schedule readings searched on --valid_set: formulas
+merge_schedules="depth_power linear_exponent adult_power"  # SA schedule readings searched on --valid_set: formulas
                               # (each over lambdas x alphas) and/or schedule YAML files (layer groups, explicit c_i)
 merge_lambdas="0.1 0.2 0.3"   # selective attention merge grid, searched on --valid_set
 merge_alphas="0.7 0.8 0.9"
@@ -117,6 +118,8 @@ General
   --data_dir DIR            data dirs (default: ${data_dir})
   --exp_dir DIR             models, decodings, logs (default: ${exp_dir})
   --print_only BOOL         print the command lines of the stages ([print_only] prefix), run nothing (default: ${print_only})
+  --model_map FILE          YAML of hub name -> local file (wavlm_large: /models/WavLM-Large.pt), read by every loader (default: '${model_map}')
+                            (stage 0, ./run.sh --stage 0 --stop_stage 0, instead downloads the hub models into the caches)
 
 Corpora and data preparation (stage 1)
   --myst DIR                MyST root (default: '${myst}')
@@ -165,7 +168,7 @@ SSL models and CTC fine-tuning (stages 4-5)
   --probe_config FILE       frozen-upstream probe on the pre-trained vs random reference; '' skips (default: '${probe_config}')
   --interface_config FILE   ESPnet config of the layer-interface systems (default: ${interface_config})
   --interface_systems FILE  layer-interface systems, trained in stage 4, scored in stage 5; '' skips (default: '${interface_systems}')
-                            (last, weighted_sum, hconv, concat, delta fusion + hconv; characters and phones)
+                            (last, weighted_sum, hconv, concat, pca, cls_pooling, delta fusion + hconv; chars and phones)
   --interface_units "A B"   char (WER/CER) and/or phn (PER) (default: '${interface_units}')
   --sshr_config FILE        ESPnet config of the SSHR systems (default: ${sshr_config})
   --sshr_systems FILE       SSHR systems trained in stage 4, scored per language in stage 5; '' skips (default: '${sshr_systems}')
@@ -188,7 +191,8 @@ Fusion training (stage 7)
 
 Model merging (stage 8, needs --adult_train_set)
   --merge_schedules "A B"   SA schedule readings searched on dev (default: '${merge_schedules}'):
-                            formulas (each over lambda x alpha) and/or schedule YAML files (one grid point each)
+                            formulas (each over lambda x alpha; adult_power: lambda^(alpha^i) is the adult's weight)
+                            and/or schedule YAML files (one grid point each)
   --merge_lambdas "X Y"     selective attention merge lambda grid (default: '${merge_lambdas}')
   --merge_alphas "X Y"      selective attention merge alpha grid (default: '${merge_alphas}')
   --merge_lerp_coefs "X Y"  lerp grid, weight of the child model (default: '${merge_lerp_coefs}')
@@ -209,7 +213,7 @@ Analysis (stage 10)
   --analysis_max_utts N     dev utterances sampled for layer-wise CCA/PWCCA (default: ${analysis_max_utts})
   --analysis_max_frames N   frames pooled over them (default: ${analysis_max_frames})
 
-Stages: 1 data preparation, 2 token lists (characters; phones when the corpus has them) + shapes,
+Stages: 0 model fetch (--stage 0 --stop_stage 0; not run by default), 1 data preparation, 2 token lists (characters; phones when the corpus has them) + shapes,
 3 SSL pre-training of the tiny upstreams, 4 CTC fine-tuning (+ probe, layer-interface systems),
 5 decoding + scoring of the fine-tuned models (+ probe, layer-interface systems), 6 feature extraction,
 7 fusion training, 8 model merging, 9 decoding + scoring of the fusion systems, RESULTS.md,
@@ -223,6 +227,11 @@ run_command="$0 $*"   # the script's own arguments (parse_options shifts only it
 
 case "${print_only}" in true|false) ;; *) log "ERROR: --print_only must be true or false, got '${print_only}'"; exit 2 ;; esac
 export print_only  # local/path.sh, local/utils.sh and local/data.sh read it
+if [ -n "${model_map}" ]; then  # every loader of every job reads the map (espnet_delta/ssl/hub.py)
+    [ -f "${model_map}" ] || { log "ERROR: --model_map ${model_map}: no such file"; exit 2; }
+    ESPNET_DELTA_MODEL_MAP=$(cd "$(dirname "${model_map}")" && pwd)/$(basename "${model_map}")
+    export ESPNET_DELTA_MODEL_MAP
+fi
 if [ "${print_only}" != true ]; then
     mkdir -p "${exp_dir}/logs"
     run_log=${exp_dir}/logs/asr.$(date '+%Y%m%dT%H%M%S').log
@@ -235,7 +244,7 @@ fi
 export python
 planner="${python_run} -m espnet_delta.recipe.plan"  # the job planner (runs under --print_only too, writing nothing)
 # shellcheck source=engine.sh
-. "$(dirname "${BASH_SOURCE[0]}")/engine.sh"  # plan, train_jobs, decode_group, merge_models, write_results
+. "$(dirname "${BASH_SOURCE[0]}")/engine.sh"  # plan, train_jobs, decode_group, merge_models, write_results, fetch_models, check_models
 
 # Job back-end (ESPnet's cmd.sh convention): train_cmd, cuda_cmd, decode_cmd
 if [ -f cmd.sh ]; then
@@ -300,8 +309,14 @@ plan_opts=(--exp_dir "${exp_dir}" --data_dir "${data_dir}" --shape_dir "${shape_
 names_sh=$(plan names)
 eval "${names_sh}"
 
+if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
+    log "Stage 0: fetching the hub models the options need into the caches the stages read (a login node with internet)"
+    fetch_models --stages 0  # S3PRL upstreams, Whisper screening and fine-tuning models; each loaded once, path and size printed
+fi
+
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "Stage 1: data preparation (the recipe's local/data.sh) -> ${data_dir}"
+    check_models 1
     [ -x local/data.sh ] || { log "ERROR: no executable local/data.sh in $(pwd): run the engine from a recipe (egs2/<corpus>/asr1)"; exit 2; }
     # the generic options every recipe's local/data.sh takes, then the corpus and screening options that are set
     data_opts=(--data_dir "${data_dir}" --nj "${nj}" --subset_hours "${subset_hours}" --subset_seed "${subset_seed}"
@@ -356,6 +371,7 @@ fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     log "Stage 4: training the jobs of the enabled families (CTC fine-tuning, adult models, probe, Whisper, SSHR, layer interfaces) -> ${exp_dir}"
+    check_models 4
     # wave 2: systems reading wave 1's fine-tuned models (delta-fusion interfaces), rendered once those exist
     for wave in 1 2; do
         plan_jobs train --wave "${wave}"
@@ -366,6 +382,7 @@ fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     log "Stage 5: decoding + scoring the stage-4 models on ${test_sets} (one command per checkpoint, unit and decoder); RESULTS.md"
+    check_models 5
     decode_planned
     if [ -n "${sshr_systems}" ]; then
         log "Stage 5: error rates of the SSHR systems per language -> ${sshr_md}"
@@ -389,6 +406,7 @@ fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     log "Stage 6: extracting E_ft of the reference and E_delta, E_ft of the other models -> ${feats_dir} (${feats_num_shards} shards)"
+    check_models 6
     extract_conf=${feats_dir}/extract.yaml
     ft_map=()
     # shellcheck disable=SC2206  # NAME=PATH words
@@ -416,6 +434,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
         log "Stage 8: skipped: merging needs an adult model (--adult_train_set libri_train, with --librispeech)"
     else
         log "Stage 8: merging ${ref_ft_dir} (child) with ${ref_adult_dir}: SA and baseline grids on ${valid_set}"
+        check_models 8
         [ -n "${reference_ckpt}" ] || { log "ERROR: stage 8 needs the pre-trained checkpoint of ${reference} as path_or_url in ${upstream_conf}"; exit 2; }
         merge_models merge "${ref_ft_dir}" "${ref_adult_dir}" "${reference_ckpt}" --batch_size "${decode_batch_size}"
         if [ -n "${whisper_config}" ]; then
@@ -442,6 +461,7 @@ fi
 
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
     log "Stage 10: analysis: layer-wise CCA/PWCCA of ${upstreams}, MoE gate histograms, WER chart -> ${analysis_dir}"
+    check_models 10
     # shellcheck disable=SC2086
     run_job --cmd "${inference_cmd}" --name analysis ${python} -m espnet_delta.bin.analyze --out_dir "${analysis_dir}" \
         --upstream_conf "${upstream_conf}" --models ${upstreams} --finetuned "${ft_ckpt_pattern}" \

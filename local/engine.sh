@@ -89,3 +89,21 @@ write_results() {
         --baseline "${results_baseline:-${ref_ft_dir##*/}}" --command "${run_command}"
     [ "${print_only}" = true ] || log "Wrote RESULTS.md ($(grep -c '^|' RESULTS.md) table rows)"
 }
+
+# fetch_models [fetch_models options]: espnet_delta.bin.fetch_models with the engine's model
+# options: stage 0 downloads (--stages 0), a stage's check verifies (check_models).
+fetch_models() {
+    ${python} -m espnet_delta.bin.fetch_models --upstreams "${upstreams}" --adult_upstreams "${adult_upstreams}" \
+        --adult_train_set "${adult_train_set}" --upstream_conf "${upstream_conf}" --finetune_config "${finetune_config}" \
+        --probe_config "${probe_config}" --interface_systems "${interface_systems}" --sshr_systems "${sshr_systems}" \
+        --whisper_config "${whisper_config}" --whisper_asr_model "${whisper_asr_model:-${tiny_whisper}}" \
+        --screen_model "${whisper_model}" --screen_hyp "${whisper_hyp}" --screen_opts "${whisper_opts}" "$@"
+}
+
+# check_models <stage>: before any job of the stage, every hub model of stages <stage>..--stop_stage is
+# mapped (--model_map) or cached, and the local files of <stage> exist; else one line per missing
+# model and the run stops (exit 2), so stage 1 stops before the screening when stage 4 would fail.
+check_models() {
+    # shellcheck disable=SC2046  # one word per stage
+    fetch_models --check true --stages $(seq "$1" "${stop_stage}") || exit 2
+}

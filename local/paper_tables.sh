@@ -2,7 +2,8 @@
 # Tables 1-5 of arXiv 2601.20142 ("Mind the Shift") from a recipe directory: runs the recipe's
 # run.sh once per training-data size (its own fine-tuning, features and fusion heads) and once
 # on deltas of adult-speech models (Table 4), then writes the tables as "## Table N" sections
-# of --out and --results_md. Run from a recipe dir, e.g. egs2/mini_myst/asr1/paper_tables.sh.
+# of --out and --results_md, with the paper's published numbers beside them (--compare_paper).
+# Run from a recipe dir, e.g. egs2/mini_myst/asr1/paper_tables.sh.
 #   ../../../local/paper_tables.sh --tables "1 3" --sizes "full 10 5 1" --systems_dir conf/tuning/paper
 # Stages: 1 data (run.sh stages 1-3, shared by all sizes, with the train_<h> subsets)
 #         2 the main run of each size: run.sh stages 4-9 (full: exp/, dump/feats; subset h:
@@ -29,10 +30,10 @@ subset_finetune_config= # fine-tuning config of the subset sizes ('' = the recip
 adult_train_set=libri_train          # Table 4: the adult set the delta models are fine-tuned on
 adult_upstreams="hubert wav2vec2"    # Table 4: the delta models fine-tuned on it
 test_set=test           # the set the tables show
-valid_set=dev             # Table 2 picks the fusion method on it
 gate_sets="dev test"    # Table 5: sets of the gate weights
 child_label=MyST        # Table 4: names of the child and adult sets
 adult_label=LibriSpeech
+compare_paper=auto      # the paper's numbers: cells (value + difference per cell), once (the table once, not comparable), none; auto: cells when every size is one of the paper's
 out=exp/paper_tables.md # lasting copy of the table sections
 results_md=RESULTS.md   # the table sections are also replaced in this file ('' : not)
 
@@ -48,9 +49,10 @@ Usage: $0 [options]   (recipe values shown as defaults)
   --subset_finetune_config F  fine-tuning config of the subset sizes, '' = the recipe's (default: '${subset_finetune_config}')
   --adult_train_set NAME      Table 4: adult fine-tuning set (default: ${adult_train_set})
   --adult_upstreams "A B"     Table 4: models fine-tuned on it (default: '${adult_upstreams}')
-  --test_set / --valid_set      (default: ${test_set} / ${valid_set})
+  --test_set NAME             the set the tables show (default: ${test_set})
   --gate_sets "A B"           Table 5 gate sets (default: '${gate_sets}')
   --child_label / --adult_label  Table 4 labels (default: ${child_label} / ${adult_label})
+  --compare_paper MODE        auto|cells|once|none: the paper's numbers per cell or once below (default: ${compare_paper})
   --out FILE                  table sections, kept across recipe runs (default: ${out})
   --results_md FILE           also replace the sections here; '' = not (default: ${results_md})
 HELP
@@ -81,7 +83,7 @@ for h in ${sizes}; do
     fi
 done
 full=${sizes%% *}
-[ "${full}" = full ] || { log "ERROR: --sizes must start with 'full' (Tables 2, 4, 5 use the full training set)"; exit 2; }
+[ "${full}" = full ] || { log "ERROR: --sizes must start with 'full' (Tables 4 and 5 use the full training set)"; exit 2; }
 size_args=()
 for h in ${sizes}; do size_args+=(--size "${label[${h}]}=${exp[${h}]}"); done
 
@@ -93,7 +95,7 @@ missing() {
     h=$2
     [ ${#ts[@]} -gt 0 ] || return 0
     ${py} -m espnet_delta.bin.paper_tables --log_level ERROR --list_missing --tables "${ts[@]}" \
-        --size "${label[${h}]}=${exp[${h}]}" --test_set "${test_set}" --valid_set "${valid_set}" --gate_sets ${gate_sets} \
+        --size "${label[${h}]}=${exp[${h}]}" --test_set "${test_set}" --gate_sets ${gate_sets} \
         | awk -F'\t' -v r="${run_tag}" '$2 == r' || true
 }
 
@@ -141,8 +143,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     for h in ${sizes}; do
         ts=()
         for n in ${tables}; do
-            # Tables 1 and 3 have a column per size; 2, 4 (its child side) and 5 use the full set
-            if [ "${h}" = full ] || [ "${n}" = 1 ] || [ "${n}" = 3 ]; then ts+=("${n}"); fi
+            # Tables 1, 2 and 3 have a column per size; 4 (its child side) and 5 use the full set
+            if [ "${h}" = full ] || [ "${n}" -le 3 ]; then ts+=("${n}"); fi
         done
         todo=$(missing main "${ts[@]}" -- "${h}")
         if [ ${#ts[@]} -eq 0 ] || [ -z "${todo}" ]; then
@@ -197,7 +199,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     [ -z "${results_md}" ] || dest+=(--results_md "${results_md}")
     # shellcheck disable=SC2086
     ${py} -m espnet_delta.bin.paper_tables --tables ${tables} "${size_args[@]}" --test_set "${test_set}" \
-        --valid_set "${valid_set}" --gate_sets ${gate_sets} --child_label "${child_label}" --adult_label "${adult_label}" \
-        "${dest[@]}"
+        --gate_sets ${gate_sets} --child_label "${child_label}" --adult_label "${adult_label}" \
+        --compare_paper "${compare_paper}" "${dest[@]}"
 fi
 log "Finished stages ${stage}..${stop_stage} in $((SECONDS - t0)) s"

@@ -16,6 +16,7 @@ SA schedules (c_i multiplies the child's task vector, 1 - c_i the adult's; each 
 Whisper's encoder and decoder, over its own depth L):
   depth_power      c_i = lambda^(alpha^(L-1-i))   (lambda at the top layer, ~1 at the bottom)
   linear_exponent  c_i = lambda^(alpha*i)         (1 at the bottom layer, decaying with depth)
+  adult_power      c_i = 1 - lambda^(alpha^i)     (adult weight lambda^(alpha^i): 1-lambda at the bottom, ~0 at the top)
   FILE.yaml        layer groups as the authors' release ({layers: [first, last], lambda, alpha,
                    extra: [regex, ...]}, c = lambda^alpha; layers in no group keep M1) or
                    explicit c_i ({coefficients: {encoder: [...], decoder: [...]}})

@@ -2,12 +2,16 @@
 
     python -m espnet_delta.bin.paper_tables --tables 1 2 3 4 5 \\
         --size Full=exp --size 10h=exp/sizes/10 --size 5h=exp/sizes/5 --size 1h=exp/sizes/1 \\
-        [--test_set test] [--valid_set dev] [--gate_sets dev test] \\
+        [--test_set test] [--gate_sets dev test] [--compare_paper auto] \\
         [--out exp/paper_tables.md] [--results_md RESULTS.md] [--n_resamples 1000] [--seed 0]
 
 Each ``--size LABEL=EXP_DIR`` is one training-data size (its own fine-tuning and fusion
-run), in column order; the first is the full training set (Tables 2, 4 and 5 use only
-it). Every table becomes a section ``## Table N: <title>`` that replaces the section of
+run), in column order; the first is the full training set (Tables 4 and 5 use only it).
+``--compare_paper`` puts the paper's published numbers beside the run's: ``cells`` (the
+published value and the difference beside every cell), ``once`` (the published table once
+below each table, marked as not comparable: the mini recipes), ``none``; ``auto`` is
+``cells`` when every size label is one of the paper's (full, 10 h, 5 h, 1 h), else ``once``.
+Every table becomes a section ``## Table N: <title>`` that replaces the section of
 the same number in ``--out`` and, with ``--results_md``, in that file too; other content
 is kept, writes are atomic. ``exp/paper_tables.md`` is the lasting copy: local/asr.sh's
 RESULTS.md is rebuilt from the score dirs on every stage 9, so the tables written
@@ -38,7 +42,7 @@ from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_pars
 from espnet_delta.fileio import load_yaml, write_yaml_atomic
 from espnet_delta.scoring.inputs import ScoringInputError
 from espnet_delta.scoring.md_sections import write_sections
-from espnet_delta.scoring.paper_tables import TABLES, ScoreBook, SizeRoot, build_table
+from espnet_delta.scoring.paper_tables import COMPARE_MODES, TABLES, ScoreBook, SizeRoot, build_table, resolve_compare
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -48,10 +52,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", action="append", default=[], metavar="LABEL=EXP_DIR",
                         help="a training-data size and the exp dir of its run (repeatable; the first is the full set)")
     parser.add_argument("--test_set", default="test", help="the set whose WERs the tables show")
-    parser.add_argument("--valid_set", default="dev", help="the set Table 2 picks the best fusion method on")
     parser.add_argument("--gate_sets", nargs="+", default=None, help="sets of Table 5's gate weights (default: --test_set)")
     parser.add_argument("--child_label", default="MyST", help="Table 4: name of the child training set")
     parser.add_argument("--adult_label", default="LibriSpeech", help="Table 4: name of the adult training set")
+    parser.add_argument("--compare_paper", default="auto", choices=COMPARE_MODES,
+                        help="the paper's numbers: per cell with the difference, the table once (not comparable), "
+                             "none; auto: cells when every size is one of the paper's, else once")
     parser.add_argument("--out", type=Path, default=None, help="Markdown file whose table sections are replaced")
     parser.add_argument("--results_md", type=Path, default=None, help="also replace the sections in this RESULTS.md")
     parser.add_argument("--n_resamples", type=int, default=1000, help="paired-bootstrap resamples")
@@ -107,7 +113,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             parser.error("--size LABEL=EXP_DIR is required (the first is the full training set)")
         sizes = parse_sizes(args.size)
         book = ScoreBook(args.n_resamples, args.seed, args.alpha)
-        built = [build_table(n, book, sizes, args.test_set, args.valid_set, args.gate_sets or [args.test_set],
+        built = [build_table(n, book, sizes, args.test_set, args.gate_sets or [args.test_set],
                              child_label=args.child_label, adult_label=args.adult_label) for n in tables]
         if args.list_missing:
             for entry in dict.fromkeys(m for t in built for m in t.missing):
@@ -115,7 +121,9 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             return
         if args.out is None and args.results_md is None:
             parser.error("give --out and/or --results_md (or --list_missing)")
-        sections = [t.markdown() for t in built]
+        compare = resolve_compare(args.compare_paper, sizes)
+        logging.info("paper numbers: %s", compare)
+        sections = [t.markdown(compare) for t in built]
         for path in (args.out, args.results_md):
             if path is not None:
                 write_sections(path, sections)

@@ -19,7 +19,7 @@ class MergeConfig:
     or one shared weight, the task-arithmetic scale (default 1/K each, i.e. the
     average task vector); transfer: ``[scale]`` (default 1.0); not used by sa and ties.
     ``schedule``: SA per-layer ratio: a formula name (``depth_power``,
-    ``linear_exponent``, with ``sa_lambda``/``sa_alpha``), a schedule YAML file (layer
+    ``linear_exponent``, ``adult_power``, with ``sa_lambda``/``sa_alpha``), a schedule YAML file (layer
     groups or explicit c_i, see :mod:`.schedule_file`) or a :class:`Schedule`.
     ``ties_topk``: percent of each task vector kept; ``ties_scale``: scale of the merged one.
     ``keep_m1``: regexes of tensors copied from M1 without any check.

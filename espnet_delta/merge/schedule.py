@@ -4,13 +4,20 @@ SA merging (arXiv 2501.08468) mixes the attention Q/K/V task vectors of the chil
 model M1 and the adult model M2 as ``theta_base + c_i * tau_1 + (1 - c_i) * tau_2``:
 ``c_i`` is always the weight of the *child* model (as in the authors' released script,
 which applies ``c = lambda ** alpha`` to the first, domain, task vector). The paper
-writes ``c_i = lambda^(alpha_i)`` with lower layers favouring the child; how
-``alpha_i`` depends on the layer is read in four ways, all kept as data here:
+writes the ratio as ``lambda^(alpha_i)`` with lower layers favouring the child; whose
+weight that ratio is and how ``alpha_i`` depends on the layer i (i = 0 the bottom
+layer) is read in five ways, all kept as data here:
 
 * ``depth_power``: ``c_i = lambda ** (alpha ** (L - 1 - i))``: lambda at the top
   layer, approaching 1 (child) towards the bottom;
 * ``linear_exponent``: ``c_i = lambda ** (alpha * i)``: 1 at the bottom layer,
   decaying geometrically towards the adult model;
+* ``adult_power``: the ratio is the *adult's* weight, ``1 - c_i = lambda ** (alpha ** i)``,
+  so ``c_i = 1 - lambda ** (alpha ** i)``: 1 - lambda at the bottom layer, approaching 0
+  (adult) towards the top. The only formula reading under which both sentences of the
+  seed's summary hold (lower layers take more of the child, and a smaller lambda
+  favours the child at every layer); in the two readings above (and the authors'
+  released code) a smaller lambda moves weight to the adult model;
 * ``groups`` (the authors' release form): a list of layer groups, each with its own
   ``(lambda, alpha)`` and so ``c = lambda ** alpha``, optionally with extra tensors
   (convolutions, embeddings) given by name patterns; layers in no group keep M1;
@@ -32,7 +39,7 @@ from typeguard import typechecked
 from .errors import ScheduleError
 
 #: the closed-form readings, swept over a (lambda, alpha) grid
-FORMULAS = ("depth_power", "linear_exponent")
+FORMULAS = ("depth_power", "linear_exponent", "adult_power")
 SCHEDULES = FORMULAS  # the names ``--schedule`` accepts besides a schedule file
 KINDS = FORMULAS + ("groups", "explicit")
 ALL_STACKS = "*"
@@ -44,7 +51,7 @@ def layer_coefficients(
 ) -> List[float]:
     """Weight c_i of M1 for layers i = 0 (lowest) .. L-1 (top); M2 gets 1 - c_i.
 
-    Both formulas give c in [0, 1] for lambda in [0, 1] and alpha >= 0, so
+    Every formula gives c in [0, 1] for lambda in [0, 1] and alpha >= 0, so
     c_i * tau_1 + (1 - c_i) * tau_2 stays a convex combination of task vectors.
     """
     if num_layers < 1:
@@ -55,6 +62,8 @@ def layer_coefficients(
         return [lam ** (alpha ** (top - i)) for i in range(num_layers)]
     if schedule == "linear_exponent":
         return [lam ** (alpha * i) for i in range(num_layers)]
+    if schedule == "adult_power":  # lambda^(alpha^i) is M2's (the adult's) weight
+        return [1.0 - lam ** (alpha**i) for i in range(num_layers)]
     raise ValueError(f"unknown schedule {schedule!r}; expected one of {FORMULAS}")
 
 
@@ -70,6 +79,7 @@ def schedule_formula(schedule: str) -> str:
     return {
         "depth_power": "c_i = lambda^(alpha^(L-1-i))",
         "linear_exponent": "c_i = lambda^(alpha*i)",
+        "adult_power": "c_i = 1 - lambda^(alpha^i) (M2's weight lambda^(alpha^i))",
         "groups": "c = lambda^alpha per layer group; other layers keep M1",
         "explicit": "c_i given per layer",
     }[schedule]

@@ -14,7 +14,8 @@ themselves; write two separate layers as the string "2,5". Layers in no group ke
 Explicit: ``{coefficients: {encoder: [c_0, ...], decoder: [...]}}`` or
 ``{coefficients: [c_0, ...]}`` (one list for every stack); stacks not named keep M1.
 
-Formula: ``{schedule: depth_power, lambda: 0.3, alpha: 0.7}``.
+Formula: ``{schedule: depth_power, lambda: 0.3, alpha: 0.7}`` (or ``linear_exponent``,
+``adult_power``: any name of :data:`.schedule.FORMULAS`).
 """
 
 from __future__ import annotations

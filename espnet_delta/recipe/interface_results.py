@@ -9,7 +9,8 @@ parameters of the interface part (frontend) and of the whole model per unit, WER
 CER of the character model and PER of the phone model on every test set. Trainable
 parameters are counted on the decoded checkpoint as the sum of its tensors' sizes:
 the frozen upstreams are kept out of the state dict, so what is saved is what was
-trained (``tests/test_interface_recipe.py`` checks this against ``requires_grad``).
+trained, except fixed buffers named ``fixed_*`` (pca's fitted projection), which are not
+counted (``tests/integration/test_interface_recipe.py`` checks this against ``requires_grad``).
 Stage 5 writes the file; RESULTS.md (stages 9, 10) appends it.
 """
 
@@ -30,6 +31,7 @@ from espnet_delta.recipe.names import UNITS, parse_unit_job
 from espnet_delta.scoring import SCORE_JSON, load_score, wer_numbers
 
 FRONTEND_PREFIX = "frontend."
+FIXED_PREFIX = "fixed_"  # espnet_delta.ssl.interfaces.FIXED_PREFIX, without importing the interfaces
 
 
 def parse_job(job: Path) -> Tuple[str, str]:
@@ -42,6 +44,8 @@ def checkpoint_params(model_file: Path) -> Tuple[int, int]:
     if not model_file.is_file():
         raise FileNotFoundError(f"{model_file} not found (stage 4 trains it)")
     state = torch.load(model_file, map_location="cpu", weights_only=True)
+    # fitted-then-fixed buffers (the pca interface's projection) are saved but not trained
+    state = {k: v for k, v in state.items() if not k.rsplit(".", 1)[-1].startswith(FIXED_PREFIX)}
     total = sum(v.numel() for v in state.values())
     frontend = sum(v.numel() for k, v in state.items() if k.startswith(FRONTEND_PREFIX))
     return frontend, total

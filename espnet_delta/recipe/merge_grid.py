@@ -1,7 +1,9 @@
 """The dev grids of stage 8: one point per merged model, selection on dev, the reports.
 
 SA merging is searched over every schedule reading the stage is given (each formula
-over the lambda x alpha grid, each schedule file as one point); each baseline gets
+over the lambda x alpha grid, each schedule file as one point; by default the three
+formula readings ``depth_power``, ``linear_exponent`` and ``adult_power``, see
+:mod:`espnet_delta.merge.schedule`); each baseline gets
 its own grid (lerp c, task-arithmetic scale, TIES top-k x scale), nine points by
 default like SA's lambda x alpha grid. Every method's dev-best point is then decoded
 on the test sets, so the comparison is like for like.
@@ -18,6 +20,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from espnet_delta.merge import FORMULAS, MergeConfig
 
 METHOD_ORDER = ("sa", "lerp", "ta", "ties")
+DEFAULT_SCHEDULES = FORMULAS  # every formula reading; local/asr.sh's --merge_schedules default lists the same
 DEFAULT_LERP_COEFS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_TA_SCALES = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 DEFAULT_TIES_TOPKS = (10.0, 20.0, 50.0)
@@ -42,7 +45,9 @@ def _stem(path: str) -> str:
 
 
 def sa_points(schedules: Sequence[str], lambdas: Sequence[float], alphas: Sequence[float], **common) -> List[GridPoint]:
-    """Each formula over lambdas x alphas, then each schedule file as one point."""
+    """Each formula over lambdas x alphas, then each schedule file as one point. A formula
+    point is named ``sa_<reading>_l<lambda>_a<alpha>`` (the reading in the name keeps the
+    readings' jobs apart), a file point ``sa_<file stem>``; :func:`check_unique` refuses clashes."""
     points = []
     for schedule in schedules:
         if schedule in FORMULAS:

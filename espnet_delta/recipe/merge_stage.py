@@ -79,7 +79,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_sets", nargs="+", default=["test"])
     p.add_argument("--methods", nargs="+", default=list(g.METHOD_ORDER), choices=g.METHOD_ORDER,
                    help="merge methods to tune and decode")
-    p.add_argument("--schedules", nargs="+", default=["depth_power", "linear_exponent"],
+    p.add_argument("--schedules", nargs="+", default=list(g.DEFAULT_SCHEDULES),
                    help="SA schedule readings: formula names (swept over --lambdas x --alphas) and/or "
                    "schedule YAML files (layer groups or explicit c_i; one grid point each)")
     p.add_argument("--lambdas", nargs="+", type=float, default=[0.1, 0.2, 0.3])

@@ -31,6 +31,8 @@ from typing import Optional, Sequence
 
 from espnet_delta.cli import LOG_FORMAT, add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.recipe import ddp
+from espnet_delta.ssl.hub import HubModelError
+from espnet_delta.whisper.load import WhisperLoadError
 
 DONE = ".done"
 
@@ -92,7 +94,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
 def _run_or_exit(job: Path, ngpu: int, extra, num_nodes: int) -> None:
     try:
         run_job(job, ngpu, extra, num_nodes)
-    except ddp.DistributedConfigError as e:  # wrong --ngpu / --num_nodes: no traceback
+    except (ddp.DistributedConfigError, HubModelError, WhisperLoadError) as e:  # wrong --ngpu, a model not found: one line
         logging.error("%s: %s", job, e)
         raise SystemExit(1)
 

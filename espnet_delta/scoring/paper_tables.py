@@ -1,39 +1,42 @@
 """Tables 1-5 of arXiv 2601.20142 ("Mind the Shift: Using Delta SSL Embeddings to
-Enhance Child ASR") from scored system dirs.
+Enhance Child ASR") from scored system dirs, in the paper's shape.
 
 Every number is a test-set WER in percent from ``<exp>/<system>/decode/<test>/score_wer/
 score.json`` (written by :func:`espnet_delta.scoring.score`); a ``*`` after a WER marks a
 two-sided paired bootstrap p < ``alpha`` (:func:`~.significance.paired_bootstrap` over the
-utterances of that test set, :func:`~.significance.compare_utterances` checks that both
-systems scored the same utterances) against the row that table compares with. Each data
-size is its own run (its own fine-tuned models, features and fusion heads), rooted at
-its own exp dir; the first size is the full training set.
+utterances of that test set) against the row that table compares with. Each data size is
+its own run (its own fine-tuned models, features and fusion heads), rooted at its own exp
+dir; the first size is the full training set.
 
-The paper's tables as this module builds them (our reading of the paper; only the
-abstract and introduction of the stored copy could be read, so the layout of Tables 2, 4
-and 5 follows the paper's text and the issue's description, not a copy of the tables):
+Each table keeps the paper's rows and columns first, in the paper's order (the full text,
+seed 001, holds all five); rows and columns the paper does not have come after them,
+marked as added:
 
-* Table 1, fusion methods by training-data size: rows are the fine-tuned single models
-  (WavLM, HuBERT, W2V2), then WavLM + delta HuBERT and WavLM + delta W2V2, each fused by
-  weighted sum, concatenation and cross-attention; columns are the sizes (full, 10 h, 5 h,
-  1 h at paper scale). Fusion rows are tested against fine-tuned WavLM of the same size.
-* Table 2, the best delta fusion against the fine-tuned single models, full training set:
-  rows are WavLM, HuBERT and W2V2 fine-tuned and, per delta model, the fusion method with
-  the lowest dev WER (named in the row); one test-WER column; tested against WavLM.
-  (Rows of other papers that the paper quotes are not regenerated.)
-* Table 3, delta against fine-tuned embeddings: per other model, WavLM fused (concat) with
-  its fine-tuned embeddings E_ft and with its delta E_ft - E_pt; columns are the sizes;
-  each delta row is tested against the fine-tuned (full) fusion of the same size, and the
-  relative WER reduction is listed under the table.
-* Table 4, deltas of models fine-tuned on adult speech, full training set: WavLM
-  (fine-tuned on the child set) + delta HuBERT / delta W2V2 with the deltas of models
-  fine-tuned on the child set and on LibriSpeech (the adult set); one test-WER column; each
-  adult-delta row is tested against the child-delta fusion of the same model.
-* Table 5, two-expert mixture of experts, full training set: WavLM + delta HuBERT and
-  WavLM + delta W2V2 fused by a frame-wise gate; columns are the test WER (tested against
-  fine-tuned WavLM) and, per scored set, the gate weight on WavLM's fine-tuned stream:
-  the mean over utterances (and its standard deviation) of each utterance's mean weight
-  over its valid frames, read from ``<exp>/fusion_<system>/decode/<set>/gate_means.tsv``.
+* Table 1, fusion methods: one row per size x delta model (HuBERT, W2V2) x method
+  (Weighted, X-Attn, Concat), columns FT Embed / Delta Embed / Fusion Method / WER /
+  Training Size. Added: the fine-tuned single models of each size, and ``*`` marks against
+  fine-tuned WavLM of the same size (the paper's Table 1 marks nothing).
+* Table 2, rows WavLM, HuBERT, W2V2 (fine-tuned) and WavLM + ΔHuBERT / ΔW2V2 (Concat),
+  columns the sizes; ``*`` on the fusion rows only, against WavLM of the same size.
+* Table 3, rows the sizes, columns WavLM + HuBERT / ΔHuBERT / W2V2 / ΔW2V2 (Concat, the
+  fine-tuned against the delta embeddings); ``*`` on the delta columns against the
+  fine-tuned fusion. Added: the relative WER reduction of each delta fusion per size (in
+  ``cells`` mode beside the paper's own, computed from its two cells).
+* Table 4, rows WavLM + ΔHuBERT / ΔW2V2 (Concat, full size), columns the deltas of models
+  fine-tuned on the child set (MyST) and on adult speech (LibriSpeech). Added: fine-tuned
+  WavLM alone, and ``*`` on the adult column against the child one.
+* Table 5, two-expert MoE, rows WavLM + ΔHuBERT / ΔW2V2 (full size), columns the mean gate
+  weight on WavLM's E_ft and the WER, both on the test set (the paper does not name the set of
+  its weights; the project reads it as the set of its WERs): per utterance the weight averaged
+  over its valid frames (``<exp>/fusion_<system>/decode/<set>/gate_means.tsv``), then the mean
+  (± standard deviation) over the utterances. Added: the weights on the other gate sets and
+  ``*`` against fine-tuned WavLM.
+
+The paper's numbers (:mod:`.paper_numbers`) are shown as :meth:`PaperTable.markdown`'s
+``compare`` says: ``cells``, the published value and the difference (run minus paper) beside
+every cell of the paper's rows; ``once``, the published table once below the run's, marked as
+not comparable (another corpus and other models: the mini recipes); ``none``. ``auto``
+(:func:`resolve_compare`) is ``cells`` when every size is one of the paper's, else ``once``.
 
 System names (the recipe's ``exp/<system>`` dirs): ``ft_<model>`` for fine-tuned models,
 ``fusion_wavlm+d<short>_<method>`` (delta), ``fusion_wavlm+<short>_<method>_full``
@@ -46,16 +49,18 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from . import paper_numbers as paper
 from .inputs import ScoringInputError
+from .paper_layout import COMPARE_MODES, Cell, Column, PaperTable, Row, SizeRoot, resolve_compare
 from .results import ScoreSummary, load_score
 from .significance import compare_utterances, paired_bootstrap
 
-__all__ = ["GATE_MEANS_FILE", "OTHERS", "PaperTable", "ScoreBook", "SizeRoot", "TABLES", "build_table",
-           "delta_system", "full_system", "read_gate_means", "score_dir"]
+__all__ = ["COMPARE_MODES", "GATE_MEANS_FILE", "OTHERS", "Cell", "Column", "PaperTable", "Row", "ScoreBook",
+           "SizeRoot", "TABLES", "build_table", "delta_system", "full_system", "read_gate_means", "resolve_compare",
+           "score_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +68,10 @@ REFERENCE = "wavlm"
 REFERENCE_LABEL = "WavLM"
 #: (model name in conf/upstreams.yaml, label, short name in system names)
 OTHERS: Tuple[Tuple[str, str, str], ...] = (("hubert", "HuBERT", "hubert"), ("wav2vec2", "W2V2", "w2v2"))
-METHODS: Tuple[Tuple[str, str], ...] = (("weighted", "weighted sum"), ("concat", "concat"),
-                                        ("xattn", "cross-attention"))
+#: fusion methods in the paper's Table 1 order
+METHODS: Tuple[Tuple[str, str], ...] = (("weighted", "Weighted"), ("xattn", "X-Attn"), ("concat", "Concat"))
 GATE_MEANS_FILE = "gate_means.tsv"  # the name espnet_delta.analysis.gates writes
 MISSING = "–"  # a cell whose score dir (or gate file) does not exist yet
-NONE = ""  # a cell that does not apply (no fusion for a single model)
 #: runs a missing file belongs to: the size's main run, or the run on adult-speech deltas
 MAIN_RUN, ADULT_RUN = "main", "adult"
 
@@ -86,38 +90,6 @@ def full_system(short: str, method: str) -> str:
 
 def score_dir(exp_dir: Path, system: str, test_set: str) -> Path:
     return Path(exp_dir) / system / "decode" / test_set / "score_wer"
-
-
-@dataclass(frozen=True)
-class SizeRoot:
-    """One training-data size: its column label and the exp dir of its run."""
-
-    label: str
-    exp_dir: Path
-
-
-@dataclass
-class PaperTable:
-    """A built table: ``rows`` are lists of cell strings under ``header``."""
-
-    number: int
-    title: str
-    header: List[str]
-    rows: List[List[str]] = field(default_factory=list)
-    notes: List[str] = field(default_factory=list)
-    missing: List[Tuple[str, str, Path]] = field(default_factory=list)  # (size label, run, path)
-
-    @property
-    def heading(self) -> str:
-        return f"## Table {self.number}: {self.title}"
-
-    def markdown(self) -> str:
-        align = ["---"] * 2 + ["---:"] * (len(self.header) - 2)
-        lines = [self.heading, "", "|" + "|".join(self.header) + "|", "|" + "|".join(align) + "|"]
-        lines += ["|" + "|".join(row) + "|" for row in self.rows]
-        for note in self.notes:
-            lines += ["", note]
-        return "\n".join(lines) + "\n"
 
 
 class ScoreBook:
@@ -146,22 +118,18 @@ class ScoreBook:
         return paired_bootstrap(errors_a, errors_b, words, n_resamples=self.n_resamples, seed=self.seed).p_value
 
     def cell(self, size: SizeRoot, system: str, test_set: str, compare: Optional[str] = None,
-             run: str = MAIN_RUN, compare_run: str = MAIN_RUN) -> str:
+             run: str = MAIN_RUN, compare_run: str = MAIN_RUN) -> Cell:
         """``"12.34"``, ``"12.34*"`` (significant against ``compare``) or ``MISSING``."""
         summary = self.get(size, system, test_set, run)
         base = self.get(size, compare, test_set, compare_run) if compare else None
         if summary is None:
-            return MISSING
+            return Cell(MISSING)
         mark = "*" if base is not None and self.p_value(base, summary) < self.alpha else ""
-        return f"{summary.wer:.2f}{mark}"
+        return Cell(f"{summary.wer:.2f}{mark}", summary.wer)
 
-    def wer(self, size: SizeRoot, system: str, test_set: str, run: str = MAIN_RUN) -> Optional[float]:
-        summary = self.get(size, system, test_set, run)
-        return None if summary is None else summary.wer
-
-    def significance_note(self, against: str) -> str:
-        return (f"`*`: p < {self.alpha:g} against {against}, two-sided paired bootstrap over the utterances "
-                f"({self.n_resamples} resamples, seed {self.seed}; `espnet_delta/scoring/significance.py`).")
+    def significance_note(self, marked: str, against: str) -> str:
+        return (f"`*` ({marked}): p < {self.alpha:g} against {against}, two-sided paired bootstrap over the "
+                f"utterances ({self.n_resamples} resamples, seed {self.seed}; `espnet_delta/scoring/significance.py`).")
 
 
 def read_gate_means(path: Path) -> Tuple[List[str], List[str], List[List[float]]]:
@@ -192,104 +160,129 @@ def _mean_sd(values: Sequence[float]) -> Tuple[float, float]:
     return mean, sd
 
 
+def _gate_cell(book: ScoreBook, size: SizeRoot, system: str, gate_set: str) -> Cell:
+    path = Path(size.exp_dir) / system / "decode" / gate_set / GATE_MEANS_FILE
+    if not path.is_file():
+        book.missing.append((size.label, MAIN_RUN, path))
+        return Cell(MISSING)
+    names, _, weights = read_gate_means(path)
+    if REFERENCE not in names:
+        raise ScoringInputError(f"{path}: no column {REFERENCE!r} (the reference) among experts {names}")
+    mean, sd = _mean_sd([w[names.index(REFERENCE)] for w in weights])
+    return Cell(f"{mean:.3f} ± {sd:.3f}", mean)
+
+
 # ------------------------------------------------------------------ the tables
+
+SINGLE_MODELS = ((REFERENCE, REFERENCE_LABEL, "wavlm"), *((m, lab, s) for m, lab, s in OTHERS))
 
 
 def table1(book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str, **_) -> PaperTable:
-    t = PaperTable(1, f"WER (%) of delta-embedding fusion by fusion method and training data ({test_set})",
-                   ["Model", "Fusion", *(s.label for s in sizes)])
+    t = PaperTable(1, f"WERs for fusing fine-tuned WavLM with ΔHuBERT or ΔW2V2, by fusion method and training "
+                      f"size ({test_set})",
+                   [Column("FT Embed", number=False), Column("Delta Embed", number=False),
+                    Column("Fusion Method", number=False), Column("WER", compared=True),
+                    Column("Training Size", number=False)])
     ref = ft_system(REFERENCE)
-    for model, label in ((REFERENCE, REFERENCE_LABEL), *((m, lab) for m, lab, _ in OTHERS)):
-        t.rows.append([f"{label} (fine-tuned)", NONE] + [book.cell(s, ft_system(model), test_set) for s in sizes])
-    for _, label, short in OTHERS:
-        for method, method_label in METHODS:
-            t.rows.append([f"{REFERENCE_LABEL} + Δ{label}", method_label]
-                          + [book.cell(s, delta_system(short, method), test_set, ref) for s in sizes])
-    t.notes.append(book.significance_note(f"{REFERENCE_LABEL} (fine-tuned) trained on the same data"))
+    for s in sizes:
+        for _, label, short in OTHERS:
+            for method, method_label in METHODS:
+                wer = book.cell(s, delta_system(short, method), test_set, ref).with_paper(
+                    paper.TABLE1, (short, method, s.paper))
+                t.rows.append(Row([Cell(REFERENCE_LABEL), Cell(f"Δ{label}"), Cell(method_label), wer, Cell(s.label)]))
+    for s in sizes:
+        for model, label, _ in SINGLE_MODELS:
+            t.rows.append(Row([Cell(label), Cell(""), Cell("none (fine-tuned model alone)"),
+                               book.cell(s, ft_system(model), test_set), Cell(s.label)], added=True))
+    t.notes.append(book.significance_note("added; the paper's Table 1 marks nothing",
+                                          f"{REFERENCE_LABEL} fine-tuned on the same training size"))
     return t
 
 
-def table2(book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str, valid_set: str, **_) -> PaperTable:
-    full = sizes[0]
-    t = PaperTable(2, f"WER (%) of the best delta fusion and the fine-tuned models, {full.label} training data",
-                   ["Model", "Fusion", f"WER ({test_set})"])
+def table2(book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str, **_) -> PaperTable:
+    t = PaperTable(2, f"WERs (%) for fine-tuned SSL models and delta embedding fusion (Concat) ({test_set})",
+                   [Column("Model", number=False), *(Column(s.label, compared=True) for s in sizes)])
     ref = ft_system(REFERENCE)
-    for model, label in ((REFERENCE, REFERENCE_LABEL), *((m, lab) for m, lab, _ in OTHERS)):
-        t.rows.append([f"{label} (fine-tuned)", NONE, book.cell(full, ft_system(model), test_set,
-                                                                   None if model == REFERENCE else ref)])
+    for model, label, key in SINGLE_MODELS:
+        t.rows.append(Row([Cell(label)] + [book.cell(s, ft_system(model), test_set).with_paper(
+            paper.TABLE2, (key, s.paper)) for s in sizes]))
     for _, label, short in OTHERS:
-        dev = {method: book.wer(full, delta_system(short, method), valid_set) for method, _ in METHODS}
-        scored = [(w, k) for k, (method, _) in enumerate(METHODS) if (w := dev[method]) is not None]
-        if len(scored) < len(METHODS):  # every method must be scored on dev before one is picked
-            t.rows.append([f"{REFERENCE_LABEL} + Δ{label}", MISSING, MISSING])
-            continue
-        method, method_label = METHODS[min(scored)[1]]
-        t.rows.append([f"{REFERENCE_LABEL} + Δ{label}", method_label,
-                       book.cell(full, delta_system(short, method), test_set, ref)])
-    t.notes.append(f"Fusion: the method of Table 1 with the lowest WER on {valid_set} (ties: the first of "
-                   + ", ".join(m for _, m in METHODS) + "). " + book.significance_note(f"{REFERENCE_LABEL} (fine-tuned)"))
+        key = f"wavlm+d{short}"
+        t.rows.append(Row([Cell(f"{REFERENCE_LABEL} + Δ{label}")] + [
+            book.cell(s, delta_system(short, "concat"), test_set, ref).with_paper(
+                paper.TABLE2, (key, s.paper), paper.TABLE2_SIGNIFICANT) for s in sizes]))
+    t.notes.append(book.significance_note("fusion rows only", f"{REFERENCE_LABEL} fine-tuned on the same training size"))
     return t
 
 
 def table3(book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str, **_) -> PaperTable:
-    t = PaperTable(3, f"WER (%) of fusion with delta against fine-tuned embeddings (concat, {test_set})",
-                   ["Model", "Embeddings", *(s.label for s in sizes)])
+    columns = [Column("Data", number=False)]
+    for _, label, _ in OTHERS:
+        columns += [Column(label, compared=True), Column(f"Δ{label}", compared=True)]
+    t = PaperTable(3, f"WERs (%) when fusing WavLM with HuBERT/W2V2 versus their Δ counterparts (Concat) "
+                      f"({test_set})", columns)
     reductions = []
-    for _, label, short in OTHERS:
-        ft, delta = full_system(short, "concat"), delta_system(short, "concat")
-        t.rows.append([f"{REFERENCE_LABEL} + {label}", "fine-tuned (E_ft)"] + [book.cell(s, ft, test_set) for s in sizes])
-        t.rows.append([f"{REFERENCE_LABEL} + Δ{label}", "delta (E_ft − E_pt)"]
-                      + [book.cell(s, delta, test_set, ft) for s in sizes])
-        rel = []
-        for s in sizes:
-            a, b = book.wer(s, ft, test_set), book.wer(s, delta, test_set)
-            rel.append(f"{s.label} {100.0 * (a - b) / a:.1f} %" if a and b is not None else f"{s.label} {MISSING}")
-        reductions.append(f"{label}: " + ", ".join(rel))
-    t.notes.append("Relative WER reduction of the delta over the fine-tuned fusion: " + "; ".join(reductions) + ".")
-    t.notes.append(book.significance_note("the fine-tuned (full) fusion of the same model and data"))
+    for s in sizes:
+        cells, red = [Cell(s.label)], [Cell(f"relative WER reduction of Δ, {s.label} (%)")]
+        for _, _, short in OTHERS:
+            ft, delta = full_system(short, "concat"), delta_system(short, "concat")
+            a = book.cell(s, ft, test_set).with_paper(paper.TABLE3, (s.paper, f"wavlm+{short}"))
+            b = book.cell(s, delta, test_set, ft).with_paper(paper.TABLE3, (s.paper, f"wavlm+d{short}"),
+                                                              paper.TABLE3_SIGNIFICANT)
+            cells += [a, b]
+            rel = Cell(MISSING)
+            if a.value and b.value is not None:
+                rel = Cell(f"{100.0 * (a.value - b.value) / a.value:.1f}", 100.0 * (a.value - b.value) / a.value)
+            if a.paper and b.paper is not None:  # the paper's own reduction, from its two cells
+                rel.paper = 100.0 * (a.paper - b.paper) / a.paper
+            red += [Cell(""), rel]
+        t.rows.append(Row(cells))
+        reductions.append(Row(red, added=True))
+    t.rows += reductions
+    t.notes.append("Relative WER reduction: 100 (WER fine-tuned fusion − WER Δ fusion) / WER fine-tuned fusion.")
+    t.notes.append(book.significance_note("Δ columns", "the fine-tuned fusion of the same model and size"))
     return t
 
 
 def table4(book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str, child_label: str = "MyST",
            adult_label: str = "LibriSpeech", **_) -> PaperTable:
     full = sizes[0]
-    t = PaperTable(4, f"WER (%) with deltas of models fine-tuned on child or adult speech (concat, "
-                      f"{full.label} training data)", ["Model", "Deltas fine-tuned on", f"WER ({test_set})"])
-    t.rows.append([f"{REFERENCE_LABEL} (fine-tuned)", NONE, book.cell(full, ft_system(REFERENCE), test_set)])
+    t = PaperTable(4, f"WERs (%) for fusion of fine-tuned WavLM ({child_label}) with Δ embeddings from models "
+                      f"fine-tuned on {child_label} vs. {adult_label} ({full.label} training size, {test_set})",
+                   [Column("Fusion (WavLM + Δ)", number=False), Column(child_label, compared=True),
+                    Column(adult_label, compared=True)])
     for _, label, short in OTHERS:
         child, adult = delta_system(short, "concat"), delta_system(short, "concat", "adult")
-        t.rows.append([f"{REFERENCE_LABEL} + Δ{label}", f"{child_label} (child)", book.cell(full, child, test_set)])
-        t.rows.append([f"{REFERENCE_LABEL} + Δ{label}", f"{adult_label} (adult)",
-                       book.cell(full, adult, test_set, child, run=ADULT_RUN)])
-    t.notes.append(f"{REFERENCE_LABEL} is fine-tuned on the child set in every row. "
-                   + book.significance_note("the child-delta fusion of the same model"))
+        # the paper's cells are of its full size only
+        t.rows.append(Row([Cell(label),
+                           book.cell(full, child, test_set).with_paper(paper.TABLE4, (short, "child", full.paper)),
+                           book.cell(full, adult, test_set, child, run=ADULT_RUN).with_paper(
+                               paper.TABLE4, (short, "adult", full.paper))]))
+    t.rows.append(Row([Cell(f"none ({REFERENCE_LABEL} fine-tuned alone)"),
+                       book.cell(full, ft_system(REFERENCE), test_set), Cell("")], added=True))
+    t.notes.append(f"{REFERENCE_LABEL} is fine-tuned on {child_label} in every row. "
+                   + book.significance_note(f"{adult_label} column, added",
+                                            f"the {child_label}-delta fusion of the same model"))
     return t
 
 
 def table5(book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str, gate_sets: Sequence[str] = (), **_) -> PaperTable:
     full = sizes[0]
-    gate_sets = list(gate_sets) or [test_set]
-    t = PaperTable(5, f"Two-expert mixture of experts: WER (%) and gate weight on {REFERENCE_LABEL}'s fine-tuned "
-                      f"stream, {full.label} training data",
-                   ["Model", "Fusion", f"WER ({test_set})", *(f"weight on {REFERENCE_LABEL} E_ft ({g})" for g in gate_sets)])
+    others = [g for g in dict.fromkeys(gate_sets) if g != test_set]
+    t = PaperTable(5, f"WERs (%) for MoE results: mean MoE weight on the WavLM embedding w_ft and WER "
+                      f"({full.label} training size, {test_set})",
+                   [Column("Fusion Model", number=False), Column(f"w_ft ({test_set})", compared=True, digits=3),
+                    Column("WER", compared=True), *(Column(f"w_ft ({g}, added)", digits=3) for g in others)])
     for _, label, short in OTHERS:
         system = delta_system(short, "moe")
-        row = [f"{REFERENCE_LABEL} + Δ{label}", "MoE", book.cell(full, system, test_set, ft_system(REFERENCE))]
-        for g in gate_sets:
-            path = Path(full.exp_dir) / system / "decode" / g / GATE_MEANS_FILE
-            if not path.is_file():
-                book.missing.append((full.label, MAIN_RUN, path))
-                row.append(MISSING)
-                continue
-            names, _, weights = read_gate_means(path)
-            if REFERENCE not in names:
-                raise ScoringInputError(f"{path}: no column {REFERENCE!r} (the reference) among experts {names}")
-            mean, sd = _mean_sd([w[names.index(REFERENCE)] for w in weights])
-            row.append(f"{mean:.3f} ± {sd:.3f}")
-        t.rows.append(row)
-    t.notes.append("Weight: per utterance the gate's weight on the reference stream averaged over the valid "
+        t.rows.append(Row([Cell(f"{REFERENCE_LABEL} + Δ{label}"),
+                           _gate_cell(book, full, system, test_set).with_paper(paper.TABLE5, (short, "w_ft", full.paper)),
+                           book.cell(full, system, test_set, ft_system(REFERENCE)).with_paper(
+                               paper.TABLE5, (short, "wer", full.paper)),
+                           *(_gate_cell(book, full, system, g) for g in others)]))
+    t.notes.append("w_ft: per utterance the gate's weight on WavLM's fine-tuned stream averaged over the valid "
                    "frames, then mean ± standard deviation over the utterances of the set. "
-                   + book.significance_note(f"{REFERENCE_LABEL} (fine-tuned)"))
+                   + book.significance_note("added", f"{REFERENCE_LABEL} fine-tuned"))
     return t
 
 
@@ -297,7 +290,7 @@ TABLES: Mapping[int, Callable[..., PaperTable]] = {1: table1, 2: table2, 3: tabl
 
 
 def build_table(number: int, book: ScoreBook, sizes: Sequence[SizeRoot], test_set: str = "test",
-                valid_set: str = "dev", gate_sets: Sequence[str] = (), **labels: str) -> PaperTable:
+                gate_sets: Sequence[str] = (), **labels: str) -> PaperTable:
     """Build Table ``number``; ``sizes[0]`` is the full training set. What was not found is
     in ``table.missing`` (and shown as ``MISSING``)."""
     if number not in TABLES:
@@ -305,7 +298,7 @@ def build_table(number: int, book: ScoreBook, sizes: Sequence[SizeRoot], test_se
     if not sizes:
         raise ValueError("at least one data size (the full training set) is needed")
     start = len(book.missing)
-    table = TABLES[number](book, sizes, test_set=test_set, valid_set=valid_set, gate_sets=gate_sets, **labels)
+    table = TABLES[number](book, sizes, test_set=test_set, gate_sets=gate_sets, **labels)
     table.missing = list(dict.fromkeys(book.missing[start:]))
     if table.missing:
         table.notes.append(f"{MISSING}: not scored yet ({len(table.missing)} score dirs or gate files missing; "

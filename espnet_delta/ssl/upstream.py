@@ -10,6 +10,9 @@ so the three ways of naming a model behave the same everywhere:
 * either of the above plus ``finetuned``: an ESPnet ASR checkpoint produced by CTC
   fine-tuning with ESPnet's S3PRL frontend. Its upstream weights are copied into a
   second instance of the same architecture.
+
+A hub name listed in the model map (``--model_map``, :mod:`espnet_delta.ssl.hub`) is built
+from the mapped file; a hub download that fails is one :class:`~espnet_delta.ssl.hub.HubModelError` line.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 
+from espnet_delta.ssl.hub import hub_errors, resolve_s3prl
 from espnet_delta.ssl.tiny import s3prl_container, weights_of
 
 #: Where ESPnet's S3PRL frontend keeps the SSL model inside an ASR checkpoint
@@ -52,7 +56,8 @@ def build_s3prl_upstream(name: str, path_or_url: Optional[str] = None, extra_con
         )
     if path_or_url is not None and name.endswith("_local") and not Path(path_or_url).is_file():
         raise FileNotFoundError(f"upstream checkpoint not found: {path_or_url}")
-    with torch.random.fork_rng(devices=[]):
+    hub_name, (name, path_or_url) = name, resolve_s3prl(name, path_or_url)
+    with torch.random.fork_rng(devices=[]), hub_errors(hub_name):
         return S3PRLUpstream(name, path_or_url=path_or_url, extra_conf=extra_conf)
 
 

@@ -4,6 +4,7 @@ ESPnet's Whisper encoder and decoder accept only hub names (``assert whisper_mod
 whisper.available_models()``) and, offline, fail inside urllib with a long traceback.
 :func:`load_whisper` accepts either form and turns every way of not finding the model
 into one :class:`WhisperLoadError` line that names the name or file and says what to do.
+A hub name listed in the model map (``--model_map``, :mod:`espnet_delta.ssl.hub`) loads the mapped file.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ def load_whisper(name_or_path: str, download_dir: Optional[str] = None):
     """
     import whisper
 
-    path = Path(name_or_path).expanduser()
+    from espnet_delta.ssl.hub import HubModelError, mapped_file
+
+    try:
+        mapped = mapped_file(name_or_path)
+    except HubModelError as e:
+        raise WhisperLoadError(str(e)) from None
+    path = mapped or Path(name_or_path).expanduser()
     if path.is_file():
         try:
             model = whisper.load_model(str(path), device="cpu", download_root=download_dir)
@@ -61,9 +68,10 @@ def load_whisper(name_or_path: str, download_dir: Optional[str] = None):
         except (urllib.error.URLError, OSError) as e:
             reason = " ".join(str(getattr(e, "reason", e)).split()) or type(e).__name__
             raise WhisperLoadError(
-                f"Whisper model {name_or_path!r} is not in {target.parent} and could not be downloaded ({reason}): "
-                f"copy {target.name} there from a machine with internet, or set whisper_model to a local checkpoint file"
-            ) from e
+                f"Whisper model {name_or_path!r} is not in {target} and could not be downloaded ({reason}): "
+                f"run './run.sh --stage 0 --stop_stage 0' on a machine with internet, map it with --model_map, "
+                f"or set whisper_model to a local checkpoint file"
+            ) from None
         logger.info("loaded Whisper %r from %s", name_or_path, target)
         return model
     if path.exists():

@@ -1,6 +1,7 @@
 """The stage engine's shell text: every option in --help with its default, stages in numeric order,
 one option parser and one log() for local/*.sh. No stage is run here (see test_recipe.py)."""
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -95,9 +96,9 @@ def test_parse_options_sets_declared_variables_and_rejects_unknown_ones():
 def test_stage_blocks_are_in_numeric_order_and_follow_the_data_flow():
     text = ENGINE.read_text()
     blocks = [(int(m.group(1)), int(m.group(2)), m.start()) for m in STAGE_IF.finditer(text)]
-    # the design's data flow: data, tokens, pre-training, fine-tuning, decoding, extraction,
-    # fusion, merging, decoding + RESULTS.md, analysis
-    assert [b[0] for b in blocks] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    # the design's data flow: model fetch (opt-in), data, tokens, pre-training, fine-tuning, decoding,
+    # extraction, fusion, merging, decoding + RESULTS.md, analysis
+    assert [b[0] for b in blocks] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert all(lo == hi for lo, hi, _ in blocks), "each block runs exactly one stage"
     # each block's first log line names its own stage
     ends = [b[2] for b in blocks[1:]] + [len(text)]
@@ -141,3 +142,33 @@ def test_print_only_prints_without_running(tmp_path):
     pretrain = [line for line in printed if "espnet_delta.bin.pretrain_upstreams" in line]
     assert [line.split("--archs ")[1] for line in pretrain] == ["a c", "b"]
     assert not any(tmp_path.iterdir()), "print-only wrote files"
+
+
+def test_stages_check_their_models_first_and_stage_0_is_opt_in():
+    text = ENGINE.read_text()
+    assert re.search(r"^stage=1 ", text, re.M), "stage 0 (the model fetch) runs only with --stage 0"
+    bodies = stage_bodies(text)
+    for n in (1, 4, 5, 6, 8, 10):  # the check comes before the stage's first job
+        first = next(i for i, line in enumerate(bodies[n]) if line.strip().startswith("log ") is False and (
+                     "${python}" in line or "plan_jobs" in line
+                     or "decode_planned" in line or "run_parallel" in line or "data.sh" in line or "merge_models" in line))
+        check = next(i for i, line in enumerate(bodies[n]) if line.strip() == f"check_models {n}")
+        assert check < first, f"stage {n} starts work before its model check"
+    assert any("fetch_models --stages 0" in line for line in bodies[0])
+
+
+def test_offline_stage_4_stops_in_one_line_before_any_training(tmp_path):
+    """A hub model neither cached nor mapped: exit 2, one error line naming it, its path and stage 0."""
+    (tmp_path / "up.yaml").write_text("wavlm: {upstream: wavlm_large}\n")
+    env = {**os.environ, "HOME": str(tmp_path / "home")}  # an empty S3PRL cache
+    env.pop("ESPNET_DELTA_MODEL_MAP", None)
+    proc = subprocess.run(["bash", str(ENGINE), "--stage", "4", "--stop_stage", "4", "--upstreams", "wavlm",
+                           "--upstream_conf", "up.yaml", "--exp_dir", "exp"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    errors = [line for line in out.splitlines() if "ERROR" in line]
+    assert len(errors) == 1, out[-3000:]
+    assert "'wavlm_large'" in errors[0] and str(tmp_path / "home" / ".cache" / "s3prl") in errors[0]
+    assert "--stage 0 --stop_stage 0" in errors[0] and "Traceback" not in out
+    assert not (tmp_path / "exp" / "ft_wavlm").exists(), "a training was planned before the check"

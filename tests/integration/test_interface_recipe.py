@@ -14,6 +14,7 @@ import yaml
 from espnet_delta.data.tokens import phone_token_list
 from espnet_delta.recipe import interface_results, make_phone_text, plan
 from espnet_delta.recipe.names import UNIT_CHECKPOINTS
+from espnet_delta.ssl.interfaces import FIXED_PREFIX
 from espnet_delta.ssl.tiny import TinyConfig, make_tiny_upstream
 from conftest import perturb_all, write_espnet_checkpoint
 
@@ -139,9 +140,14 @@ def test_downstream_arithmetic():
 #          64 * 32 * 5 + 32 = 10,272;  concat: Linear(4 * 64, 64) = 256 * 64 + 64 = 16,448
 #   fusion: one hconv per stream (reference, delta of HuBERT) + LayerNorm(64 + 64) of the head
 EXPECTED_FRONTEND = {
-    "last": 0, "weighted_sum": L, "weighted_sum_ln": L, "hconv": 10_272, "concat": 16_448, "weighted_sum_big": L,
-    "wavlm+dhubert_hconv": 2 * 10_272 + 2 * 128,
+    "last": 0, "weighted_sum": L, "weighted_sum_ln": L, "hconv": 10_272, "concat": 16_448,
+    # pca: no trainable parameters (its fitted projection is fixed buffers);
+    # cls_pooling: query 64 + key 64*64 (no bias) + value 64*64+64 + output 64*64+64
+    "pca": 0, "cls_pooling": 64 + 64 * 64 + (64 * 64 + 64) + (64 * 64 + 64),
+    "weighted_sum_big": L, "wavlm+dhubert_hconv": 2 * 10_272 + 2 * 128,
 }
+# pca's fixed buffers: mean 4*64, projection (4*64) x 64, frame count 1 (in the checkpoint, not trained)
+EXPECTED_FIXED = {"pca": 256 + 256 * 64 + 1}
 EXPECTED_DOWNSTREAM = {name: bilstm_downstream(64, 64) for name in EXPECTED_FRONTEND}
 EXPECTED_DOWNSTREAM["weighted_sum_big"] = bilstm_downstream(64, 67)
 EXPECTED_DOWNSTREAM["wavlm+dhubert_hconv"] = bilstm_downstream(128, 64)
@@ -232,12 +238,15 @@ def test_trainable_parameters_of_the_mini_systems(mini_setup):
             assert frontend == EXPECTED_FRONTEND[name], (name, unit)
             assert trainable == EXPECTED_FRONTEND[name] + EXPECTED_DOWNSTREAM[name] + ctc, (name, unit)
             state = model.state_dict()
-            assert sum(v.numel() for v in state.values()) == trainable, (name, unit)
-            if unit == "char" and name in ("hconv", "weighted_sum"):
+            fixed = sum(v.numel() for k, v in state.items() if k.rsplit(".", 1)[-1].startswith(FIXED_PREFIX))
+            assert fixed == EXPECTED_FIXED.get(name, 0), (name, unit)
+            assert sum(v.numel() for v in state.values()) == trainable + fixed, (name, unit)
+            if unit == "char" and name in ("hconv", "weighted_sum", "pca"):  # pca: its fixed buffers not counted
                 torch.save(state, config.parent / UNIT_CHECKPOINTS[unit])
                 counted = interface_results.checkpoint_params(config.parent / UNIT_CHECKPOINTS[unit])
                 assert counted == (EXPECTED_FRONTEND[name], trainable)
     # the ablation: weighted sum + BiLSTM(67) within 44 parameters of hconv + BiLSTM(64)
+    assert interface_results.FIXED_PREFIX == FIXED_PREFIX
     assert (EXPECTED_FRONTEND["hconv"] + EXPECTED_DOWNSTREAM["hconv"]) - (
         EXPECTED_FRONTEND["weighted_sum_big"] + EXPECTED_DOWNSTREAM["weighted_sum_big"]) == 159_904 - 159_860
 
@@ -247,6 +256,7 @@ def test_bad_systems_are_named(mini_setup, tmp_path):
     cases = {
         "a: {interface: hconv, layers: [1]}": r"unknown keys \['layers'\]",
         "a: {interface_conf: {}}": "needs 'interface'",
+        "a: {interface: mean}": r"interface='mean'; expected one of \[.*'pca', 'cls_pooling'\]",
         "a: {interface: hconv, upstream: bert}": "no upstream entry 'bert'",
         "a: {interface: hconv, fusion: concat}": r"sets \['fusion'\] without deltas",
         "a: {interface: hconv, deltas: [hubert]}": "needs the fine-tuned wavlm",
@@ -302,9 +312,17 @@ def test_paper_scale_systems_render(tmp_path):
     plan_interface(myst / "tuning" / "interface_systems_paper.yaml", myst / "tuning" / "interface_paper.yaml",
                    myst / "upstreams.yaml", tmp_path / "data", tmp_path / "shapes", "char", token_list, tmp_path / "exp")
     configs = {p.name: yaml.safe_load((p / "train.yaml").read_text()) for p in (tmp_path / "exp").glob("if_*")}
-    assert len(configs) == 13
+    # 6 upstreams x (weighted_sum, hconv, pca, cls_pooling, weighted_sum_big) + 1 fusion system
+    assert len(configs) == 6 * 5 + 1
     hubs = {c["frontend_conf"]["upstream"]["upstream"] for c in configs.values() if c["frontend"] == "ssl_interface"}
-    assert hubs == {"hubert", "hubert_large_ll60k", "wavlm_base_plus", "wavlm_large"}
+    # the seed's five (HuBERT Base/Large, WavLM Base/Large, XLSR-53) and WavLM Base+
+    assert hubs == {"hubert", "hubert_large_ll60k", "wavlm_base", "wavlm_base_plus", "wavlm_large", "xlsr_53"}
+    for hub in ("hubert", "wavlm_base", "xlsr_53"):
+        systems = {c["frontend_conf"]["interface"] for c in configs.values()
+                   if c["frontend"] == "ssl_interface" and c["frontend_conf"]["upstream"]["upstream"] == hub}
+        assert systems == {"weighted_sum", "hconv", "pca", "cls_pooling"}, hub
+    assert configs["if_xlsr53_weighted_sum_big_char"]["encoder_conf"]["hidden_size"] == 1113
+    assert configs["if_wavlm_base_weighted_sum_big_char"]["encoder_conf"]["hidden_size"] == 1083
     assert configs["if_wavlm_large_weighted_sum_big_char"]["encoder_conf"]["hidden_size"] == 1113
     assert configs["if_wavlm+dhubert_hconv_char"]["frontend_conf"]["reference"]["upstream"] == "wavlm_large"
 
@@ -323,3 +341,7 @@ def test_paper_scale_systems_render(tmp_path):
 
     assert sum(p.numel() for p in build_interface("hconv", 13, 768).parameters()) == base_hconv
     assert sum(p.numel() for p in build_interface("hconv", 25, 1024).parameters()) == large_hconv
+    # cls_pooling: 3 D^2 + 3 D (the YAML's comment); pca: nothing trainable
+    assert sum(p.numel() for p in build_interface("cls_pooling", 13, 768).parameters()) == 1_771_776 == 3 * 768**2 + 3 * 768
+    assert sum(p.numel() for p in build_interface("cls_pooling", 25, 1024).parameters()) == 3_148_800
+    assert not list(build_interface("pca", 13, 768).parameters())

@@ -33,7 +33,7 @@ SYSTEMS = ("ft_wavlm", "ft_hubert", "ft_wav2vec2", "fusion_wavlm+dhubert_concat"
 MERGE_GRIDS = ("--merge_lambdas", "0.2", "--merge_alphas", "0.8 0.9", "--merge_lerp_coefs", "0.3 0.7",
                "--merge_ta_scales", "0.5 1.0", "--merge_ties_topks", "20", "--merge_ties_scales", "0.5 1.0")
 MERGE_POINTS = {
-    "sa": {f"sa_{s}_l0.2_a{a}" for s in ("depth_power", "linear_exponent") for a in ("0.8", "0.9")},
+    "sa": {f"sa_{s}_l0.2_a{a}" for s in ("depth_power", "linear_exponent", "adult_power") for a in ("0.8", "0.9")},
     "lerp": {"lerp_c0.3", "lerp_c0.7"},
     "ta": {"ta_s0.5", "ta_s1"},
     "ties": {"ties_k20_s0.5", "ties_k20_s1"},

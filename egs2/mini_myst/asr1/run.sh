@@ -2,7 +2,7 @@
 # The embedded default: a synthetic children's-speech corpus and tiny upstreams,
 # pre-trained here (stage 3), every stage offline on a laptop CPU. Options after ./run.sh override the ones below
 # (./run.sh --help lists them all). Opt-in, 19 min more on 2 free cores (measured): the layer-interface systems
-# (frozen upstream -> last / weighted sum / hconv / concat -> BiLSTM -> CTC, characters and phones):
+# (frozen upstream -> last / weighted sum / hconv / concat / PCA / CLS pooling -> BiLSTM -> CTC, chars and phones):
 #   ./run.sh --interface_systems conf/interface_systems.yaml
 # Opt-in: a tiny Whisper fine-tuned through ESPnet on the child and adult sets (attention decoder, beam search),
 # merged in stage 8 with SA merge and the tuned baselines (see docs/whisper.md):

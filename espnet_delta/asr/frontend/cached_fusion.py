@@ -11,8 +11,8 @@ argument of the constructor is a ``frontend_conf`` key, type-checked (typeguard)
 YAML gives it.
 
 A cache extracted with ``layer: all`` holds every hidden state of every stream; it needs
-``interface`` (``last`` | ``weighted_sum`` | ``hconv`` | ``concat``, options in
-``interface_conf``): one interface per stream, as ``delta_fusion`` with ``interface``
+``interface`` (``last`` | ``weighted_sum`` | ``hconv`` | ``concat`` | ``pca`` |
+``cls_pooling``, options in ``interface_conf``): one interface per stream, as ``delta_fusion`` with ``interface``
 builds them (same parameter names, so the trained module loads into either frontend).
 """
 
@@ -70,7 +70,7 @@ class CachedFusionFrontend(AbsFrontend):
             raise ValueError("cached_fusion: interface_conf is given but interface is not")
         if self.layout.multi_state and interface is None:
             raise ValueError(f"cached_fusion: {where} holds every hidden state (layer: all); "
-                             "set frontend_conf.interface (last | weighted_sum | hconv | concat)")
+                             "set frontend_conf.interface (one of espnet_delta.ssl.interfaces.INTERFACES)")
         if interface is not None and not self.layout.multi_state:
             raise ValueError(f"cached_fusion: interface={interface!r} needs every hidden state, but {where} holds "
                              f"one (layer: {self.layout.layer}); extract with layer: all")

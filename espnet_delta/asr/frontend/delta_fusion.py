@@ -12,13 +12,14 @@ Used from any ESPnet ASR config once the plugin is registered
       mode: delta           # delta | full
       layer: last           # one hidden state per model ...
       # interface: hconv    # ... or every hidden state through a layer interface per stream
-      # interface_conf: {}  # (last | weighted_sum | hconv | concat; see espnet_delta.ssl.interfaces)
+      # interface_conf: {}  # (last | weighted_sum | hconv | concat | pca | cls_pooling; espnet_delta.ssl.interfaces)
 
 With ``interface`` set, ``layer`` must stay ``last`` (it is not used): the reference's
 E_ft and every model's delta (or E_ft) are taken at every hidden state ([B, L, T, D],
 ``hidden_norm`` applied per state before the delta), one interface per stream (the
 reference and each other model, each with its own parameters) turns each into
-[B, T, F], and fusion runs on those. Without it (the default) the frontend is
+[B, T, F], and fusion runs on those (``pca`` fits one projection per stream on that
+stream's first training frames, saved as buffers). Without it (the default) the frontend is
 unchanged. Every keyword argument of the constructor is a ``frontend_conf`` key, type-checked
 (typeguard) as YAML gives it. All upstreams are frozen, run in eval mode under ``no_grad`` and are kept out of the
 model's parameters and state dict (see :class:`espnet_delta.ssl.upstream.FrozenUpstream`):

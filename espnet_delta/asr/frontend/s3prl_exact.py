@@ -34,6 +34,7 @@ from espnet2.asr.frontend.s3prl import S3prlFrontend
 from typeguard import typechecked
 
 from espnet_delta.ssl.feature_masking import MaskingConfig, install_feature_masking
+from espnet_delta.ssl.hub import hub_errors, resolve_s3prl
 from espnet_delta.ssl.upstream import conv_output_lengths, conv_strides, use_exact_frame_mask
 
 
@@ -62,7 +63,10 @@ class ExactS3prlFrontend(S3prlFrontend):
             feature_prob=mask_feature_prob, feature_length=mask_feature_length,
             feature_min_masks=mask_feature_min_masks,
         )
-        super().__init__(fs, frontend_conf, download_dir, multilayer_feature, layer)
+        hub_name = frontend_conf.get("upstream")  # a name of the model map (--model_map) loads the mapped file
+        name, path = resolve_s3prl(hub_name, frontend_conf.get("path_or_url"))
+        with hub_errors(hub_name):
+            super().__init__(fs, dict(frontend_conf, upstream=name, path_or_url=path), download_dir, multilayer_feature, layer)
         use_exact_frame_mask(self.upstream)
         if masking.active:
             where = f"s3prl_exact ({frontend_conf.get('upstream')})"

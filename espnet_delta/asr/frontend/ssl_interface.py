@@ -6,12 +6,14 @@ downstream -> CTC), as an ESPnet frontend once the plugin is registered::
     frontend: ssl_interface
     frontend_conf:
       upstream: {upstream: wavlm_local, path_or_url: downloads/upstreams/wavlm.pt, finetuned: null}
-      interface: hconv          # last | weighted_sum | hconv | concat
-      interface_conf: {}        # weighted_sum: {layer_norm: true}; concat: {output_dim: 256}
+      interface: hconv          # last | weighted_sum | hconv | concat | pca | cls_pooling
+      interface_conf: {}        # weighted_sum: {layer_norm: true}; concat: {output_dim: 256};
+                                # pca: {output_dim: 256, fit_frames: 10000}; cls_pooling: {num_heads: 1}
 
 The upstream is frozen, run in eval mode under ``no_grad`` and kept out of the model's
 parameters and state dict (:class:`espnet_delta.ssl.upstream.FrozenUpstream`), so only
-the interface is trained and saved here; a saved model rebuilds the upstream from the
+the interface is trained and saved here (``pca`` trains nothing: it fits its projection on
+the first training batches and saves it as buffers, so decoding never refits); a saved model rebuilds the upstream from the
 paths in its config.yaml. ``layers`` optionally keeps a subset of the hidden states
 (indices into S3PRL's list, input of layer i = state i), e.g. to match a feature cache
 that stores only some layers.

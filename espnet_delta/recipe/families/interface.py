@@ -4,6 +4,7 @@ config's downstream (encoder) and a CTC head. A system entry is::
 
     hconv: {interface: hconv}                       # frontend ssl_interface on the reference
     concat: {interface: concat, interface_conf: {output_dim: 64}}
+    pca: {interface: pca, interface_conf: {output_dim: 64}}   # fitted on the first training frames
     weighted_sum_big: {interface: weighted_sum, encoder_conf: {hidden_size: 67}}
     wavlm+dhubert_hconv: {interface: hconv, deltas: [hubert], fusion: concat}
 
@@ -40,12 +41,17 @@ FUSION_KEYS = {"deltas", "fusion", "mode", "fusion_conf"}
 
 
 def check_system(settings, name: str, system: Dict[str, Any]) -> None:
+    from espnet_delta.ssl.interfaces import interface_names  # torch: only when interface systems are planned
+
     where = settings.interface_systems
     unknown = set(system) - SYSTEM_KEYS
     if unknown:
         raise ValueError(f"{where}: system {name!r} has unknown keys {sorted(unknown)}; allowed {sorted(SYSTEM_KEYS)}")
     if "interface" not in system:
-        raise ValueError(f"{where}: system {name!r} needs 'interface' (last | weighted_sum | hconv | concat)")
+        raise ValueError(f"{where}: system {name!r} needs 'interface' ({' | '.join(interface_names())})")
+    if system["interface"] not in interface_names():
+        raise ValueError(f"{where}: system {name!r}: interface={system['interface']!r}; "
+                         f"expected one of {interface_names()}")
     if "deltas" not in system:
         unused = sorted(FUSION_KEYS & set(system))
         if unused:

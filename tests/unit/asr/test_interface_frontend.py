@@ -17,6 +17,9 @@ INTERFACES = {  # name -> (interface_conf, output size, trainable parameters)
     "weighted_sum": ({"layer_norm": True}, D, L),
     "hconv": ({}, 2 * 16, D * 16 * 5 + 16),
     "concat": ({"output_dim": 24}, 24, L * D * 24 + 24),
+    "pca": ({"output_dim": 24, "fit_frames": 30}, 24, 0),  # fixed buffers, nothing trained
+    # query D + key D*D (no bias) + value and output D*D + D each
+    "cls_pooling": ({}, D, D + D * D + 2 * (D * D + D)),
 }
 
 
@@ -40,8 +43,9 @@ def test_sizes_state_and_padding(tiny_upstreams, name):
     assert fe.output_size() == size
     assert sum(p.numel() for p in fe.parameters() if p.requires_grad) == n_params
     assert all(k.startswith("interface.") for k in fe.state_dict())  # the upstream is not saved
-    fe.eval()
     wavs, lens = torch.randn(2, 8000), torch.tensor([8000, 5000])
+    fe.train()(wavs, lens)  # a training batch (pca: fitted on its first 30 of 39 frames)
+    fe.eval()
     feats, flens = fe(wavs, lens)
     # conv stack frames of the tiny upstreams: 8000 samples -> 24 frames, 5000 -> 15
     assert feats.shape == (2, 24, size) and flens.tolist() == [24, 15]
@@ -100,6 +104,23 @@ def test_delta_fusion_hconv_per_stream(tiny_upstreams, finetuned):
     feats, lens = fe(torch.randn(2, 6000), torch.tensor([6000, 3000]))
     # conv stack (10,5),(3,2)x4,(2,2)x2: 3000 -> 599 -> 299 -> 149 -> 74 -> 36 -> 18 -> 9 frames
     assert feats.shape == (2, 18, 32) and lens.tolist() == [18, 9]
+
+
+@pytest.mark.parametrize("name,conf,size", [("pca", {"output_dim": 8, "fit_frames": 16}, 8), ("cls_pooling", {}, D)])
+def test_delta_fusion_pca_and_cls_pooling_per_stream(tiny_upstreams, finetuned, name, conf, size):
+    fe = DeltaFusionFrontend(**fusion_conf(tiny_upstreams, finetuned, interface=name, interface_conf=conf))
+    assert fe.output_size() == 2 * size  # concat of the reference's and the delta's interface outputs
+    wav, lens = torch.randn(2, 6000), torch.tensor([6000, 3000])
+    fe.train()(wav, lens)
+    if name == "pca":  # one fit per stream, on that stream's frames: different projections
+        assert float(fe.interfaces.ref.fixed_frames) == float(fe.interfaces.others[0].fixed_frames) == 16
+        assert not torch.allclose(fe.interfaces.ref.fixed_mean, fe.interfaces.others[0].fixed_mean)
+        assert not [p for p in fe.interfaces.parameters()]
+    else:
+        assert sum(p.numel() for p in fe.interfaces.parameters()) == 2 * (3 * D * D + 3 * D)
+    feats, out_lens = fe.eval()(wav, lens)
+    # conv stack of the tiny upstreams: 6000 samples -> 18 frames, 3000 -> 9
+    assert feats.shape == (2, 18, 2 * size) and out_lens.tolist() == [18, 9]
 
 
 def test_bad_options_are_named(tiny_upstreams, finetuned):
@@ -168,13 +189,16 @@ def reload_and_compare(config_file, model_file, fresh_frontend, mini_data):
     return saved
 
 
-@pytest.mark.parametrize("name", list(INTERFACES))
+@pytest.mark.parametrize("name", ["last", "weighted_sum", "hconv", "concat", "pca"])
 def test_espnet_training_step_and_reload(tiny_upstreams, mini_data, tmp_path, name):
     conf = {"upstream": upstream_conf(tiny_upstreams), "interface": name, "interface_conf": INTERFACES[name][0]}
     config_file, model_file = train(tmp_path, mini_data, "ssl_interface", conf)
     saved = reload_and_compare(config_file, model_file, SSLInterfaceFrontend(**conf), mini_data)
     if name == "weighted_sum":
         assert not torch.allclose(saved["frontend.interface.weights"], torch.zeros(L))  # trained, not initial
+    if name == "pca":  # fitted in training, saved in the checkpoint, reloaded without a refit
+        assert float(saved["frontend.interface.fixed_frames"]) == 30
+        assert saved["frontend.interface.fixed_components"].shape == (L * D, 24)
 
 
 def test_espnet_training_step_delta_fusion_hconv(tiny_upstreams, finetuned, mini_data, tmp_path):

@@ -76,11 +76,12 @@ def test_unflatten_states_is_state_major():
     assert torch.equal(y[1, 2, 0], x[1, 0, 2])  # utterance 1, state 2, frame 0
 
 
-@pytest.mark.parametrize("interface", ["hconv", "weighted_sum", "concat"])
-def test_cached_interface_fusion_equals_on_the_fly(tiny_upstreams, finetuned, interface, tmp_path):
+@pytest.mark.parametrize("interface,iconf", [("hconv", None), ("weighted_sum", None), ("concat", None),
+                                             ("cls_pooling", {"num_heads": 4}), ("pca", {"output_dim": 8, "fit_frames": 16})])
+def test_cached_interface_fusion_equals_on_the_fly(tiny_upstreams, finetuned, interface, iconf, tmp_path):
     online = DeltaFusionFrontend(
         reference=spec("wavlm", tiny_upstreams, finetuned), deltas=[spec("hubert", tiny_upstreams, finetuned)],
-        fusion="concat", interface=interface,
+        fusion="concat", interface=interface, interface_conf=iconf,
     ).eval()
     ext = online.extractor
     from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
@@ -92,8 +93,16 @@ def test_cached_interface_fusion_equals_on_the_fly(tiny_upstreams, finetuned, in
     n_states = len(ext.reference_ft.hidden_sizes)
     layout = {"layer": "all", "streams": [{"name": n, "dim": s.size(-1), "states": n_states}
                                           for n, s in zip(cache_ext.stream_names(), streams)]}
-    cached = CachedFusionFrontend(layout=layout, deltas=["hubert_local"], fusion="concat", interface=interface).eval()
-    # the same parameter names: a module trained on the cache loads into the on-the-fly frontend
+    cached = CachedFusionFrontend(layout=layout, deltas=["hubert_local"], fusion="concat", interface=interface,
+                                  interface_conf=iconf)
+    if interface == "pca":  # fitted on a training batch of the cache (16 of 35 frames per stream), then fixed
+        cached.train()(torch.cat(streams, dim=-1), frames)
+        assert [float(i.fixed_frames) for i in (cached.interfaces.ref, *cached.interfaces.others)] == [16, 16]
+        assert not list(cached.interfaces.parameters())
+    cached.eval()
+    # the same parameter (and buffer) names: a module trained on the cache loads into the on-the-fly
+    # frontend, and the other way round
+    online.load_state_dict(cached.state_dict())
     cached.load_state_dict(online.state_dict())
     assert cached.output_size() == online.output_size()
     z_cached, l_cached = cached(torch.cat(streams, dim=-1), frames)

@@ -1,4 +1,4 @@
-"""SA merge schedules as data: the two formulas, the authors' layer groups, explicit c_i.
+"""SA merge schedules as data: the three formulas, the authors' layer groups, explicit c_i.
 
 Every expected c_i below is written out as a number computed by hand with `bc -l`
 (e(x * l(0.3)) = 0.3^x), never with the code under test.
@@ -44,14 +44,52 @@ def test_formulas_at_4_layers():
     assert plan.tables == {"encoder": pytest.approx(LINEAR_EXPONENT_L4, abs=1e-12), "decoder": pytest.approx([1.0, C_03_07])}
 
 
-def test_the_two_readings_at_24_layers():
+def test_the_formula_readings_at_24_layers():
     """docs/merging.md's numbers: L = 24, lambda = 0.3, alpha = 0.7 (sums by `bc -l`)."""
     dp = layer_coefficients(24, 0.3, 0.7, "depth_power")
     le = layer_coefficients(24, 0.3, 0.7, "linear_exponent")
+    ap = layer_coefficients(24, 0.3, 0.7, "adult_power")
     assert sum(dp) / 24 == pytest.approx(0.877496065052607, abs=1e-12)
     assert sum(le) / 24 == pytest.approx(0.073165086558035, abs=1e-12)
     assert dp[0] == pytest.approx(0.999670542008348, abs=1e-12) and dp[23] == pytest.approx(0.3)
     assert le[0] == 1.0 and le[23] == pytest.approx(3.81638518248e-9, rel=1e-9)
+    # adult_power: 1 - 0.3^(0.7^i); `bc -l`: sum over i < 24 of 1 - e(0.7^i * l(0.3)), / 24;
+    # layer 1: 1 - 0.3^0.7; layer 23: 0.7^23 = 0.000273687473400809, 1 - 0.3^that
+    assert sum(ap) / 24 == pytest.approx(0.122503934947392538, abs=1e-12)
+    assert ap[0] == pytest.approx(0.7, abs=1e-15) and ap[1] == pytest.approx(0.569488379750065776, abs=1e-12)
+    assert ap[23] == pytest.approx(0.000329457991652102, abs=1e-15)
+    assert sum(c > 0.5 for c in ap) == 2  # only layers 0 and 1 lean to the child
+
+
+# adult_power (the seed summary's sentences: lambda^(alpha^i) is the ADULT's weight, i = 0 the
+# bottom layer; child weight c_i = 1 - lambda^(alpha^i)); L = 12, alpha = 0.8, layers 0, 5, 11.
+# Exponents: 0.8^0 = 1, 0.8^5 = 0.32768, 0.8^11 = 0.08589934592 (exact).
+# `echo "scale=20; e(0.32768*l(0.1))" | bc -l` etc.:
+#   lambda 0.1: 0.1^1 = 0.1, 0.1^0.32768 = 0.470240466967004518, 0.1^0.08589934592 = 0.820541694798573423
+#   lambda 0.3: 0.3^1 = 0.3, 0.3^0.32768 = 0.674004960353812088, 0.3^0.08589934592 = 0.901747730119039728
+# child weights 1 - those:
+ADULT_POWER_L12_LAM01 = {0: 0.9, 5: 0.529759533032995482, 11: 0.179458305201426577}
+ADULT_POWER_L12_LAM03 = {0: 0.7, 5: 0.325995039646187912, 11: 0.098252269880960272}
+# a two-layer toy, lambda 0.3, alpha 0.8: c_0 = 1 - 0.3 = 0.7, c_1 = 1 - 0.3^0.8 = 1 - 0.381677890961817631
+ADULT_POWER_L2 = [0.7, 0.618322109038182369]
+
+
+@pytest.mark.parametrize("lam,expected", [(0.1, ADULT_POWER_L12_LAM01), (0.3, ADULT_POWER_L12_LAM03)])
+def test_adult_power_at_12_layers(lam, expected):
+    c = layer_coefficients(12, lam, 0.8, "adult_power")
+    assert {i: c[i] for i in expected} == pytest.approx(expected, abs=1e-12)
+    assert all(a > b for a, b in zip(c, c[1:]))  # lower layers take more of the child model
+
+
+def test_adult_power_agrees_with_both_summary_sentences():
+    """A smaller lambda favours the child at every layer; the other two readings do the opposite."""
+    low, high = ADULT_POWER_L12_LAM01, ADULT_POWER_L12_LAM03
+    assert all(low[i] > high[i] for i in low)  # the hand-computed numbers
+    lo, hi = layer_coefficients(12, 0.1, 0.8, "adult_power"), layer_coefficients(12, 0.3, 0.8, "adult_power")
+    assert all(a > b for a, b in zip(lo, hi))
+    for other in ("depth_power", "linear_exponent"):
+        lo, hi = layer_coefficients(12, 0.1, 0.8, other), layer_coefficients(12, 0.3, 0.8, other)
+        assert all(a <= b for a, b in zip(lo, hi)) and lo[11] < hi[11]  # smaller lambda -> more adult
 
 
 def write(tmp_path, name: str, text: str):
@@ -216,3 +254,58 @@ def test_schedule_table_is_logged_and_written_beside_the_model(tmp_path, caplog)
     rows = [line.split("\t") for line in (tmp_path / "f.tsv").read_text().splitlines()[1:]]
     assert [float(r[2]) for r in rows] == pytest.approx(DEPTH_POWER_L4, abs=1e-9)
     assert report.layer_coefs["encoder"] == pytest.approx(DEPTH_POWER_L4, abs=1e-12)
+
+
+def check_adult_power_merge(out, report, base, m1, m2, c_of_layer) -> None:
+    """Q/K/V of layer i: base + c_i tau_child + (1 - c_i) tau_adult; everything else the child's bits."""
+    seen = set()
+    for key, value in out.items():
+        m = QKV.match(key)
+        if m is None or int(m.group(1)) not in c_of_layer:
+            if m is None:
+                assert bits_equal(value, m1[key]), key  # out_proj, fc1, conv, label embeddings
+            continue
+        ci = c_of_layer[int(m.group(1))]
+        expected = base[key] + ci * (m1[key] - base[key]) + (1 - ci) * (m2[key] - base[key])
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7)
+        seen.add(int(m.group(1)))
+    assert seen == set(c_of_layer)
+    for layer, ci in c_of_layer.items():
+        assert report.layer_coefs["encoder"][layer] == pytest.approx(ci, abs=1e-12)
+
+
+def test_adult_power_merge_of_a_two_layer_toy(tmp_path):
+    base, m1, m2 = (fairseq_state(s, layers=2) for s in (0, 1, 2))
+    expected = dict(enumerate(ADULT_POWER_L2))
+    config = MergeConfig("sa", schedule="adult_power", sa_lambda=0.3, sa_alpha=0.8)
+    out, report = merge([from_object(m1), from_object(m2)], config, from_object(base))
+    check_adult_power_merge(out, report, base, m1, m2, expected)
+    assert report.actions["merged"] == 2 * 6  # 2 layers x (q, k, v) x (weight, bias)
+    # the same reading from a schedule file
+    path = write(tmp_path, "adult.yaml", "schedule: adult_power\nlambda: 0.3\nalpha: 0.8\n")
+    assert load_schedule(path).kind == "adult_power"
+    out, report = merge([from_object(m1), from_object(m2)], MergeConfig("sa", schedule=str(path)), from_object(base))
+    check_adult_power_merge(out, report, base, m1, m2, expected)
+
+
+def test_adult_power_merge_at_12_layers_through_the_command(tmp_path):
+    paths = {}
+    for name, seed in (("base", 0), ("m1", 1), ("m2", 2)):
+        paths[name] = tmp_path / f"{name}.pth"
+        torch.save(fairseq_state(seed, layers=12), paths[name])
+    out = tmp_path / "merged" / "sa.pth"
+    merge_cli.main(["--method", "sa", "--schedule", "adult_power", "--lambda", "0.1", "--alpha", "0.8",
+                    "--base", str(paths["base"]), "--models", str(paths["m1"]), str(paths["m2"]), "--out", str(out),
+                    "--progress", "false"])  # fmt: skip
+    merged = torch.load(out, weights_only=True)
+    state = {name: torch.load(path, weights_only=True) for name, path in paths.items()}
+    rows = [line.split("\t") for line in (tmp_path / "merged" / "merge_schedule.tsv").read_text().splitlines()[1:]]
+    assert {int(r[1]): float(r[2]) for r in rows if int(r[1]) in ADULT_POWER_L12_LAM01} == pytest.approx(
+        ADULT_POWER_L12_LAM01, abs=1e-9
+    )
+    assert {r[4] for r in rows} == {"adult_power"}
+    for layer, ci in ADULT_POWER_L12_LAM01.items():
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            key = f"encoder.layers.{layer}.self_attn.{proj}.weight"
+            b, t1, t2 = state["base"][key], state["m1"][key], state["m2"][key]
+            torch.testing.assert_close(merged[key], b + ci * (t1 - b) + (1 - ci) * (t2 - b), rtol=1e-6, atol=1e-7)

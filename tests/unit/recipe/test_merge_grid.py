@@ -3,6 +3,7 @@ decoded on every set, the reports; the decoder is replaced by a table of fake WE
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -32,12 +33,17 @@ def test_selection_picks_the_dev_best_point():
 
 
 def test_default_grids_have_nine_points_per_method():
-    points = g.sa_points(["depth_power", "linear_exponent"], [0.1, 0.2, 0.3], [0.7, 0.8, 0.9]) + g.baseline_points()
+    assert g.DEFAULT_SCHEDULES == ("depth_power", "linear_exponent", "adult_power")
+    points = g.sa_points(g.DEFAULT_SCHEDULES, [0.1, 0.2, 0.3], [0.7, 0.8, 0.9]) + g.baseline_points()
     sizes = {}
     for p in points:
         sizes[p.method, p.reading] = sizes.get((p.method, p.reading), 0) + 1
-    assert sizes == {("sa", "depth_power"): 9, ("sa", "linear_exponent"): 9, ("lerp", "lerp"): 9, ("ta", "ta"): 9,
-                     ("ties", "ties"): 9}  # fmt: skip
+    assert sizes == {("sa", "depth_power"): 9, ("sa", "linear_exponent"): 9, ("sa", "adult_power"): 9,
+                     ("lerp", "lerp"): 9, ("ta", "ta"): 9, ("ties", "ties"): 9}  # fmt: skip
+    adult = [p for p in points if p.reading == "adult_power"]
+    assert [p.name for p in adult] == [f"sa_adult_power_l{lam}_a{a}" for lam in ("0.1", "0.2", "0.3")
+                                       for a in ("0.7", "0.8", "0.9")]  # fmt: skip
+    assert adult[4].config.sa_schedule().kind == "adult_power" and adult[4].params == "lambda=0.2 alpha=0.8"
     g.check_unique(points)
     ties = [p for p in points if p.method == "ties"]
     assert {(p.config.ties_topk, p.config.ties_scale) for p in ties} == {
@@ -62,6 +68,13 @@ def test_grid_tsv_and_results_md():
     assert "|lerp|9|merge_lerp_c0.2|c=0.2|20.00|21.25|" in md
     assert "|sa|4|merge_sa_linear_exponent_l0.2_a0.9|lambda=0.2 alpha=0.9|-|-|" in md
     assert "|depth_power|2|lambda=0.2 alpha=0.9|17.50|" in md and "|linear_exponent|2|lambda=0.2 alpha=0.9|16.00|" in md
+
+
+def test_engine_default_searches_every_formula_reading():
+    """local/asr.sh's --merge_schedules default (stage 8, SSL and Whisper merges) lists all three readings."""
+    text = (Path(__file__).resolve().parents[3] / "local" / "asr.sh").read_text()
+    default = re.search(r'^merge_schedules="([^"]*)"', text, re.M).group(1).split()
+    assert default == list(g.DEFAULT_SCHEDULES)
 
 
 # --------------------------------------------------------------------------- the stage with a fake decoder
@@ -184,3 +197,27 @@ def test_stage_refuses_a_bad_schedule_file_before_merging(tmp_path, fake_decoder
                           "--data_dir", "data", "--exp_dir", str(tmp_path / "exp"), "--schedules", str(bad)])  # fmt: skip
     assert str(bad) in str(err.value) and fake_decoder == []
     assert not (tmp_path / "exp").exists()
+
+
+def test_stage_searches_the_adult_power_reading(tmp_path, fake_decoder, monkeypatch):
+    """adult_power points get their own jobs; chosen, the merge has c_i = 1 - lambda^(alpha^i)."""
+    monkeypatch.setitem(DEV_WER, "sa_adult_power_l0.2_a0.8", 11.0)
+    child, adult = job(tmp_path / "exp" / "ft_child", 1), job(tmp_path / "exp" / "ft_adult", 2)
+    torch.save(fairseq_state(0), tmp_path / "base.pth")
+    exp = tmp_path / "exp"
+    merge_stage.main(["--child", str(child), "--adult", str(adult), "--base", str(tmp_path / "base.pth"),
+                      "--data_dir", str(tmp_path / "data"), "--valid_set", "dev", "--test_sets", "test",
+                      "--exp_dir", str(exp), "--methods", "sa", "--schedules", "depth_power", "adult_power",
+                      "--lambdas", "0.2", "--alphas", "0.8"])  # fmt: skip
+    rows = [r.split("\t") for r in (exp / "merge_grid.tsv").read_text().splitlines()[1:] if not r.startswith("#")]
+    assert [(r[1], r[2], r[5]) for r in rows] == [("depth_power", "sa_depth_power_l0.2_a0.8", ""),
+                                                  ("adult_power", "sa_adult_power_l0.2_a0.8", "*")]  # fmt: skip
+    assert g.chosen_job(exp, "sa") == "merge_sa_adult_power_l0.2_a0.8"
+    assert "|adult_power|1|lambda=0.2 alpha=0.8|11.00|" in (exp / "merge_results.md").read_text()
+    merged = torch.load(exp / "merge_sa_adult_power_l0.2_a0.8" / merge_stage.MODEL_NAME, weights_only=True)
+    m1, m2, b = fairseq_state(1), fairseq_state(2), fairseq_state(0)
+    # layer 0: 1 - 0.2^1 = 0.8; layer 1: 1 - 0.2^0.8 = 1 - 0.275945932292242966 (`bc -l`: e(0.8*l(0.2)))
+    for layer, c in ((0, 0.8), (1, 0.724054067707757034)):
+        key = f"encoder.layers.{layer}.self_attn.q_proj.weight"
+        torch.testing.assert_close(merged[key], b[key] + c * (m1[key] - b[key]) + (1 - c) * (m2[key] - b[key]))
+    assert torch.equal(merged["encoder.layers.0.fc1.weight"], m1["encoder.layers.0.fc1.weight"])

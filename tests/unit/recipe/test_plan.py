@@ -56,8 +56,8 @@ def test_job_folders_and_checkpoints_per_family(tmp_path):
         assert job.dir == tmp_path / "exp" / name
     assert by_dir["fusion_wavlm+dhubert_moe"].input_type == "kaldi_ark"
     assert by_dir["if_hconv_phn"].unit == "phn" and by_dir["ft_wavlm"].input_type == "sound"
-    # 2 ft + 1 adult + 2 probes + 2 Whisper + 7 SSHR (5 char, 2 phn) + 14 interface + 10 fusion
-    assert len(by_dir) == 2 + 1 + 2 + 2 + 7 + 14 + 10
+    # 2 ft + 1 adult + 2 probes + 2 Whisper + 7 SSHR (5 char, 2 phn) + 18 interface (9 systems x char, phn) + 10 fusion
+    assert len(by_dir) == 2 + 1 + 2 + 2 + 7 + 18 + 10
     assert not any(n.startswith("ft_hubert_adult") for n in by_dir)  # only --adult_upstreams add adult models
 
 
@@ -82,7 +82,7 @@ def test_decode_groups_one_line_per_checkpoint_unit_and_decoder(tmp_path, capsys
     assert lines[0][4:7] == [str(exp / "ft_wavlm"), str(exp / "ft_hubert"), str(exp / "probe_wavlm_pretrained")]
     assert str(exp / "ft_wavlm_adult") not in lines[0]  # decoded by stage 8, not 5
     assert lines[1][4:] == [str(exp / "ft_whisper")]
-    assert all(p.startswith(str(exp / "if_")) for p in lines[2][4:]) and len(lines[2]) == 4 + 7
+    assert all(p.startswith(str(exp / "if_")) for p in lines[2][4:]) and len(lines[2]) == 4 + 9  # 9 phone systems
     plan.main(["decode", "--families", "fusion", *options(tmp_path), "--write", "false"])
     fusion = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert len(fusion) == 1 and fusion[0][:4] == ["greedy", "valid.wer_ctc.best.pth", "char", "kaldi_ark"]

@@ -1,5 +1,7 @@
 """Tables 1-5 of arXiv 2601.20142 from fixture score dirs (espnet_delta/scoring/paper_tables.py,
-espnet_delta/bin/paper_tables.py, local/paper_tables.sh).
+paper_layout.py, paper_numbers.py, espnet_delta/bin/paper_tables.py, local/paper_tables.sh): the
+paper's rows and columns first, added rows after, and the published numbers beside them. The
+published values the tests expect are read by hand from the paper's tables in seed 001.
 
 Every fixture system is scored by the real scorer on a 40-utterance test set whose references
 have 5 words each (200 words): a system with ``e`` word errors (one substitution per utterance
@@ -20,7 +22,8 @@ from espnet_delta.bin import paper_tables as cli
 from espnet_delta.fileio import load_yaml
 from espnet_delta.scoring import score
 from espnet_delta.scoring.md_sections import replace_sections
-from espnet_delta.scoring.paper_tables import ScoreBook, SizeRoot, build_table
+from espnet_delta.scoring import paper_numbers as paper
+from espnet_delta.scoring.paper_tables import ScoreBook, SizeRoot, build_table, resolve_compare
 
 REPO = Path(__file__).resolve().parents[3]
 N_UTTS = 40
@@ -57,7 +60,7 @@ def fusion(short, method, adult=False):
     return f"fusion_wavlm+d{short}{'_adult' if adult else ''}_{method}"
 
 
-def test_table1_rows_columns_and_marks(tmp_path):
+def test_table1_paper_rows_first_then_single_models(tmp_path):
     data, full, small = tmp_path / "data", tmp_path / "exp", tmp_path / "exp1h"
     errors_full = {"ft_wavlm": 40, "ft_hubert": 50, "ft_wav2vec2": 60,
                    fusion("hubert", "weighted"): 39, fusion("hubert", "concat"): 0, fusion("hubert", "xattn"): 80,
@@ -66,41 +69,50 @@ def test_table1_rows_columns_and_marks(tmp_path):
         scored(full, data, system, e)
         scored(small, data, system, min(e + 40, 200))  # 1 h: 20 points worse, one more error everywhere
     t = table(1, [SizeRoot("full", full), SizeRoot("1 h", small)], test_set="test")
-    assert t.header == ["Model", "Fusion", "full", "1 h"]
+    assert t.header == ["FT Embed", "Delta Embed", "Fusion Method", "WER", "Training Size"]  # the paper's columns
     assert t.heading.startswith("## Table 1: ")
-    assert [r[:2] for r in t.rows] == [
-        ["WavLM (fine-tuned)", ""], ["HuBERT (fine-tuned)", ""], ["W2V2 (fine-tuned)", ""],
-        ["WavLM + ΔHuBERT", "weighted sum"], ["WavLM + ΔHuBERT", "concat"], ["WavLM + ΔHuBERT", "cross-attention"],
-        ["WavLM + ΔW2V2", "weighted sum"], ["WavLM + ΔW2V2", "concat"], ["WavLM + ΔW2V2", "cross-attention"]]
-    # full: e / 2 percent; marks against ft_wavlm (40 errors, one per utterance)
-    assert [r[2] for r in t.rows] == ["20.00", "25.00", "30.00", "19.50", "0.00*", "40.00*", "20.00", "10.00*",
-                                      "19.00"]
-    # 1 h: (e + 40) / 2; ft_wavlm 80 errors (two per utterance); concat ΔHuBERT 40 (one each): marked
-    assert [r[3] for r in t.rows] == ["40.00", "45.00", "50.00", "39.50", "20.00*", "60.00*", "40.00", "30.00*",
-                                      "39.00"]
+    # the paper's rows, in its order (size, then ΔHuBERT / ΔW2V2, then Weighted / X-Attn / Concat);
+    # full: e / 2 percent, marked against ft_wavlm (40 errors, one per utterance);
+    # 1 h: (e + 40) / 2, ft_wavlm 80 errors (two per utterance): concat ΔHuBERT (one each) marked
+    assert t.texts(added=False) == [
+        ["WavLM", "ΔHuBERT", "Weighted", "19.50", "full"], ["WavLM", "ΔHuBERT", "X-Attn", "40.00*", "full"],
+        ["WavLM", "ΔHuBERT", "Concat", "0.00*", "full"], ["WavLM", "ΔW2V2", "Weighted", "20.00", "full"],
+        ["WavLM", "ΔW2V2", "X-Attn", "19.00", "full"], ["WavLM", "ΔW2V2", "Concat", "10.00*", "full"],
+        ["WavLM", "ΔHuBERT", "Weighted", "39.50", "1 h"], ["WavLM", "ΔHuBERT", "X-Attn", "60.00*", "1 h"],
+        ["WavLM", "ΔHuBERT", "Concat", "20.00*", "1 h"], ["WavLM", "ΔW2V2", "Weighted", "40.00", "1 h"],
+        ["WavLM", "ΔW2V2", "X-Attn", "39.00", "1 h"], ["WavLM", "ΔW2V2", "Concat", "30.00*", "1 h"]]
+    # added after them: the fine-tuned single models of each size
+    assert [(r[0], r[3], r[4]) for r in t.texts(added=True)] == [
+        ("WavLM", "20.00", "full"), ("HuBERT", "25.00", "full"), ("W2V2", "30.00", "full"),
+        ("WavLM", "40.00", "1 h"), ("HuBERT", "45.00", "1 h"), ("W2V2", "50.00", "1 h")]
+    assert [r.added for r in t.rows] == [False] * 12 + [True] * 6
+    md = t.markdown("none")
+    assert md.index("|WavLM|ΔW2V2|Concat|30.00*|1 h|") < md.index("added (not in the paper)") < md.index("|HuBERT|")
     assert not t.missing
 
 
-def test_table2_picks_the_method_on_dev(tmp_path):
-    data, full = tmp_path / "data", tmp_path / "exp"
-    for system, e in {"ft_wavlm": 40, "ft_hubert": 0, "ft_wav2vec2": 39}.items():
+def test_table2_paper_shape_marks_on_fusion_rows_only(tmp_path):
+    """Rows WavLM, HuBERT, W2V2, WavLM + ΔHuBERT, WavLM + ΔW2V2 (Concat), a column per size; a
+    single model as different from WavLM as a fusion row gets no mark."""
+    data, full, small = tmp_path / "data", tmp_path / "exp", tmp_path / "exp5h"
+    errors = {"ft_wavlm": 40, "ft_hubert": 0, "ft_wav2vec2": 39, fusion("hubert", "concat"): 0,
+              fusion("w2v2", "concat"): 39}
+    for system, e in errors.items():
         scored(full, data, system, e)
-    # dev: cross-attention best for HuBERT, weighted sum for W2V2 (a tie with concat: the first)
-    dev = {("hubert", "weighted"): 30, ("hubert", "concat"): 20, ("hubert", "xattn"): 10,
-           ("w2v2", "weighted"): 10, ("w2v2", "concat"): 10, ("w2v2", "xattn"): 30}
-    test = {("hubert", "weighted"): 0, ("hubert", "concat"): 0, ("hubert", "xattn"): 80,
-            ("w2v2", "weighted"): 0, ("w2v2", "concat"): 2, ("w2v2", "xattn"): 0}
-    for (short, method), e in dev.items():
-        scored(full, data, fusion(short, method), e, "dev")
-        scored(full, data, fusion(short, method), test[(short, method)], "test")
-    t = table(2, [SizeRoot("full", full)], test_set="test", valid_set="dev")
-    assert t.header == ["Model", "Fusion", "WER (test)"]
-    assert t.rows == [["WavLM (fine-tuned)", "", "20.00"], ["HuBERT (fine-tuned)", "", "0.00*"],
-                      ["W2V2 (fine-tuned)", "", "19.50"], ["WavLM + ΔHuBERT", "cross-attention", "40.00*"],
-                      ["WavLM + ΔW2V2", "weighted sum", "0.00*"]]
+        scored(small, data, system, e + 40)
+    # other methods scored too: Table 2 shows concat whatever the others (no choice on dev)
+    scored(full, data, fusion("hubert", "xattn"), 200)
+    t = table(2, [SizeRoot("full", full), SizeRoot("5 h", small)], test_set="test")
+    assert t.header == ["Model", "full", "5 h"]
+    # full: e / 2; 5 h: (e + 40) / 2; ft_hubert and concat ΔHuBERT differ from ft_wavlm in every
+    # utterance alike, only the fusion is marked; 39 errors (one utterance) is not significant
+    assert t.texts() == [["WavLM", "20.00", "40.00"], ["HuBERT", "0.00", "20.00"], ["W2V2", "19.50", "39.50"],
+                         ["WavLM + ΔHuBERT", "0.00*", "20.00*"], ["WavLM + ΔW2V2", "19.50", "39.50"]]
+    assert not any(r.added for r in t.rows)
+    assert {p.parts[-4] for _, _, p in t.missing} == set()
 
 
-def test_table3_marks_against_the_finetuned_fusion(tmp_path):
+def test_table3_rows_are_sizes_reductions_added(tmp_path):
     data, full, small = tmp_path / "data", tmp_path / "exp", tmp_path / "exp5h"
     for root, shift in ((full, 0), (small, 40)):
         scored(root, data, "fusion_wavlm+hubert_concat_full", 40 + shift)
@@ -108,59 +120,137 @@ def test_table3_marks_against_the_finetuned_fusion(tmp_path):
         scored(root, data, "fusion_wavlm+w2v2_concat_full", 40 + shift)
         scored(root, data, fusion("w2v2", "concat"), 39 + shift)  # one utterance better
     t = table(3, [SizeRoot("full", full), SizeRoot("5 h", small)], test_set="test")
-    assert t.header == ["Model", "Embeddings", "full", "5 h"]
-    assert t.rows == [["WavLM + HuBERT", "fine-tuned (E_ft)", "20.00", "40.00"],
-                      ["WavLM + ΔHuBERT", "delta (E_ft − E_pt)", "15.00*", "35.00*"],
-                      ["WavLM + W2V2", "fine-tuned (E_ft)", "20.00", "40.00"],
-                      ["WavLM + ΔW2V2", "delta (E_ft − E_pt)", "19.50", "39.50"]]
-    # relative reductions: 5 / 20 = 25 %, 5 / 40 = 12.5 %, 0.5 / 20 = 2.5 %, 0.5 / 40 = 1.25 %
-    assert "HuBERT: full 25.0 %, 5 h 12.5 %; W2V2: full 2.5 %, 5 h 1.2 %" in t.notes[0]
+    assert t.header == ["Data", "HuBERT", "ΔHuBERT", "W2V2", "ΔW2V2"]
+    assert t.texts(added=False) == [["full", "20.00", "15.00*", "20.00", "19.50"],
+                                    ["5 h", "40.00", "35.00*", "40.00", "39.50"]]
+    # relative reductions: 5 / 20 = 25 %, 0.5 / 20 = 2.5 %; 5 / 40 = 12.5 %, 0.5 / 40 = 1.25 %
+    assert t.texts(added=True) == [["relative WER reduction of Δ, full (%)", "", "25.0", "", "2.5"],
+                                   ["relative WER reduction of Δ, 5 h (%)", "", "12.5", "", "1.2"]]
 
 
-def test_table4_adult_deltas_against_child_deltas(tmp_path):
+def test_table4_child_and_adult_columns_wavlm_added(tmp_path):
     data, full = tmp_path / "data", tmp_path / "exp"
     for system, e in {"ft_wavlm": 60, fusion("hubert", "concat"): 40, fusion("hubert", "concat", True): 0,
                       fusion("w2v2", "concat"): 40, fusion("w2v2", "concat", True): 39}.items():
         scored(full, data, system, e)
     t = table(4, [SizeRoot("full", full), SizeRoot("1 h", tmp_path / "none")], test_set="test",
               child_label="MyST", adult_label="LibriSpeech")
-    assert t.header == ["Model", "Deltas fine-tuned on", "WER (test)"]  # the full set only
-    assert t.rows == [["WavLM (fine-tuned)", "", "30.00"],
-                      ["WavLM + ΔHuBERT", "MyST (child)", "20.00"],
-                      ["WavLM + ΔHuBERT", "LibriSpeech (adult)", "0.00*"],
-                      ["WavLM + ΔW2V2", "MyST (child)", "20.00"],
-                      ["WavLM + ΔW2V2", "LibriSpeech (adult)", "19.50"]]
+    assert t.header == ["Fusion (WavLM + Δ)", "MyST", "LibriSpeech"]  # the full set only
+    assert t.texts(added=False) == [["HuBERT", "20.00", "0.00*"], ["W2V2", "20.00", "19.50"]]
+    assert t.texts(added=True) == [["none (WavLM fine-tuned alone)", "30.00", ""]]
 
 
-def test_table5_gate_weight_on_the_reference_stream(tmp_path):
+def test_table5_gate_weight_and_wer_columns(tmp_path):
     data, full = tmp_path / "data", tmp_path / "exp"
     for system, e in {"ft_wavlm": 40, fusion("hubert", "moe"): 0, fusion("w2v2", "moe"): 39}.items():
         scored(full, data, system, e)
     gates = {fusion("hubert", "moe"): ("hubert", [0.6, 0.8]), fusion("w2v2", "moe"): ("wav2vec2", [0.25, 0.25, 0.25])}
     for system, (other, weights) in gates.items():
-        path = full / system / "decode" / "test" / "gate_means.tsv"
-        path.write_text(f"utt_id\twavlm\t{other}\n"
-                        + "".join(f"utt{k:02d}\t{w:.6f}\t{1 - w:.6f}\n" for k, w in enumerate(weights)))
-    t = table(5, [SizeRoot("full", full)], test_set="test", gate_sets=["test"])
-    assert t.header == ["Model", "Fusion", "WER (test)", "weight on WavLM E_ft (test)"]
+        for gate_set in ("test", "dev"):
+            path = full / system / "decode" / gate_set / "gate_means.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"utt_id\twavlm\t{other}\n"
+                            + "".join(f"utt{k:02d}\t{w:.6f}\t{1 - w:.6f}\n" for k, w in enumerate(weights)))
+    t = table(5, [SizeRoot("full", full)], test_set="test", gate_sets=["dev", "test"])
+    assert t.header == ["Fusion Model", "w_ft (test)", "WER", "w_ft (dev, added)"]
     # HuBERT: mean (0.6 + 0.8) / 2 = 0.7, sample sd sqrt(2 * 0.1^2 / 1) = 0.1414; W2V2: 0.25, sd 0
-    assert t.rows == [["WavLM + ΔHuBERT", "MoE", "0.00*", "0.700 ± 0.141"],
-                      ["WavLM + ΔW2V2", "MoE", "19.50", "0.250 ± 0.000"]]
+    assert t.texts() == [["WavLM + ΔHuBERT", "0.700 ± 0.141", "0.00*", "0.700 ± 0.141"],
+                         ["WavLM + ΔW2V2", "0.250 ± 0.000", "19.50", "0.250 ± 0.000"]]
     bad = full / fusion("w2v2", "moe") / "decode" / "test" / "gate_means.tsv"
     bad.write_text("utt_id\thubert\twav2vec2\nutt00\t0.5\t0.5\n")
     with pytest.raises(ValueError, match="gate_means.tsv.*no column 'wavlm'"):
         table(5, [SizeRoot("full", full)], test_set="test", gate_sets=["test"])
 
 
+def test_paper_numbers_match_the_seed():
+    """Spot checks of espnet_delta/scoring/paper_numbers.py against the tables of arXiv 2601.20142
+    as printed in seed 001 (shared/seeds/001_ac27d9f91dd9f5ff.txt), read by hand: Table 1
+    (WavLM + Δ, by method and size), Table 2 (its * marks: every ΔW2V2 cell, ΔHuBERT but at
+    1 h), Table 3, Table 4 (MyST / Libri) and Table 5 (w_ft, WER)."""
+    assert len(paper.TABLE1) == 24 and len(paper.TABLE2) == 20 and len(paper.TABLE3) == 16
+    assert paper.TABLE1["hubert", "weighted", "5h"] == 13.65
+    assert paper.TABLE1["w2v2", "xattn", "1h"] == 25.97
+    assert paper.TABLE1["w2v2", "concat", "full"] == 9.64
+    assert paper.TABLE2["hubert", "5h"] == 14.67 and paper.TABLE2["w2v2", "10h"] == 13.47
+    assert paper.TABLE2["wavlm", "1h"] == 22.47 and paper.TABLE2["wavlm+dw2v2", "1h"] == 21.81
+    assert ("wavlm+dw2v2", "1h") in paper.TABLE2_SIGNIFICANT
+    assert ("wavlm+dhubert", "1h") not in paper.TABLE2_SIGNIFICANT
+    assert not any(m in ("wavlm", "hubert", "w2v2") for m, _ in paper.TABLE2_SIGNIFICANT)
+    assert paper.TABLE3["1h", "wavlm+hubert"] == 25.27 and paper.TABLE3["full", "wavlm+w2v2"] == 9.67
+    assert ("full", "wavlm+dw2v2") not in paper.TABLE3_SIGNIFICANT and ("1h", "wavlm+dw2v2") in paper.TABLE3_SIGNIFICANT
+    assert paper.TABLE4["hubert", "adult", "full"] == 10.06 and paper.TABLE4["w2v2", "child", "full"] == 9.64
+    assert paper.TABLE5["hubert", "w_ft", "full"] == 0.72 and paper.TABLE5["w2v2", "wer", "full"] == 9.70
+    # the text's 10 % relative reduction at 1 h for HuBERT: (25.27 - 22.74) / 25.27 = 0.1001
+    hubert = paper.TABLE3["1h", "wavlm+hubert"]
+    assert (hubert - paper.TABLE3["1h", "wavlm+dhubert"]) / hubert == pytest.approx(0.1001, abs=1e-4)
+    # the same fusion is one cell of Tables 1, 2, 3 and 4 (concat, full size)
+    assert paper.TABLE1["hubert", "concat", "full"] == paper.TABLE2["wavlm+dhubert", "full"] \
+        == paper.TABLE3["full", "wavlm+dhubert"] == paper.TABLE4["hubert", "child", "full"] == 9.71
+    assert paper.paper_size("10 h") == "10h" and paper.paper_size("Full") == "full" and paper.paper_size("0.2 h") == ""
+
+
+def test_cells_mode_shows_paper_value_and_difference(tmp_path):
+    """Sizes named as the paper's: each compared cell gets the published value and run minus paper."""
+    data, full, small = tmp_path / "data", tmp_path / "exp", tmp_path / "exp1h"
+    for system, e in {"ft_wavlm": 40, "ft_hubert": 50, "ft_wav2vec2": 60, fusion("hubert", "concat"): 0}.items():
+        scored(full, data, system, e)
+    scored(small, data, "ft_wavlm", 20)
+    sizes = [SizeRoot("full", full), SizeRoot("1 h", small)]
+    assert resolve_compare("auto", sizes) == "cells"
+    md = table(2, sizes, test_set="test").markdown(resolve_compare("auto", sizes))
+    assert "|Model|full|paper|diff|1 h|paper|diff|" in md
+    # WavLM full: 20.00 against 10.16 -> +9.84; 1 h: 10.00 against 22.47 -> -12.47
+    assert "|WavLM|20.00|10.16|+9.84|10.00|22.47|-12.47|" in md
+    # HuBERT full 25.00 - 11.04 = +13.96; 1 h not scored: the paper's value, no difference
+    assert "|HuBERT|25.00|11.04|+13.96|–|25.30||" in md
+    # the fusion: 0.00* against the paper's 9.71* -> -9.71; the paper's unmarked 1 h cell 22.74
+    assert "|WavLM + ΔHuBERT|0.00*|9.71*|-9.71|–|22.74||" in md
+    assert "Not comparable" not in md
+    # Table 3's added reduction rows: the paper's own, from its cells: 1 h HuBERT
+    # 100 (25.27 - 22.74) / 25.27 = 10.01 %; this run 100 (20 - 0) / 20 = 100.0 %
+    scored(small, data, "fusion_wavlm+hubert_concat_full", 40)
+    scored(small, data, fusion("hubert", "concat"), 0)
+    md3 = table(3, sizes, test_set="test").markdown("cells")
+    assert "|relative WER reduction of Δ, 1 h (%)||||100.0|10.01|+89.99|" in md3
+    # Table 5: the weight column compared too (three decimals of difference): 0.700 - 0.72 = -0.020
+    for system, e in {fusion("hubert", "moe"): 0, fusion("w2v2", "moe"): 39}.items():
+        scored(full, data, system, e)
+    gates = full / fusion("hubert", "moe") / "decode" / "test" / "gate_means.tsv"
+    gates.write_text("utt_id\twavlm\thubert\nutt00\t0.6\t0.4\nutt01\t0.8\t0.2\n")
+    md5 = table(5, sizes, test_set="test", gate_sets=["test"]).markdown("cells")
+    assert "|Fusion Model|w_ft (test)|paper|diff|WER|paper|diff|" in md5
+    # WER 0.00* against 9.83 -> -9.83; W2V2: 19.50 against 9.70 -> +9.80, no gate file
+    assert "|WavLM + ΔHuBERT|0.700 ± 0.141|0.72|-0.020|0.00*|9.83|-9.83|" in md5
+    assert "|WavLM + ΔW2V2|–|0.65||19.50|9.70|+9.80|" in md5
+
+
+def test_once_mode_prints_the_paper_table_once_not_comparable(tmp_path):
+    """Mini sizes (not the paper's): the published table once below the run's, marked."""
+    data, full = tmp_path / "data", tmp_path / "exp"
+    scored(full, data, "ft_wavlm", 40)
+    sizes = [SizeRoot("full", full), SizeRoot("0.2 h", tmp_path / "exp02")]
+    assert resolve_compare("auto", sizes) == "once"
+    md = table(2, sizes, test_set="test").markdown("once")
+    assert "|Model|full|0.2 h|" in md and "paper|diff" not in md
+    run_table, published = md.split("**Not comparable**")
+    assert "|WavLM|20.00|–|" in run_table and "10.16" not in run_table
+    assert published.count("|WavLM|10.16|11.95|13.27|22.47|") == 1 and md.count("10.16") == 1
+    assert "|WavLM + ΔHuBERT|9.71*|11.57*|12.96*|22.74|" in published
+    assert "10.16" not in table(2, sizes, test_set="test").markdown("none")
+    # the mini recipe asks for this mode itself; the MyST recipe's sizes make auto = cells
+    assert "--compare_paper once" in (REPO / "egs2/mini_myst/asr1/paper_tables.sh").read_text()
+    assert resolve_compare("auto", [SizeRoot(lab, tmp_path) for lab in ("full", "10 h", "5 h", "1 h")]) == "cells"
+
+
 def test_missing_inputs_are_dashes_and_listed(tmp_path):
     data, full = tmp_path / "data", tmp_path / "exp"
     scored(full, data, "ft_wavlm", 40)
     t = table(4, [SizeRoot("full", full)], test_set="test")
-    assert [r[2] for r in t.rows] == ["20.00", "–", "–", "–", "–"]
+    assert t.texts() == [["HuBERT", "–", "–"], ["W2V2", "–", "–"], ["none (WavLM fine-tuned alone)", "20.00", ""]]
     runs = {(run, path.parts[-4]) for _, run, path in t.missing}
     assert runs == {("main", fusion("hubert", "concat")), ("main", fusion("w2v2", "concat")),
                     ("adult", fusion("hubert", "concat", True)), ("adult", fusion("w2v2", "concat", True))}
-    assert "–: not scored yet" in t.markdown()
+    assert "–: not scored yet" in t.markdown("none")
 
 
 def test_replace_sections_keeps_other_content():
@@ -181,10 +271,14 @@ def test_cli_writes_sections_lists_missing_and_merges_systems(tmp_path, capsys):
     results.write_text("# RESULTS\n\n## WER (%)\n\nkept\n")
     out = tmp_path / "paper_tables.md"
     cli.main(["--tables", "3", "--size", f"full={full}", "--out", str(out), "--results_md", str(results)])
-    for path in (out, results):
+    for path in (out, results):  # size "full" is the paper's: auto = per-cell comparison
         text = path.read_text()
-        assert "## Table 3: " in text and "|WavLM + ΔHuBERT|delta (E_ft − E_pt)|0.00*|" in text
+        assert "## Table 3: " in text and "|full|20.00|10.35|+9.65|0.00*|9.71*|-9.71|–|9.67||–|9.64||" in text
     assert results.read_text().startswith("# RESULTS\n\n## WER (%)\n\nkept\n\n## Table 3: ")
+    cli.main(["--tables", "3", "--size", f"full={full}", "--out", str(out), "--compare_paper", "once"])
+    text = out.read_text()
+    assert "|full|20.00|0.00*|–|–|" in text and text.count("**Not comparable**") == 1
+    assert text.count("|Full|10.35|9.71*|9.67|9.64|") == 1 and text.count("## Table 3: ") == 1
     capsys.readouterr()
     cli.main(["--tables", "3", "--size", f"full={full}", "--list_missing"])
     listed = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
@@ -212,7 +306,7 @@ def test_recipe_systems_files_define_what_each_table_reads(tmp_path, systems_dir
     sizes = [SizeRoot("full", tmp_path / "exp"), SizeRoot("1 h", tmp_path / "exp1h")]
     existing = load_yaml(REPO / base)
     for n in (1, 2, 3, 4, 5):
-        t = table(n, sizes, test_set="test", valid_set="dev", gate_sets=["test"])
+        t = table(n, sizes, test_set="test", gate_sets=["test"])
         for run, name in (("main", f"table{n}_systems.yaml"), ("adult", "table4_adult_systems.yaml")):
             read = {p.parts[-4][len("fusion_"):] for _, r, p in t.missing if r == run and p.parts[-4].startswith("fusion_")}
             if run == "adult" and n != 4:
@@ -256,7 +350,8 @@ def test_driver_runs_each_size_once_and_keeps_results_md(tmp_path):
         "wavlm+dhubert_concat", "wavlm+hubert_concat_full", "wavlm+dw2v2_concat", "wavlm+w2v2_concat_full"}
     assert (recipe / "exp/sizes/0.05/RESULTS.md").read_text() == "# sub\n"
     text = (recipe / "RESULTS.md").read_text()
-    assert text.startswith("# RESULTS\n\nmain\n\n## Table 3: ") and "|full|0.05 h|" in text
+    assert text.startswith("# RESULTS\n\nmain\n\n## Table 3: ") and "|Data|HuBERT|ΔHuBERT|W2V2|ΔW2V2|" in text
+    assert "|0.05 h|–|–|–|–|" in text and "**Not comparable**" in text  # 0.05 h is not a paper size: auto = once
     assert "## Table 3: " in (recipe / "exp/paper_tables.md").read_text()
 
     # everything scored: no run.sh call
@@ -268,4 +363,4 @@ def test_driver_runs_each_size_once_and_keeps_results_md(tmp_path):
     (recipe / "calls.log").unlink()
     subprocess.run(cmd, cwd=recipe, env=env, check=True, capture_output=True, text=True)
     assert not (recipe / "calls.log").exists()
-    assert "|WavLM + ΔHuBERT|delta (E_ft − E_pt)|20.00|20.00|" in (recipe / "RESULTS.md").read_text()
+    assert "|0.05 h|20.00|20.00|20.00|20.00|" in (recipe / "RESULTS.md").read_text()

@@ -9,11 +9,14 @@ import torch
 from typeguard import TypeCheckError
 
 from espnet_delta.ssl.interfaces import (
+    CLSPoolingInterface,
     ConcatInterface,
     HierarchicalConvInterface,
+    PCAInterface,
     WeightedSumInterface,
     build_interface,
     hconv_depth,
+    interface_names,
 )
 
 LS, DS = (3, 5, 13, 25), (32, 768, 1024)
@@ -59,6 +62,12 @@ def test_output_sizes_and_parameter_counts(L, D):
     assert len(hconv.convs) == HCONV_DEPTH[L]
     assert hconv.output_size() == HCONV_FINAL_LENGTH[L] * (D // HCONV_FINAL_LENGTH[L])
     assert n_trainable(hconv) == hconv_params(L, D)
+    # pca: nothing trainable, output_dim (default D) outputs; cls_pooling: query D, key D*D (no bias),
+    # value and output D*D + D each = 3 D^2 + 3 D
+    sizes["pca"], sizes["cls_pooling"] = build_interface("pca", L, D), build_interface("cls_pooling", L, D)
+    assert sizes["pca"].output_size() == D and n_trainable(sizes["pca"]) == 0
+    assert build_interface("pca", L, D, output_dim=2).output_size() == 2
+    assert sizes["cls_pooling"].output_size() == D and n_trainable(sizes["cls_pooling"]) == 3 * D * D + 3 * D
     x = torch.randn(1, L, 2, D)
     for name, iface in sizes.items():
         out, _ = iface(x, torch.tensor([2]))
@@ -145,7 +154,8 @@ def test_last_and_concat_semantics():
 
 
 @pytest.mark.parametrize("name,conf", [("last", {}), ("weighted_sum", {}), ("weighted_sum", {"layer_norm": True}),
-                                       ("hconv", {}), ("concat", {"output_dim": 6})])
+                                       ("hconv", {}), ("concat", {"output_dim": 6}),
+                                       ("pca", {"output_dim": 6, "fit_frames": 6}), ("cls_pooling", {"num_heads": 2})])
 def test_padded_batch_equals_alone(name, conf):
     torch.manual_seed(0)
     iface = build_interface(name, 13, 8, **conf)
@@ -154,6 +164,8 @@ def test_padded_batch_equals_alone(name, conf):
             p.add_(0.1 * torch.randn_like(p))  # not the (equal) initial weights
     lengths = torch.tensor([7, 4, 1])
     x = torch.randn(3, 13, 7, 8)  # padding filled with noise, not zeros
+    if name == "pca":
+        iface.train()(torch.randn(2, 13, 5, 8), torch.tensor([5, 5]))  # fit on 6 of 10 frames, then fixed
     out, out_lengths = iface(x, lengths)
     assert out_lengths.tolist() == [7, 4, 1]
     for b, n in enumerate(lengths.tolist()):
@@ -165,9 +177,12 @@ def test_padded_batch_equals_alone(name, conf):
     torch.testing.assert_close(listed, out)
 
 
-@pytest.mark.parametrize("name", ["weighted_sum", "hconv", "concat"])
+@pytest.mark.parametrize("name", ["weighted_sum", "hconv", "concat", "cls_pooling"])
 def test_every_parameter_gets_a_gradient(name):
     iface = build_interface(name, 5, 6)
+    if name == "cls_pooling":  # the query starts at zero, where the keys get no gradient yet
+        with torch.no_grad():
+            iface.query.normal_()
     out, _ = iface(torch.randn(2, 5, 3, 6), torch.tensor([3, 2]))
     (out * torch.randn_like(out)).sum().backward()
     for pname, p in iface.named_parameters():
@@ -189,3 +204,156 @@ def test_bad_options_are_named():
         build_interface("concat", 13, 8, output_dim=6.0)
     with pytest.raises(ValueError, match=r"built for L=13 hidden states of D=8.*\[B, 13, T, 8\]"):
         build_interface("last", 13, 8)(torch.randn(1, 12, 2, 8), torch.tensor([2]))
+    with pytest.raises(ValueError, match="fit_frames=3 is smaller than output_dim=4"):
+        build_interface("pca", 2, 4, fit_frames=3)
+    with pytest.raises(ValueError, match=r"output_dim must be in \[1, L \* D = 8\]"):
+        build_interface("pca", 2, 4, output_dim=9)
+    with pytest.raises(ValueError, match="num_heads=3 must divide D=8"):
+        build_interface("cls_pooling", 2, 8, num_heads=3)
+    with pytest.raises(TypeCheckError):
+        build_interface("pca", 2, 4, fit_frames="many")
+
+
+def test_registered_names():
+    assert interface_names() == ["last", "weighted_sum", "hconv", "concat", "pca", "cls_pooling"]
+
+
+# ---- PCA: the concatenation of the L states per frame, fitted on training frames, then fixed
+def frames_as_states(points):
+    """Frames of 2 values as L = 2 states of D = 1: [B=1, L=2, T, 1]; the concatenation is the point."""
+    return torch.tensor(points, dtype=torch.float32).T.reshape(1, 2, -1, 1)
+
+
+# points a (1, 1) + b (1, -1) + (5, -2): a = 3, 1, -1, -3 along (1, 1)/sqrt(2), a small b = +-0.1
+# along (1, -1)/sqrt(2), uncorrelated with a (sum a b = 0.3 - 0.1 + 0.1 - 0.3 = 0, sum b = 0)
+POINTS = [[5 + a + b, -2 + a - b] for a, b in [(3, 0.1), (1, -0.1), (-1, -0.1), (-3, 0.1)]]
+
+
+def test_pca_finds_the_known_principal_direction():
+    pca = PCAInterface(2, 1, output_dim=2, fit_frames=4).train()
+    pca(frames_as_states(POINTS), torch.tensor([4]))
+    assert pca.fitted and float(pca.fixed_frames) == 4
+    # by hand: mean (5, -2); centred points a (1, 1) + b (1, -1), var along (1,1)/sqrt2 = 2 (9+1+1+9)/4 = 10,
+    # along (1,-1)/sqrt2 = 2 * 0.01 = 0.02: first direction (1, 1)/sqrt2, second (1, -1)/sqrt2
+    # (signs: the first entry that is not ~0 positive)
+    r = 2 ** -0.5
+    torch.testing.assert_close(pca.fixed_mean, torch.tensor([5.0, -2.0]))
+    torch.testing.assert_close(pca.fixed_components, torch.tensor([[r, r], [r, -r]]))
+    pca.eval()
+    out, _ = pca(frames_as_states([[8.0, 1.0], [5.0, -2.0], [5.5, -2.5]]), torch.tensor([3]))
+    # (8, 1) - mean = (3, 3): (6 / sqrt2, 0); the mean -> 0; (0.5, -0.5): (0, 1 / sqrt2)
+    torch.testing.assert_close(out[0], torch.tensor([[6 * r, 0.0], [0.0, 0.0], [0.0, 2 * 0.5 * r]]))
+
+
+def test_pca_fits_on_the_first_valid_training_frames_only():
+    pca = PCAInterface(2, 1, output_dim=1, fit_frames=4).train()
+    x = frames_as_states(POINTS[:2] + [[1e3, -1e3]] + POINTS[2:] + [[7e3, 7e3]])  # frames 2 and 5: padding
+    x = torch.cat([x[:, :, :3], x[:, :, 3:]], dim=0)  # two utterances of 3 frames, 2 valid each
+    pca(x, torch.tensor([2, 2]))
+    assert float(pca.fixed_frames) == 4
+    torch.testing.assert_close(pca.fixed_mean, torch.tensor([5.0, -2.0]))  # the mean of POINTS, not the padding
+    # a later batch (still training) changes nothing: the fit is fixed
+    pca(torch.randn(3, 2, 5, 1) * 100, torch.tensor([5, 5, 5]))
+    torch.testing.assert_close(pca.fixed_mean, torch.tensor([5.0, -2.0]))
+
+
+def test_pca_collects_over_batches_and_eval_freezes_a_partial_collection():
+    pca = PCAInterface(2, 1, output_dim=1, fit_frames=4).train()
+    pca(frames_as_states(POINTS[:2]), torch.tensor([2]))
+    assert not pca.fitted  # 2 of 4 frames: a provisional fit, refitted with the next batch
+    pca(frames_as_states(POINTS[2:] + [[0.0, 0.0]]), torch.tensor([3]))  # takes 2 more: 4 of 4
+    assert float(pca.fixed_frames) == 4
+    torch.testing.assert_close(pca.fixed_mean, torch.tensor([5.0, -2.0]))
+    partial = PCAInterface(2, 1, output_dim=1, fit_frames=100).train()
+    partial(frames_as_states(POINTS), torch.tensor([4]))
+    partial.eval()(frames_as_states(POINTS), torch.tensor([4]))
+    assert float(partial.fixed_frames) == 4  # frozen on the 4 frames collected
+    with pytest.raises(RuntimeError, match="pca interface: not fitted"):
+        PCAInterface(2, 1).eval()(frames_as_states(POINTS), torch.tensor([4]))
+
+
+def test_pca_stays_fixed_through_an_optimizer_step_and_reloads_without_refit():
+    torch.manual_seed(0)
+    pca = PCAInterface(3, 4, output_dim=2, fit_frames=20).train()
+    downstream = torch.nn.Linear(2, 1)
+    x = torch.randn(2, 3, 10, 4)
+    pca(x, torch.tensor([10, 10]))
+    fitted = {k: v.clone() for k, v in pca.state_dict().items()}
+    assert sorted(fitted) == ["fixed_components", "fixed_frames", "fixed_mean"] and not list(pca.parameters())
+    params = list(pca.parameters()) + list(downstream.parameters())
+    opt = torch.optim.SGD(params, lr=1.0)
+    before, _ = pca(x, torch.tensor([10, 10]))
+    out, _ = pca(torch.randn(2, 3, 10, 4), torch.tensor([10, 10]))
+    downstream(out).pow(2).sum().backward()
+    opt.step()
+    for k, v in pca.state_dict().items():
+        assert torch.equal(v, fitted[k]), k
+    after, _ = pca(x, torch.tensor([10, 10]))
+    assert torch.equal(before, after)
+    fresh = PCAInterface(3, 4, output_dim=2, fit_frames=20)
+    fresh.load_state_dict(pca.state_dict())
+    fresh.eval()
+    reloaded, _ = fresh(x, torch.tensor([10, 10]))
+    assert torch.equal(reloaded, after)
+
+
+# ---- CLS pooling: a learned query token attending over the layer axis of each frame
+def test_cls_pooling_equals_the_softmax_weighted_average_by_hand():
+    import math
+
+    iface = CLSPoolingInterface(3, 2)
+    with torch.no_grad():
+        for lin in (iface.key, iface.value, iface.out):
+            lin.weight.copy_(torch.eye(2))
+        iface.value.bias.zero_()
+        iface.out.bias.zero_()
+        iface.query.copy_(torch.tensor([1.0, 2.0]))
+    h = [[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]  # the 3 layer vectors of one frame
+    x = torch.tensor(h).reshape(1, 3, 1, 2)
+    out, _ = iface(x, torch.tensor([1]))
+    # scores q . h_l / sqrt(2) = 2/sqrt2, 2/sqrt2, 3/sqrt2
+    e = [math.exp(2 / math.sqrt(2)), math.exp(2 / math.sqrt(2)), math.exp(3 / math.sqrt(2))]
+    w = [v / sum(e) for v in e]
+    expected = [sum(w[i] * h[i][j] for i in range(3)) for j in range(2)]
+    assert out.flatten().tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_cls_pooling_heads_attend_separately_and_start_at_the_mean():
+    import math
+
+    iface = CLSPoolingInterface(2, 2, num_heads=2)  # head 0 sees feature 0, head 1 feature 1
+    with torch.no_grad():
+        for lin in (iface.key, iface.value, iface.out):
+            lin.weight.copy_(torch.eye(2))
+        iface.value.bias.zero_()
+        iface.out.bias.zero_()
+    h = [[1.0, 4.0], [3.0, -2.0]]
+    x = torch.tensor(h).reshape(1, 2, 1, 2)
+    out, _ = iface(x, torch.tensor([1]))
+    assert out.flatten().tolist() == pytest.approx([2.0, 1.0])  # query 0: the mean of the layers
+    with torch.no_grad():
+        iface.query.copy_(torch.tensor([1.0, -1.0]))
+    out, _ = iface(x, torch.tensor([1]))
+    # head dim 1, scale 1: head 0 scores 1, 3; head 1 scores -4, 2
+    w0 = math.exp(3) / (math.exp(1) + math.exp(3))
+    w1 = math.exp(2) / (math.exp(-4) + math.exp(2))
+    expected = [(1 - w0) * 1 + w0 * 3, (1 - w1) * 4 + w1 * -2]
+    assert out.flatten().tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_pca_with_fewer_frames_than_features_matches_an_svd():
+    """Paper scale fits fewer frames (10,000) than features (25 x 1024): the Gram-matrix path.
+    Reference: the right singular vectors of the centred frames (torch.linalg.svd), up to sign."""
+    torch.manual_seed(0)
+    scales = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    frames = torch.randn(6, 12, dtype=torch.float64) * scales  # 6 frames of L = 3 x D = 4
+    pca = PCAInterface(3, 4, output_dim=3, fit_frames=6).train()
+    pca(frames.float().reshape(1, 6, 3, 4).transpose(1, 2), torch.tensor([6]))
+    _, _, vh = torch.linalg.svd(frames - frames.mean(0), full_matrices=False)
+    for j in range(3):
+        ref = vh[j] * torch.sign(vh[j][vh[j].abs() > 1e-6][0])  # first entry that is not ~0 positive
+        torch.testing.assert_close(pca.fixed_components[:, j].double(), ref, atol=1e-5, rtol=0)
+    # 6 frames span at most 5 centred directions: asking for 6 leaves the last one zero
+    wide = PCAInterface(3, 4, output_dim=6, fit_frames=6).train()
+    wide(frames.float().reshape(1, 6, 3, 4).transpose(1, 2), torch.tensor([6]))
+    assert not wide.fixed_components[:, 5].any() and wide.fixed_components[:, 4].abs().sum() > 0.5
