@@ -38,7 +38,13 @@ def whisper_state(seed: int) -> Dict[str, torch.Tensor]:
     from whisper.model import ModelDimensions, Whisper
 
     torch.manual_seed(0)
-    state = {k: v.detach().clone() for k, v in Whisper(ModelDimensions(**DIMS)).state_dict().items()}
+    model = Whisper(ModelDimensions(**DIMS))
+    # openai-whisper allocates the decoder's positional embedding with torch.empty: whatever the
+    # memory held (NaN or inf at times, which made this file fail now and then); set it, as
+    # espnet_delta/whisper/tiny.py does
+    with torch.no_grad():
+        torch.nn.init.normal_(model.decoder.positional_embedding, std=0.01)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if seed:
         gen = torch.Generator().manual_seed(seed)
         state = {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in state.items()}
