@@ -316,3 +316,23 @@ def clear_shared_encoders(upstreams: Sequence["FrozenUpstream"]) -> None:
         encoder = up.upstream.upstream.model.feature_extractor
         if isinstance(encoder, SharedFeatureEncoder):
             encoder.clear()
+
+
+def sample_rate_16k(fs, who: str) -> int:
+    """ESPnet's ``fs`` (an int or a size string such as "16k") checked against the 16 kHz every
+    S3PRL upstream takes; one error naming the frontend otherwise."""
+    if isinstance(fs, str):
+        import humanfriendly
+
+        fs = humanfriendly.parse_size(fs)
+    if fs != 16000:
+        raise ValueError(f"{who}: S3PRL upstreams take 16 kHz audio, got fs={fs}")
+    return int(fs)
+
+
+def use_download_dir(download_dir: Optional[str]) -> None:
+    """ESPnet's s3prl ``download_dir`` option: where S3PRL keeps hub checkpoints (None: its default)."""
+    if download_dir is not None:
+        import s3prl.util.download
+
+        s3prl.util.download.set_dir(download_dir)

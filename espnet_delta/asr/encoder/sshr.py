@@ -47,6 +47,7 @@ from typeguard import typechecked
 
 from espnet_delta.ssl.embeddings import UpstreamSpec
 from espnet_delta.ssl.layers import load_ssl_model, relative_position_bias, run_layer
+from espnet_delta.ssl.upstream import use_download_dir
 
 
 class CrossCTC(torch.nn.Module):
@@ -98,10 +99,7 @@ class SSHREncoder(AbsEncoder):
         super().__init__()
         if upstream is None:
             raise ValueError("encoder_conf.upstream is required (the frontend's upstream), e.g. {upstream: xls_r_300m}")
-        if download_dir is not None:
-            import s3prl.util.download
-
-            s3prl.util.download.set_dir(download_dir)
+        use_download_dir(download_dir)
         self.spec = UpstreamSpec.from_config(upstream, "encoder_conf.upstream")
         model, _ = load_ssl_model(self.spec, "encoder_conf.upstream")
         enc = model.encoder

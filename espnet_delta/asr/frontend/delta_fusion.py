@@ -33,13 +33,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-import humanfriendly
 import torch
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from typeguard import typechecked
 
 from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
 from espnet_delta.ssl.interfaces import StreamInterfaces
+from espnet_delta.ssl.upstream import sample_rate_16k, use_download_dir
 from espnet_delta.fusion import FusionHead
 
 
@@ -65,18 +65,12 @@ class DeltaFusionFrontend(AbsFrontend):
         interface_conf: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
-        if isinstance(fs, str):
-            fs = humanfriendly.parse_size(fs)
-        if fs != 16000:
-            raise ValueError(f"delta_fusion: S3PRL upstreams take 16 kHz audio, got fs={fs}")
+        sample_rate_16k(fs, "delta_fusion")
         if reference is None:
             raise ValueError("delta_fusion: frontend_conf.reference is required, e.g. {upstream: wavlm_large, finetuned: ...}")
         if not deltas:
             raise ValueError("delta_fusion: frontend_conf.deltas needs at least one model")
-        if download_dir is not None:
-            import s3prl.util.download
-
-            s3prl.util.download.set_dir(download_dir)
+        use_download_dir(download_dir)
         if interface is None and interface_conf:
             raise ValueError("delta_fusion: interface_conf is given but interface is not")
         if interface is not None and layer != "last":

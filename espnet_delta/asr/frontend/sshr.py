@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Optional, Tuple, Union
 
-import humanfriendly
 import torch
 import torch.nn.functional as F
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
@@ -30,7 +29,7 @@ from typeguard import typechecked
 
 from espnet_delta.ssl.embeddings import UpstreamSpec
 from espnet_delta.ssl.layers import load_ssl_model, normalize_waveforms, run_layer
-from espnet_delta.ssl.upstream import conv_output_lengths, conv_strides
+from espnet_delta.ssl.upstream import conv_output_lengths, conv_strides, sample_rate_16k, use_download_dir
 
 
 class SSHRFrontend(AbsFrontend):
@@ -56,16 +55,10 @@ class SSHRFrontend(AbsFrontend):
         download_dir: Optional[str] = None,
     ) -> None:
         super().__init__()
-        if isinstance(fs, str):
-            fs = humanfriendly.parse_size(fs)
-        if fs != 16000:
-            raise ValueError(f"frontend_conf: S3PRL upstreams take 16 kHz audio, got fs={fs}")
+        sample_rate_16k(fs, "frontend_conf")
         if upstream is None:
             raise ValueError("frontend_conf.upstream is required, e.g. {upstream: xls_r_300m}")
-        if download_dir is not None:
-            import s3prl.util.download
-
-            s3prl.util.download.set_dir(download_dir)
+        use_download_dir(download_dir)
         self.spec = UpstreamSpec.from_config(upstream, "frontend_conf.upstream")
         model, self.normalize = load_ssl_model(self.spec, "frontend_conf.upstream")
         n_layers = len(model.encoder.layers)

@@ -24,14 +24,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-import humanfriendly
 import torch
 from espnet2.asr.frontend.abs_frontend import AbsFrontend
 from typeguard import typechecked
 
 from espnet_delta.ssl.embeddings import UpstreamSpec, hidden_state_index
 from espnet_delta.ssl.interfaces import build_interface
-from espnet_delta.ssl.upstream import FrozenUpstream, load_upstream
+from espnet_delta.ssl.upstream import FrozenUpstream, load_upstream, sample_rate_16k, use_download_dir
 
 
 class SSLInterfaceFrontend(AbsFrontend):
@@ -48,16 +47,10 @@ class SSLInterfaceFrontend(AbsFrontend):
         download_dir: Optional[str] = None,
     ) -> None:
         super().__init__()
-        if isinstance(fs, str):
-            fs = humanfriendly.parse_size(fs)
-        if fs != 16000:
-            raise ValueError(f"ssl_interface: S3PRL upstreams take 16 kHz audio, got fs={fs}")
+        sample_rate_16k(fs, "ssl_interface")
         if upstream is None:
             raise ValueError("ssl_interface: frontend_conf.upstream is required, e.g. {upstream: wavlm_large}")
-        if download_dir is not None:
-            import s3prl.util.download
-
-            s3prl.util.download.set_dir(download_dir)
+        use_download_dir(download_dir)
         self.spec = UpstreamSpec.from_config(upstream, "frontend_conf.upstream")
         self.upstream = FrozenUpstream(load_upstream(self.spec.upstream, self.spec.path_or_url, self.spec.finetuned))
         sizes = self.upstream.hidden_sizes
