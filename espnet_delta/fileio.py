@@ -5,7 +5,9 @@ errors, and YAML configs with file names in their errors."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Type, Union
@@ -21,8 +23,55 @@ def _umask() -> int:
     return mask
 
 
+#: errno values of a write that failed for want of space: a full file system, a quota,
+#: the process's file-size limit (``ulimit -f``; the write gets EFBIG when SIGXFSZ is ignored)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def disk_full_message(path: PathLike, err: int, needed: Optional[int] = None, at_least: bool = False) -> str:
+    """One line: the path, why the write failed, the space it needs and what is free."""
+    import resource
+
+    where = Path(path).resolve().parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    need = "" if needed is None else f"; needs {'more than ' if at_least else 'about '}{_size(needed)}"
+    if err == errno.EFBIG:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        shown = "unlimited" if limit == resource.RLIM_INFINITY else _size(limit)
+        return f"{path}: file too large for the file-size limit (ulimit -f: {shown}){need}; raise the limit and rerun"
+    why = "disk quota exceeded" if err == errno.EDQUOT else "no space left on device"
+    return f"{path}: {why}{need}, {_size(free)} free in {where}; free space and rerun"
+
+
+class DiskFullError(OSError):
+    """A write failed for want of space (:data:`DISK_FULL_ERRNOS`); ``str()`` is one line
+    naming the path and the space needed. The partial file is already removed."""
+
+    def __init__(self, err: int, path: PathLike, needed: Optional[int] = None, at_least: bool = False) -> None:
+        super().__init__(err, os.strerror(err), str(path))
+        self.needed = needed
+        self.message = disk_full_message(path, err, needed, at_least)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @contextlib.contextmanager
-def atomic_path(path: PathLike, fsync: bool = False) -> Iterator[Path]:
+def atomic_path(path: PathLike, fsync: bool = False, needed: Optional[int] = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``.
 
     The temporary name is unique (mkstemp), so two processes writing the same file
@@ -31,6 +80,8 @@ def atomic_path(path: PathLike, fsync: bool = False) -> Iterator[Path]:
     usual mode (0666 & ~umask), not mkstemp's 0600. ``fsync`` flushes the data to
     disk before the rename, for files whose presence marks other work as complete
     (a shard's scp), so that a crash cannot leave the marker with lost contents.
+    A full disk (:data:`DISK_FULL_ERRNOS`) raises :class:`DiskFullError` naming ``path``
+    and the space needed (``needed`` bytes, else more than was written).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +97,11 @@ def atomic_path(path: PathLike, fsync: bool = False) -> Iterator[Path]:
                 os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        if not is_disk_full(e) or isinstance(e, DiskFullError):
+            raise
+        written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
+        raise DiskFullError(e.errno, path, needed if needed is not None else written, at_least=needed is None) from e
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -53,8 +109,9 @@ def atomic_path(path: PathLike, fsync: bool = False) -> Iterator[Path]:
 
 def write_text_atomic(path: PathLike, text: str, fsync: bool = False) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
-    with atomic_path(path, fsync) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    data = text.encode("utf-8")
+    with atomic_path(path, fsync, needed=len(data)) as tmp:
+        tmp.write_bytes(data)
     return Path(path)
 
 
@@ -69,7 +126,7 @@ def torch_save_atomic(obj: Any, path: PathLike) -> Path:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed=buffer.getbuffer().nbytes) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return path
 
@@ -102,6 +159,25 @@ class TableRow(NamedTuple):
     value: str
 
 
+UTF8_BOM = "\ufeff"
+
+
+def read_text_file(path: PathLike, what: str = "file", error: Type[TableError] = TableError) -> str:
+    """The UTF-8 text of ``path`` without a leading byte-order mark; a missing file (or a
+    folder) and non-UTF-8 bytes raise ``error`` naming the file and the line of the bad byte."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} not found" + (" (it is a folder)" if path.is_dir() else ""), path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        lineno = data.count(b"\n", 0, e.start) + 1
+        raise error(f"{what} is not valid UTF-8 (byte {data[e.start]:#04x}; Latin-1 or another encoding?)",
+                    path, lineno) from None
+    return text[1:] if text.startswith(UTF8_BOM) else text
+
+
 def read_table(
     path: PathLike,
     *,
@@ -114,23 +190,25 @@ def read_table(
     The key is the first whitespace-separated field, the value the rest of the line
     with surrounding whitespace stripped (possibly empty), as ESPnet's
     ``read_2columns_text`` splits them; unlike it, errors name the file and line and
-    the rows keep their line numbers. A repeated key, a blank line (unless
-    ``skip_blank``), a missing file or non-UTF-8 bytes raise ``error`` (a
-    :class:`TableError` subclass, so that each caller raises its own type).
+    the rows keep their line numbers. Files edited elsewhere are read as meant: a
+    leading UTF-8 byte-order mark is skipped, CRLF line ends and tabs are whitespace.
+    A repeated key, a blank line (unless ``skip_blank``), a missing file, non-UTF-8
+    bytes, NUL bytes (the zero-filled tail a crash can leave) or a bare carriage return
+    inside a line (CR-only line ends, which would join lines silently) raise ``error`` (a :class:`TableError` subclass, so that
+    each caller raises its own type).
     """
     path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} not found", path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise error(f"{what} is not valid UTF-8 ({e})", path) from None
+    text = read_text_file(path, what, error)
     rows: List[TableRow] = []
     first: Dict[str, int] = {}
     lines = text.split("\n")  # not splitlines(): a transcript may hold U+2028 and the like
     if lines[-1] == "":
         lines.pop()
     for lineno, line in enumerate(lines, 1):
+        if "\r" in line.strip():
+            raise error(f"carriage return inside a line of {what} (CR-only line ends?)", path, lineno)
+        if "\x00" in line:
+            raise error(f"NUL bytes in {what} (a file cut short by a crash, or not text?)", path, lineno)
         parts = line.split(maxsplit=1)
         if not parts:
             if skip_blank:
@@ -168,20 +246,32 @@ def read_scp(
 
 
 def count_lines(path: PathLike) -> int:
-    """Non-blank lines of a text file (utterances of a ``feats.scp`` or shape file)."""
-    with open(path, encoding="utf-8") as f:
-        return sum(1 for line in f if line.strip())
+    """Non-blank lines of a text file (utterances of a ``feats.scp`` or shape file); a missing
+    file raises FileNotFoundError, bytes that are not UTF-8 :class:`TableError` naming the line."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: not found")
+    return sum(1 for line in read_text_file(path).split("\n") if line.strip())
+
+
+def yaml_problem(e: "yaml.YAMLError") -> str:
+    """A YAML error on one line (PyYAML's messages span several): line, column, problem."""
+    mark = getattr(e, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e)
+    context = getattr(e, "context", None)
+    text = f"{where}{problem}" + (f" ({context})" if context else "")
+    return " ".join(text.split())
 
 
 def load_yaml(path: Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: invalid YAML: {e}") from e
+        raise FileNotFoundError(f"config not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    text = read_text_file(path, "config")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {yaml_problem(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

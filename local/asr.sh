@@ -23,6 +23,13 @@ data_dir=data           # Kaldi-style data dirs (stage 1)
 exp_dir=exp             # trained models, decodings, logs
 print_only=false        # true: print each command line the stages would run ([print_only] prefix) and run none
 model_map=              # YAML hub name -> local file, read by every loader ($ESPNET_DELTA_MODEL_MAP; offline clusters)
+# Dry run (docs/dry_run.md): every stage at a token size, all output under --dry_run_dir, usage measured
+dry_run=false           # true: trainings capped at --dry_run_steps, --dry_run_utts per decoded set, generated corpus + models
+dry_run_steps=2         # optimizer steps per training (max_epoch 1, num_iters_per_epoch = steps x accum_grad)
+dry_run_utts=4          # utterances kept per decoded set (valid, test and adult valid sets; stage 1)
+dry_run_models=full     # full: the paper topologies; narrow: same depth and layer indices, small width (tests)
+dry_run_dir=dry_run     # everything the dry run writes: data/ dump/ exp/ corpus/ models/<width>/ RESULTS.md
+dry_run_scale=0.05      # size factor of the dry run's mini corpus (without --myst)
 # Corpora and data preparation (stage 1)
 myst=                   # MyST root: data/{train,development,test}/<student>/<session>/
 librispeech=            # LibriSpeech root (adult speech), optional
@@ -120,6 +127,14 @@ General
   --print_only BOOL         print the command lines of the stages ([print_only] prefix), run nothing (default: ${print_only})
   --model_map FILE          YAML of hub name -> local file (wavlm_large: /models/WavLM-Large.pt), read by every loader (default: '${model_map}')
                             (stage 0, ./run.sh --stage 0 --stop_stage 0, instead downloads the hub models into the caches)
+
+Dry run (docs/dry_run.md: every stage at a token size, nothing written outside --dry_run_dir)
+  --dry_run BOOL            trainings capped, few utterances decoded, generated corpus and models (default: ${dry_run})
+  --dry_run_steps N         optimizer steps per training (default: ${dry_run_steps})
+  --dry_run_utts N          utterances kept per decoded set (default: ${dry_run_utts})
+  --dry_run_models W        full (paper topologies) | narrow (small width, tests) (default: ${dry_run_models})
+  --dry_run_dir DIR         where everything goes; report: DIR/exp/dry_run/report.md (default: ${dry_run_dir})
+  --dry_run_scale X         size factor of the generated mini corpus (default: ${dry_run_scale})
 
 Corpora and data preparation (stage 1)
   --myst DIR                MyST root (default: '${myst}')
@@ -227,6 +242,25 @@ run_command="$0 $*"   # the script's own arguments (parse_options shifts only it
 
 case "${print_only}" in true|false) ;; *) log "ERROR: --print_only must be true or false, got '${print_only}'"; exit 2 ;; esac
 export print_only  # local/path.sh, local/utils.sh and local/data.sh read it
+results_md=RESULTS.md
+case "${dry_run}" in
+    true)  # every path the run writes goes under --dry_run_dir; the corpus is generated there unless --myst is given
+        for opt in data_dir exp_dir shape_dir feats_dir whisper_hyp mini_corpus_dir multilingual_corpus_dir \
+                   tiny_upstream_dir pretrained_upstream_dir tiny_whisper results_md; do
+            [ -z "${!opt}" ] || [[ "${!opt}" == /* ]] || printf -v "${opt}" '%s' "${dry_run_dir}/${!opt}"
+        done
+        dry_run_corpus=
+        if [ -z "${myst}${mini_corpus_dir}${multilingual_corpus_dir}" ]; then  # dry_run_setup generates it
+            dry_run_corpus=${dry_run_dir}/corpus
+            myst=${dry_run_corpus}/myst; librispeech=${librispeech:-${dry_run_corpus}/librispeech}
+            phone_text=${phone_text:-${dry_run_corpus}/phones.txt}
+        fi
+        mini_corpus_scale=${dry_run_scale}
+        max_wer=1000000  # the screening runs on random weights: its WER filter would drop every utterance
+        case "${dry_run_models}" in full|narrow) ;; *) log "ERROR: --dry_run_models must be full or narrow"; exit 2 ;; esac ;;
+    false) ;;
+    *) log "ERROR: --dry_run must be true or false, got '${dry_run}'"; exit 2 ;;
+esac
 if [ -n "${model_map}" ]; then  # every loader of every job reads the map (espnet_delta/ssl/hub.py)
     [ -f "${model_map}" ] || { log "ERROR: --model_map ${model_map}: no such file"; exit 2; }
     ESPNET_DELTA_MODEL_MAP=$(cd "$(dirname "${model_map}")" && pwd)/$(basename "${model_map}")
@@ -235,9 +269,11 @@ fi
 if [ "${print_only}" != true ]; then
     mkdir -p "${exp_dir}/logs"
     run_log=${exp_dir}/logs/asr.$(date '+%Y%m%dT%H%M%S').log
-    # every stage's output also goes to exp/logs/
-    exec > >(tee -a "${run_log}") 2>&1
+    run_lock "${exp_dir}" "${run_log}" "${run_command}"  # one run per exp_dir: a second one stops here (exit 2)
+    # every stage's output also goes to exp/logs/ (tee ignores Ctrl-C: it logs the engine's last line, then ends with it)
+    exec > >(trap '' INT TERM; exec tee -a "${run_log}") 2>&1
 fi
+trap_interrupts  # Ctrl-C / SIGTERM: stop the stage's jobs, one line naming the stage, exit 130 / 143 (local/utils.sh)
 
 # shellcheck source=path.sh
 . "$(dirname "${BASH_SOURCE[0]}")/path.sh"  # repo_root, python (print_cmd under --print_only), python_run
@@ -245,6 +281,7 @@ export python
 planner="${python_run} -m espnet_delta.recipe.plan"  # the job planner (runs under --print_only too, writing nothing)
 # shellcheck source=engine.sh
 . "$(dirname "${BASH_SOURCE[0]}")/engine.sh"  # plan, train_jobs, decode_group, merge_models, write_results, fetch_models, check_models
+[ "${dry_run}" != true ] || dry_run_setup  # the usage log, the paper-topology models and their --model_map
 
 # Job back-end (ESPnet's cmd.sh convention): train_cmd, cuda_cmd, decode_cmd
 if [ -f cmd.sh ]; then
@@ -310,11 +347,13 @@ names_sh=$(plan names)
 eval "${names_sh}"
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
+    export ESPNET_DELTA_STAGE=0  # the usage log's stage (docs/dry_run.md)
     log "Stage 0: fetching the hub models the options need into the caches the stages read (a login node with internet)"
     fetch_models --stages 0  # S3PRL upstreams, Whisper screening and fine-tuning models; each loaded once, path and size printed
 fi
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    export ESPNET_DELTA_STAGE=1  # the usage log's stage (docs/dry_run.md)
     log "Stage 1: data preparation (the recipe's local/data.sh) -> ${data_dir}"
     check_models 1
     [ -x local/data.sh ] || { log "ERROR: no executable local/data.sh in $(pwd): run the engine from a recipe (egs2/<corpus>/asr1)"; exit 2; }
@@ -328,6 +367,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     # Whisper screening of a missing --whisper_hyp: train/dev/test transcribed in shards on the inference back-end
     [ -z "${whisper_model}" ] || data_opts+=(--whisper_device "${decode_device}" --whisper_nj "${inference_nj}" --whisper_cmd "${inference_cmd}")
     exp_dir=${exp_dir} ./local/data.sh "${data_opts[@]}"
+    [ "${dry_run}" != true ] || dry_run_trim  # the first --dry_run_utts utterances of each decoded set
     if [ -n "${tiny_upstream_dir}" ]; then
         log "Writing tiny random upstreams to ${tiny_upstream_dir} (skipped when present)"
         # shellcheck disable=SC2086
@@ -340,6 +380,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    export ESPNET_DELTA_STAGE=2  # the usage log's stage (docs/dry_run.md)
     log "Stage 2: ${token_type} token list -> ${token_list}; speech shape files -> ${shape_dir}"
     [ "${token_type}" = char ] || { log "ERROR: only --token_type char is implemented"; exit 2; }
     ${python} -m espnet_delta.recipe.make_tokens --text "${data_dir}/${train_set}/text" --out "${token_list}"
@@ -354,6 +395,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    export ESPNET_DELTA_STAGE=3  # the usage log's stage (docs/dry_run.md)
     if [ -z "${pretrained_upstream_dir}" ]; then
         log "Stage 3: skipped (no --pretrained_upstream_dir): the upstreams of ${upstream_conf} are used as they are"
     else
@@ -370,6 +412,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    export ESPNET_DELTA_STAGE=4  # the usage log's stage (docs/dry_run.md)
     log "Stage 4: training the jobs of the enabled families (CTC fine-tuning, adult models, probe, Whisper, SSHR, layer interfaces) -> ${exp_dir}"
     check_models 4
     # wave 2: systems reading wave 1's fine-tuned models (delta-fusion interfaces), rendered once those exist
@@ -381,6 +424,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+    export ESPNET_DELTA_STAGE=5  # the usage log's stage (docs/dry_run.md)
     log "Stage 5: decoding + scoring the stage-4 models on ${test_sets} (one command per checkpoint, unit and decoder); RESULTS.md"
     check_models 5
     decode_planned
@@ -405,6 +449,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+    export ESPNET_DELTA_STAGE=6  # the usage log's stage (docs/dry_run.md)
     log "Stage 6: extracting E_ft of the reference and E_delta, E_ft of the other models -> ${feats_dir} (${feats_num_shards} shards)"
     check_models 6
     extract_conf=${feats_dir}/extract.yaml
@@ -424,12 +469,14 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+    export ESPNET_DELTA_STAGE=7  # the usage log's stage (docs/dry_run.md)
     log "Stage 7: training the fusion systems of ${fusion_systems} on cached features -> ${exp_dir}/fusion_<system>"
     plan_jobs fusion
     train_jobs "${jobs[@]}"
 fi
 
 if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+    export ESPNET_DELTA_STAGE=8  # the usage log's stage (docs/dry_run.md)
     if [ -z "${adult_train_set}" ]; then
         log "Stage 8: skipped: merging needs an adult model (--adult_train_set libri_train, with --librispeech)"
     else
@@ -448,6 +495,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
 fi
 
 if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
+    export ESPNET_DELTA_STAGE=9  # the usage log's stage (docs/dry_run.md)
     log "Stage 9: decoding + scoring the fusion systems of ${fusion_systems} on ${test_sets}; RESULTS.md"
     decode_planned --families fusion
     log "Stage 9: per-utterance mean gate weights of the MoE systems -> ${exp_dir}/fusion_<system>/decode/<set>/gate_means.tsv"
@@ -460,6 +508,7 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
 fi
 
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
+    export ESPNET_DELTA_STAGE=10  # the usage log's stage (docs/dry_run.md)
     log "Stage 10: analysis: layer-wise CCA/PWCCA of ${upstreams}, MoE gate histograms, WER chart -> ${analysis_dir}"
     check_models 10
     # shellcheck disable=SC2086
@@ -471,4 +520,5 @@ if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
     write_results
 fi
 
+[ "${dry_run}" != true ] || dry_run_report  # per-stage usage and the full run's device-hour arithmetic
 log "Successfully finished stages ${stage}..${stop_stage}"

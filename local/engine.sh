@@ -7,9 +7,10 @@
 plan() {
     local what=$1
     shift
-    local write=true
+    local write=true cap=()
     [ "${print_only}" = true ] && write=false
-    ${planner} "${what}" --write "${write}" "${plan_opts[@]}" "$@"
+    [ "${dry_run:-false}" != true ] || cap=(--dry_run_steps "${dry_run_steps}")  # every rendered training capped
+    ${planner} "${what}" --write "${write}" "${cap[@]}" "${plan_opts[@]}" "$@"
 }
 
 # plan_jobs <what> [options]: the array `jobs` := the planner's job dirs (a planner error stops the stage).
@@ -85,9 +86,9 @@ write_results() {
     [ -z "${out}" ] || mapfile -t fragments <<< "${out}"
     [ ${#scored[@]} -eq 0 ] || args+=(--scored "${scored[@]}")
     [ ${#fragments[@]} -eq 0 ] || args+=(--append_md "${fragments[@]}")
-    ${python} -m espnet_delta.bin.score --results_md RESULTS.md "${args[@]}" \
+    ${python} -m espnet_delta.bin.score --results_md "${results_md:-RESULTS.md}" "${args[@]}" \
         --baseline "${results_baseline:-${ref_ft_dir##*/}}" --command "${run_command}"
-    [ "${print_only}" = true ] || log "Wrote RESULTS.md ($(grep -c '^|' RESULTS.md) table rows)"
+    [ "${print_only}" = true ] || log "Wrote ${results_md:-RESULTS.md} ($(grep -c '^|' "${results_md:-RESULTS.md}") table rows)"
 }
 
 # fetch_models [fetch_models options]: espnet_delta.bin.fetch_models with the engine's model
@@ -106,4 +107,45 @@ fetch_models() {
 check_models() {
     # shellcheck disable=SC2046  # one word per stage
     fetch_models --check true --stages $(seq "$1" "${stop_stage}") || exit 2
+}
+
+# Dry run (--dry_run true; docs/dry_run.md). dry_run_setup: the usage log every espnet_delta
+# process appends to (one JSON line each, with $ESPNET_DELTA_STAGE) and, unless --model_map is
+# given, the paper-topology checkpoints of --dry_run_models and their model map (written once).
+dry_run_setup() {
+    local usage_dir=${exp_dir}/dry_run
+    if [ "${print_only}" != true ]; then
+        mkdir -p "${usage_dir}"
+        ESPNET_DELTA_USAGE_LOG=$(cd "${usage_dir}" && pwd)/usage.jsonl
+        export ESPNET_DELTA_USAGE_LOG
+    fi
+    if [ -z "${model_map}" ]; then
+        model_map=${dry_run_dir}/models/${dry_run_models}/model_map.yaml
+        if [ ! -f "${model_map}" ]; then
+            log "Dry run: writing ${dry_run_models} paper-topology checkpoints and their map -> ${model_map}"
+            ESPNET_DELTA_STAGE=0 ${python} -m espnet_delta.bin.make_paper_checkpoints --out_dir "${model_map%/*}" --width "${dry_run_models}"
+        fi
+        if [ "${print_only}" != true ]; then
+            ESPNET_DELTA_MODEL_MAP=$(cd "${model_map%/*}" && pwd)/model_map.yaml
+            export ESPNET_DELTA_MODEL_MAP
+        fi
+    fi
+    if [ -n "${dry_run_corpus}" ]; then  # a MyST-layout + LibriSpeech-layout tree (skipped when complete)
+        ESPNET_DELTA_STAGE=1 ${python} -m espnet_delta.bin.make_mini_corpus --out "${dry_run_corpus}" --scale "${dry_run_scale}" --nj "${nj}"
+    fi
+    log "Dry run: trainings capped at ${dry_run_steps} optimizer steps, ${dry_run_utts} utterances per decoded set; all output in ${dry_run_dir}"
+}
+
+# dry_run_trim: stage 1 of a dry run keeps the first --dry_run_utts utterances of every decoded
+# set (valid, test and adult valid sets), so decoding, scoring, merging and analysis see no more.
+dry_run_trim() {
+    # shellcheck disable=SC2086  # word lists
+    ${python} -m espnet_delta.recipe.dry_run --data_dir "${data_dir}" --max_utts "${dry_run_utts}" \
+        --sets ${valid_set} ${test_sets} ${adult_valid_set}
+}
+
+# dry_run_report: per-stage usage and the full run's device-hour arithmetic -> exp/dry_run/report.md.
+dry_run_report() {
+    ${python} -m espnet_delta.bin.dry_run_report --usage "${exp_dir}/dry_run/usage.jsonl" --exp_dir "${exp_dir}" \
+        --data_dir "${data_dir}" --feats_dir "${feats_dir}" --out "${exp_dir}/dry_run/report.md"
 }

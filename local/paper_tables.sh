@@ -36,6 +36,17 @@ adult_label=LibriSpeech
 compare_paper=auto      # the paper's numbers: cells (value + difference per cell), once (the table once, not comparable), none; auto: cells when every size is one of the paper's
 out=exp/paper_tables.md # lasting copy of the table sections
 results_md=RESULTS.md   # the table sections are also replaced in this file ('' : not)
+model_map=              # hub name -> local file YAML, passed to every run.sh (offline nodes; dry runs)
+# Dry run (docs/dry_run.md): every run.sh call gets run.sh's --dry_run options (trainings capped,
+# few utterances decoded, generated corpus and paper-topology models, all under --dry_run_dir);
+# this script's own files go there too, and a subset of H hours becomes H x --dry_run_size_scale
+# hours of the generated corpus (its whole train set is minutes), so every size still runs.
+dry_run=false
+dry_run_steps=2
+dry_run_utts=4
+dry_run_models=full
+dry_run_dir=dry_run
+dry_run_size_scale=0.001  # 10 h -> 36 s, 5 h -> 18 s, 1 h -> 3.6 s
 
 help_message() {
     cat <<HELP
@@ -55,37 +66,61 @@ Usage: $0 [options]   (recipe values shown as defaults)
   --compare_paper MODE        auto|cells|once|none: the paper's numbers per cell or once below (default: ${compare_paper})
   --out FILE                  table sections, kept across recipe runs (default: ${out})
   --results_md FILE           also replace the sections here; '' = not (default: ${results_md})
+  --model_map FILE            hub name -> local file, passed to every run.sh (default: '${model_map}')
+  --dry_run BOOL              run.sh --dry_run true for every run, all output under --dry_run_dir (default: ${dry_run})
+  --dry_run_steps N --dry_run_utts N --dry_run_models full|narrow --dry_run_dir DIR   as run.sh's
+                              (default: ${dry_run_steps} ${dry_run_utts} ${dry_run_models} ${dry_run_dir})
+  --dry_run_size_scale X      dry run: a subset of H hours uses H x X hours (default: ${dry_run_size_scale})
 HELP
 }
 
 parse_options "$@"
 [ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
-mkdir -p exp/logs
-exec > >(tee -a "exp/logs/paper_tables.$(date '+%Y%m%dT%H%M%S').log") 2>&1
+# R: where this script finds what run.sh writes ('' or the dry run's dir); run.sh itself gets the
+# unprefixed paths (--exp_dir exp/sizes/<h>) and puts them under --dry_run_dir on its own.
+R=
+dry=()
+case "${dry_run}" in
+    true)
+        R=${dry_run_dir%/}/
+        [[ "${out}" == /* ]] || out=${R}${out}
+        [ -z "${results_md}" ] || [[ "${results_md}" == /* ]] || results_md=${R}${results_md}
+        dry=(--dry_run true --dry_run_steps "${dry_run_steps}" --dry_run_utts "${dry_run_utts}"
+             --dry_run_models "${dry_run_models}" --dry_run_dir "${dry_run_dir}") ;;
+    false) ;;
+    *) log "ERROR: --dry_run must be true or false, got '${dry_run}'"; exit 2 ;;
+esac
+mkdir -p "${R}exp/logs"
+exec > >(tee -a "${R}exp/logs/paper_tables.$(date '+%Y%m%dT%H%M%S').log") 2>&1
 # shellcheck source=path.sh
 . "$(dirname "${BASH_SOURCE[0]}")/path.sh"
 py="${repo_root}/.venv/bin/python"
 has() { [[ " ${tables} " == *" $1 "* ]]; }
 read -r -a run_cmd <<< "${run}"
 read -r -a extra <<< "${run_opts}"
+extra+=("${dry[@]}")
+[ -z "${model_map}" ] || extra+=(--model_map "${model_map}")
 t0=${SECONDS}
 
 # per size: label, exp dir, feature dir, train set
-declare -A label exp feats train
+declare -A label exp feats train size_of
 subset_hours=()
 for h in ${sizes}; do
     if [ "${h}" = full ]; then
         label[${h}]=full; exp[${h}]=exp; feats[${h}]=dump/feats; train[${h}]=train
     else
         label[${h}]="${h} h"; exp[${h}]=exp/sizes/${h}; feats[${h}]=dump/feats_${h}
-        train[${h}]=$(${py} -c "import sys; from espnet_delta.data.subsets import subset_name; print(subset_name(float(sys.argv[1])))" "${h}")
-        subset_hours+=("${h}")
+        hours=${h}
+        [ "${dry_run}" != true ] || hours=$(${py} -c "import sys; print(round(float(sys.argv[1]) * float(sys.argv[2]), 6))" "${h}" "${dry_run_size_scale}")
+        train[${h}]=$(${py} -c "import sys; from espnet_delta.data.subsets import subset_name; print(subset_name(float(sys.argv[1])))" "${hours}")
+        subset_hours+=("${hours}")
+        size_of[${hours}]=${h}
     fi
 done
 full=${sizes%% *}
 [ "${full}" = full ] || { log "ERROR: --sizes must start with 'full' (Tables 4 and 5 use the full training set)"; exit 2; }
 size_args=()
-for h in ${sizes}; do size_args+=(--size "${label[${h}]}=${exp[${h}]}"); done
+for h in ${sizes}; do size_args+=(--size "${label[${h}]}=${R}${exp[${h}]}"); done
 
 # missing <run> <tables...> -- <size>: what those tables still need from that size's run
 missing() {
@@ -95,33 +130,33 @@ missing() {
     h=$2
     [ ${#ts[@]} -gt 0 ] || return 0
     ${py} -m espnet_delta.bin.paper_tables --log_level ERROR --list_missing --tables "${ts[@]}" \
-        --size "${label[${h}]}=${exp[${h}]}" --test_set "${test_set}" --gate_sets ${gate_sets} \
+        --size "${label[${h}]}=${R}${exp[${h}]}" --test_set "${test_set}" --gate_sets ${gate_sets} \
         | awk -F'\t' -v r="${run_tag}" '$2 == r' || true
 }
 
 # in_size_dir <h> <command...>: run a subset's run.sh, keeping the recipe's RESULTS.md
 in_size_dir() {
-    local h=$1 keep=${exp[$1]}/.RESULTS.md.keep rc=0
+    local h=$1 keep=${R}${exp[$1]}/.RESULTS.md.keep rc=0 md=${R}RESULTS.md
     shift
-    mkdir -p "${exp[${h}]}"
+    mkdir -p "${R}${exp[${h}]}"
     rm -f "${keep}"
-    [ -f RESULTS.md ] && cp -p RESULTS.md "${keep}"
+    [ -f "${md}" ] && cp -p "${md}" "${keep}"
     "$@" || rc=$?
-    if [ -f RESULTS.md ] && ! { [ -f "${keep}" ] && cmp -s RESULTS.md "${keep}"; }; then
-        mv RESULTS.md "${exp[${h}]}/RESULTS.md"
+    if [ -f "${md}" ] && ! { [ -f "${keep}" ] && cmp -s "${md}" "${keep}"; }; then
+        mv "${md}" "${R}${exp[${h}]}/RESULTS.md"
     fi
-    [ -f "${keep}" ] && mv "${keep}" RESULTS.md
+    if [ -f "${keep}" ]; then mv "${keep}" "${md}"; fi
     return ${rc}
 }
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     need=false
-    [ -f data/train/text ] || need=true
-    for h in "${subset_hours[@]}"; do [ -f "data/${train[${h}]}/text" ] || need=true; done
+    [ -f "${R}data/train/text" ] || need=true
+    for hours in "${subset_hours[@]}"; do [ -f "${R}data/${train[${size_of[${hours}]}]}/text" ] || need=true; done
     adult=()
     if has 4; then
         adult=(--adult_train_set "${adult_train_set}")  # stage 2 then writes its shape files too
-        [ -f "dump/shapes/${adult_train_set}/speech_shape" ] || need=true
+        [ -f "${R}dump/shapes/${adult_train_set}/speech_shape" ] || need=true
     fi
     if [ "${need}" = true ]; then
         hours=$(IFS=,; echo "${subset_hours[*]}")
@@ -132,10 +167,13 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     fi
     # run.sh's stage 2 writes shapes of --train_set only; the token list stays the full set's
     sets=()
-    for h in "${subset_hours[@]}"; do [ -f "dump/shapes/${train[${h}]}/speech_shape" ] || sets+=("${train[${h}]}"); done
+    for hours in "${subset_hours[@]}"; do
+        t=${train[${size_of[${hours}]}]}
+        [ -f "${R}dump/shapes/${t}/speech_shape" ] || sets+=("${t}")
+    done
     if [ ${#sets[@]} -gt 0 ]; then
-        log "Stage 1: speech shape files of ${sets[*]} -> dump/shapes"
-        ${python} -m espnet_delta.recipe.make_shapes --data_dir data --sets "${sets[@]}" --out_dir dump/shapes
+        log "Stage 1: speech shape files of ${sets[*]} -> ${R}dump/shapes"
+        ${python} -m espnet_delta.recipe.make_shapes --data_dir "${R}data" --sets "${sets[@]}" --out_dir "${R}dump/shapes"
     fi
 fi
 
@@ -153,8 +191,8 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
         fi
         log "Stage 2: size ${label[${h}]} (${train[${h}]}, ${exp[${h}]}): $(echo "${todo}" | wc -l) score dirs/gate files missing for Tables ${ts[*]}"
         s=${SECONDS}
-        mkdir -p "${exp[${h}]}"
-        systems=${exp[${h}]}/paper_systems.yaml
+        mkdir -p "${R}${exp[${h}]}"
+        systems=${R}${exp[${h}]}/paper_systems.yaml
         ${py} -m espnet_delta.bin.paper_tables --log_level WARNING --tables "${ts[@]}" --systems_dir "${systems_dir}" \
             --write_systems "${systems}"
         if [ "${h}" = full ]; then
@@ -182,7 +220,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && has 4; then
         s=${SECONDS}
         ckpts=()
         # the adult models' checkpoints, named by the job planner (exp/ft_{name}_adult/<checkpoint>)
-        names_sh=$(${py} -m espnet_delta.recipe.plan names --exp_dir exp)
+        names_sh=$(${py} -m espnet_delta.recipe.plan names --exp_dir "${R}exp")
         eval "${names_sh}"
         for name in ${adult_upstreams}; do ckpts+=("${name}=${adult_ckpt_pattern//\{name\}/${name}}"); done
         opts=(--adult_train_set "${adult_train_set}" --adult_upstreams "${adult_upstreams}" --finetuned_ckpts "${ckpts[*]}"

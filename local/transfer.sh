@@ -39,6 +39,17 @@ merge_schedules="depth_power linear_exponent adult_power"
 merge_lambdas="0.1 0.2 0.3"
 merge_alphas="0.7 0.8 0.9"
 decode_batch_size=8
+ngpu=0                      # GPUs per training (local/asr.sh's --ngpu; stage 5 too)
+gpu_inference=false         # decoding, the lambda grid and merging on a GPU
+model_map=                  # hub name -> local file YAML for offline nodes (local/asr.sh's --model_map)
+asr_opts=                   # more options of every local/asr.sh call
+# Dry run (docs/dry_run.md): after run.sh --dry_run true with the same --dry_run_dir; trainings capped,
+# --dry_run_utts utterances per decoded set, everything under --dry_run_dir, the dry run's model map
+dry_run=false
+dry_run_steps=2
+dry_run_utts=4
+dry_run_models=full
+dry_run_dir=dry_run
 
 help_message() {
     cat <<HELP
@@ -60,12 +71,34 @@ Usage: $0 [options]   (run from a recipe directory after run.sh; --name value)
   --merge_schedules --merge_lambdas --merge_alphas   SA grid of the SA merge + augmentation row, as local/asr.sh's
                                 (default: '${merge_schedules}' '${merge_lambdas}' '${merge_alphas}')
   --decode_batch_size N         (default: ${decode_batch_size})
+  --ngpu N                      GPUs per training, 0 = CPU (default: ${ngpu})
+  --gpu_inference BOOL          decoding, lambda grid and merging on a GPU (default: ${gpu_inference})
+  --model_map FILE              hub name -> local file, as local/asr.sh's (default: '${model_map}')
+  --asr_opts "OPTS"             more options of every local/asr.sh call (default: '${asr_opts}')
+  --dry_run BOOL                capped trainings, few utterances, all under --dry_run_dir, after
+                                run.sh --dry_run true with the same --dry_run_dir (default: ${dry_run})
+  --dry_run_steps N --dry_run_utts N --dry_run_models full|narrow --dry_run_dir DIR   as local/asr.sh's
+                                (default: ${dry_run_steps} ${dry_run_utts} ${dry_run_models} ${dry_run_dir})
 HELP
 }
 
 parse_options "$@"
 [ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
 [ -n "${speed_perturb_factors}${specaug_config}" ] || { log "ERROR: no augmentation: set --speed_perturb_factors and/or --specaug_config"; exit 2; }
+dry=()
+case "${dry_run}" in
+    true)  # the paths of run.sh --dry_run true: under --dry_run_dir, made absolute so local/asr.sh keeps them
+        mkdir -p "${dry_run_dir}"
+        dry_run_dir=$(cd "${dry_run_dir}" && pwd)
+        for opt in data_dir exp_dir shape_dir kids_corpus_dir; do
+            [ -z "${!opt}" ] || [[ "${!opt}" == /* ]] || printf -v "${opt}" '%s' "${dry_run_dir}/${!opt}"
+        done
+        model_map=${model_map:-${dry_run_dir}/models/${dry_run_models}/model_map.yaml}
+        dry=(--dry_run true --dry_run_steps "${dry_run_steps}" --dry_run_utts "${dry_run_utts}"
+             --dry_run_models "${dry_run_models}" --dry_run_dir "${dry_run_dir}") ;;
+    false) ;;
+    *) log "ERROR: --dry_run must be true or false, got '${dry_run}'"; exit 2 ;;
+esac
 
 mkdir -p "${exp_dir}/logs"
 exec > >(tee -a "${exp_dir}/logs/transfer.$(date '+%Y%m%dT%H%M%S').log") 2>&1
@@ -79,6 +112,20 @@ else
     train_cmd=local; decode_cmd=local
 fi
 
+if [ -n "${model_map}" ]; then  # every loader of every job reads it (espnet_delta/ssl/hub.py)
+    if [ ! -f "${model_map}" ] && [ "${dry_run}" = true ]; then
+        log "Dry run: writing ${dry_run_models} paper-topology checkpoints and their map -> ${model_map}"
+        ${python} -m espnet_delta.recipe.dry_run models --out_dir "${model_map%/*}" --width "${dry_run_models}"
+    fi
+    [ -f "${model_map}" ] || { log "ERROR: --model_map ${model_map}: no such file"; exit 2; }
+    ESPNET_DELTA_MODEL_MAP=$(cd "$(dirname "${model_map}")" && pwd)/$(basename "${model_map}")
+    export ESPNET_DELTA_MODEL_MAP
+fi
+device=cpu
+[ "${gpu_inference}" != true ] || { device=cuda; decode_cmd=${cuda_cmd:-${decode_cmd}}; }
+train_job_cmd=${train_cmd}
+[ "${ngpu}" -gt 0 ] && train_job_cmd="${cuda_cmd:-${train_cmd}} --gpu ${ngpu}"
+read -r -a more_asr_opts <<< "${asr_opts}"
 ref=${upstreams%% *}
 planner="${python_run} -m espnet_delta.recipe.plan"
 # job dirs, checkpoint names and result fragments of the job planner (ft_ckpt, transfer_md ...)
@@ -94,7 +141,8 @@ aug_note=
 [ -z "${speed_perturb_factors}" ] || aug_note="speed perturbation ${speed_perturb_factors}"
 [ -z "${specaug_config}" ] || aug_note="${aug_note:+${aug_note}, }SpecAugment (${specaug_config})"
 asr=("${repo_root}/local/asr.sh" --data_dir "${data_dir}" --shape_dir "${shape_dir}" --upstreams "${ref}"
-     --upstream_conf "${upstream_conf}" --nj "${nj}" --decode_batch_size "${decode_batch_size}")
+     --upstream_conf "${upstream_conf}" --nj "${nj}" --decode_batch_size "${decode_batch_size}"
+     --ngpu "${ngpu}" --gpu_inference "${gpu_inference}" --model_map "${model_map}" "${dry[@]}" "${more_asr_opts[@]}")
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "Stage 1: second child corpus -> ${data_dir}/${kids_prefix}*; speed perturbation -> ${data_dir}/${aug_train}; shapes"
@@ -108,6 +156,9 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
         ${python} -m espnet_delta.bin.speed_perturb --src "${data_dir}/${train_set}" --out "${data_dir}/${aug_train}" \
             --factors ${speed_perturb_factors}
         sets="${sets} ${aug_train}"
+    fi
+    if [ "${dry_run}" = true ]; then  # as run.sh --dry_run true's stage 1: few utterances per decoded set
+        ${python} -m espnet_delta.recipe.dry_run trim --data_dir "${data_dir}" --max_utts "${dry_run_utts}" --sets "${kids_dev}" "${kids_test}"
     fi
     # shellcheck disable=SC2086
     ${python} -m espnet_delta.recipe.make_shapes --data_dir "${data_dir}" --sets ${sets} --out_dir "${shape_dir}"
@@ -143,7 +194,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     run_job --cmd "${decode_cmd}" --name transfer ${python} -m espnet_delta.recipe.transfer_stage grid \
         --target "${kids_exp}/ft_${ref}" --aug "${aug_exp}/ft_${ref}" --orig "${exp_dir}/ft_${ref}" \
         --scales ${transfer_scales} --data_dir "${data_dir}" --valid_set "${kids_dev}" --test_sets "${kids_test}" \
-        --exp_dir "${kids_exp}" --batch_size "${decode_batch_size}"
+        --exp_dir "${kids_exp}" --batch_size "${decode_batch_size}" --device "${device}"
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
@@ -151,16 +202,19 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     [ -n "${lam}" ] || { log "ERROR: no chosen lambda in ${kids_exp}/transfer_grid.tsv (run stage 4)"; exit 1; }
     log "Stage 5: ${further_epochs} more epochs on ${kids_train} (lr ${further_lr}) of transfer_s${lam} and (control) ft_${ref}"
     # the job planner's transfer family renders both (a trained job's config is kept)
-    out=$(${planner} transfer --exp_dir "${kids_exp}" --upstreams "${ref}" --upstream_conf "${upstream_conf}" \
+    cap=()
+    [ "${dry_run}" != true ] || cap=(--dry_run_steps "${dry_run_steps}")  # as local/asr.sh's planner calls
+    out=$(${planner} transfer "${cap[@]}" --exp_dir "${kids_exp}" --upstreams "${ref}" --upstream_conf "${upstream_conf}" \
         --finetune_config "${finetune_config}" --data_dir "${data_dir}" --shape_dir "${shape_dir}" --token_list "${token_list}" \
         --train_set "${kids_train}" --valid_set "${kids_dev}" --transfer_scale "${lam}" \
         --further_epochs "${further_epochs}" --further_lr "${further_lr}")
     mapfile -t jobs <<< "${out}"
-    run_parallel --cmd "${train_cmd}" --name train --task_per_item "${nj}" ${python} -m espnet_delta.recipe.train_jobs -- "${jobs[@]}"
+    run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" ${python} -m espnet_delta.recipe.train_jobs \
+        --ngpu "${ngpu}" -- "${jobs[@]}"
     run_parallel --cmd "${decode_cmd}" --name decode "${nj}" ${python} -m espnet_delta.bin.decode \
         --model_name "${ft_ckpt}" --test "${kids_dev}=${data_dir}/${kids_dev}/wav.scp" \
         --test "${kids_test}=${data_dir}/${kids_test}/wav.scp" --input_type sound --batch_size "${decode_batch_size}" \
-        --ref_dir "${data_dir}" -- "${jobs[@]}"
+        --ref_dir "${data_dir}" --device "${device}" -- "${jobs[@]}"
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
@@ -174,7 +228,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
         run_job --cmd "${decode_cmd}" --name merge ${python} -m espnet_delta.recipe.merge_stage --child "${aug_exp}/ft_${ref}" \
             --adult "${adult}" --base "${reference_ckpt}" --data_dir "${data_dir}" --valid_set "${valid_set}" --test_sets ${test_sets} \
             --methods sa --schedules ${merge_schedules} --lambdas ${merge_lambdas} --alphas ${merge_alphas} \
-            --exp_dir "${aug_exp}" --batch_size "${decode_batch_size}"
+            --exp_dir "${aug_exp}" --batch_size "${decode_batch_size}" --device "${device}"
     fi
 fi
 

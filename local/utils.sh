@@ -2,7 +2,40 @@
 
 log() {
     local fname=${BASH_SOURCE[1]##*/}
+    # the engine's "Stage N: ..." lines name the stage that an interrupt reports (on_interrupt)
+    if [[ "$*" =~ ^Stage\ ([0-9]+): ]]; then current_stage=${BASH_REMATCH[1]}; fi
     echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+
+# trap_interrupts: on SIGINT (Ctrl-C) or SIGTERM the engine stops the job back-end it waits for
+# (run_waiting), logs one line naming the interrupted stage, and exits 130 / 143. The back-end
+# (espnet_delta.jobs) stops its tasks' process groups (or cancels the Slurm array job) and waits for them.
+trap_interrupts() {
+    trap 'on_interrupt INT 130' INT
+    trap 'on_interrupt TERM 143' TERM
+}
+
+on_interrupt() {
+    trap '' INT TERM  # once: the back-end is being stopped
+    if [ -n "${waiting_pid:-}" ]; then
+        kill -TERM "${waiting_pid}" 2>/dev/null || true
+        wait "${waiting_pid}" 2>/dev/null || true
+    fi
+    log "Stage ${current_stage:-?}: interrupted by SIG$1; its running jobs were stopped. Rerun the same command to resume:" \
+        "finished work is kept (trainings resume from their last epoch's checkpoint.pth), unfinished work is redone" >&2
+    exit "$2"
+}
+
+# run_waiting <command...>: the command in the background, waited for. Bash runs a trap only after
+# a foreground command returns, but interrupts a wait: so a signal sent to the engine alone reaches
+# the back-end at once (on_interrupt), not when the stage's jobs have finished.
+run_waiting() {
+    local rc=0
+    "$@" &
+    waiting_pid=$!
+    wait "${waiting_pid}" || rc=$?
+    waiting_pid=
+    return "${rc}"
 }
 
 # parse_options "$@": every --name value (or --name=value) pair sets the already-declared
@@ -98,7 +131,7 @@ run_parallel() {
     local items=() item
     for item in "$@"; do items+=("--item=${item}"); done
     # shellcheck disable=SC2086  # spec and python are word lists
-    ${python:-python3} -m espnet_delta.jobs ${spec} --nj "${nj}" --name "${name}" --log_dir "${exp_dir:-exp}/logs" \
+    run_waiting ${python:-python3} -m espnet_delta.jobs ${spec} --nj "${nj}" --name "${name}" --log_dir "${exp_dir:-exp}/logs" \
         "${per_item[@]}" "${items[@]}" -- "${cmd[@]}"
 }
 
@@ -119,7 +152,7 @@ run_job() {
         return 0
     fi
     # shellcheck disable=SC2086  # spec and python are word lists
-    ${python:-python3} -m espnet_delta.jobs ${spec} --nj 1 --name "${name}" --log_dir "${exp_dir:-exp}/logs" --single -- "$@"
+    run_waiting ${python:-python3} -m espnet_delta.jobs ${spec} --nj 1 --name "${name}" --log_dir "${exp_dir:-exp}/logs" --single -- "$@"
 }
 
 # count_gpus: the GPUs jobs on this machine may use (CUDA_VISIBLE_DEVICES, else nvidia-smi -L).
@@ -134,4 +167,52 @@ count_gpus() {
     else
         echo 0
     fi
+}
+
+# run_lock <exp_dir> <log> <command>: one engine run per exp_dir at a time (local/asr.sh calls it
+# once, not under --print_only). The lock is flock(1) on <exp_dir>/.run.lock, held by a helper
+# process that inherits the lock's file and that the kernel kills when this shell ends
+# (setpriv --pdeathsig; tail --pid as a second guard), so the lock ends with the run, also after
+# kill -9, and the run's own jobs do not hold it. <exp_dir>/.run.owner records the holder's PID,
+# command and log for a second run, which stops at once with one line naming them (exit 2). A
+# run started by the holder or its jobs (ESPNET_DELTA_RUN_LOCK, exported: "<lock> <pid>" lines)
+# uses the holder's lock instead of waiting for itself.
+run_lock() {
+    local lock owner me entry fd pid cmd ran_log
+    lock=$(cd "$1" && pwd)/.run.lock
+    owner=${lock%.lock}.owner
+    if [ -n "${ESPNET_DELTA_RUN_LOCK:-}" ]; then
+        while IFS= read -r entry; do
+            pid=${entry##* }
+            if [ "${entry% *}" = "${lock}" ] && kill -0 "${pid}" 2>/dev/null && [ "$(head -n 1 "${owner}" 2>/dev/null)" = "${pid}" ]; then
+                log "run lock ${lock}: held by the calling run, PID ${pid}"
+                return 0
+            fi
+        done <<< "${ESPNET_DELTA_RUN_LOCK}"
+    fi
+    command -v flock >/dev/null || { log "WARNING: flock (util-linux) not found: no check for another run in $1"; return 0; }
+    exec {fd}>>"${lock}"
+    if ! flock -n "${fd}"; then
+        pid=$(head -n 1 "${owner}" 2>/dev/null || true)
+        # the holder just ended (its helper is exiting) or has not written its record yet: wait briefly
+        if [ -z "${pid}" ] || ! kill -0 "${pid}" 2>/dev/null; then flock -w 5 "${fd}" || true; fi
+    fi
+    if ! flock -n "${fd}"; then
+        { read -r pid; read -r cmd; read -r ran_log; } < "${owner}" 2>/dev/null || true
+        log "ERROR: another run uses $1: PID ${pid:-?} (${cmd:-command unknown}), log ${ran_log:-unknown} (lock ${lock}); wait for it or stop it, then run again" >&2
+        exit 2
+    fi
+    me=$$
+    if command -v setpriv >/dev/null; then
+        setpriv --pdeathsig KILL -- tail --pid="${me}" -f /dev/null </dev/null >/dev/null 2>&1 &
+    else
+        tail --pid="${me}" -f /dev/null </dev/null >/dev/null 2>&1 &
+    fi
+    disown "$!"
+    exec {fd}>&-  # the helper holds the lock now; the jobs started from here do not inherit it
+    case "$2" in /*) ran_log=$2 ;; *) ran_log=$(pwd)/$2 ;; esac
+    printf '%s\n%s\n%s\n' "${me}" "$3" "${ran_log}" > "${owner}.$$"
+    mv -f "${owner}.$$" "${owner}"
+    export ESPNET_DELTA_RUN_LOCK="${ESPNET_DELTA_RUN_LOCK:+${ESPNET_DELTA_RUN_LOCK}
+}${lock} ${me}"
 }

@@ -117,3 +117,44 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "integration" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.slow)
+
+
+def slurm_cluster_unavailable() -> str:
+    """Why the local single-node Slurm cannot start here ('' when it can)."""
+    import os
+
+    if os.geteuid() != 0:
+        return "the local Slurm cluster needs root (SlurmUser=root)"
+    missing = [e for e in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol") if shutil.which(e) is None]
+    return f"{', '.join(missing)} not found: install slurm-wlm and munge (tools/install_system_packages.sh)" if missing else ""
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """SLURM_CONF of a running single-node cluster (tools/start_local_slurm.sh; set in os.environ
+    for the session; its folder, with slurmd.pid, is the file's parent). Started once for every
+    test module that uses it, stopped afterwards, also when a test fails; skipped only where it
+    cannot start (not root, packages missing)."""
+    import os
+    import subprocess
+
+    reason = slurm_cluster_unavailable()
+    if reason:
+        pytest.skip(reason)
+    repo = Path(__file__).resolve().parents[1]
+    folder = tmp_path_factory.mktemp("slurm")
+    saved = os.environ.get("SLURM_CONF")
+    try:
+        start = subprocess.run([str(repo / "tools/start_local_slurm.sh"), str(folder)], capture_output=True,
+                               text=True, timeout=120)
+        if start.returncode == 3:
+            pytest.skip(start.stderr.strip())
+        assert start.returncode == 0, f"tools/start_local_slurm.sh failed:\n{start.stderr}"
+        os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+        yield os.environ["SLURM_CONF"]
+    finally:
+        subprocess.run([str(repo / "tools/stop_local_slurm.sh"), str(folder)], timeout=60)
+        if saved is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = saved

@@ -34,7 +34,7 @@ import torch
 
 from espnet_delta.asr.greedy_ctc import best_paths, ids_to_phones, ids_to_text
 from espnet_delta.data.audio import TARGET_RATE, AudioError, read_audio
-from espnet_delta.fileio import load_yaml, read_scp, write_text_atomic
+from espnet_delta.fileio import DiskFullError, is_disk_full, load_yaml, read_scp, write_text_atomic
 
 #: unit -> (reference file in <ref_dir>/<set>/, score dir name)
 UNITS = {"char": ("text", "score_wer"), "phn": ("text.phn", "score_per")}
@@ -262,5 +262,12 @@ def decode_job(job: Path, model_name: str, tests: Sequence[Tuple[str, Path]], op
 
 def decode_jobs(jobs: Sequence[Path], model_name: str, tests: Sequence[Tuple[str, Path]],
                 options: DecodeOptions) -> Dict[Path, Dict[str, Any]]:
-    """:func:`decode_job` for each job, in one process."""
-    return {Path(job): decode_job(Path(job), model_name, tests, options) for job in jobs}
+    """:func:`decode_job` for each job, in one process. A full disk stops it with one line naming
+    the file and the space needed (hypotheses are written atomically: no partial ``text``)."""
+    try:
+        return {Path(job): decode_job(Path(job), model_name, tests, options) for job in jobs}
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        logging.error("%s", e if isinstance(e, DiskFullError) else DiskFullError(e.errno, e.filename or jobs[0]))
+        raise SystemExit(1) from None

@@ -17,6 +17,8 @@ with soundfile and does not support pipes.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -69,10 +71,14 @@ def probe_audio(path: Union[str, Path], decode: bool = False) -> AudioInfo:
     all audio once.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise AudioError("unreadable_audio", f"dangling symlink to {os.readlink(path)}")
     try:
         if path.stat().st_size == 0:
             raise AudioError("empty_audio", "0-byte file")
         info = soundfile.info(str(path))
+        if (missing := _truncated_wav(info.extra_info)) is not None:
+            raise AudioError("unreadable_audio", f"truncated WAV: the header announces {missing} more bytes of data than the file holds")
         frames = int(info.frames)
         # A FLAC stream header may leave the length unknown; libsndfile then
         # reports SF_COUNT_MAX frames.  Count them by decoding.
@@ -86,6 +92,22 @@ def probe_audio(path: Union[str, Path], decode: bool = False) -> AudioInfo:
 
 
 _UNKNOWN_FRAMES = 1 << 62
+#: libsndfile's header dump of a WAV whose data chunk is shorter than its header says.
+_WAV_DATA_RE = re.compile(r"^data : (\d+) \(should be (\d+)\)", re.MULTILINE)
+#: Data sizes that writers to a pipe put in the header when the length is not known yet.
+_STREAM_SIZES = (0, 0x7FFFF000, 0x7FFFFFFF, 0xFFFFFFFF)
+
+
+def _truncated_wav(extra_info: str) -> int | None:
+    """Bytes missing from a truncated WAV (copy cut short), or ``None``. libsndfile reads such a
+    file as shorter than announced, without an error; streamed WAVs (unknown length) are fine."""
+    m = _WAV_DATA_RE.search(extra_info)
+    if m is None:
+        return None
+    announced, present = int(m[1]), int(m[2])
+    if announced in _STREAM_SIZES or announced >= 0x7FFF0000 or present >= announced:
+        return None
+    return announced - present
 
 
 def _count_frames(path: Path) -> int:

@@ -167,7 +167,7 @@ def _read_table(path: Path) -> list[tuple[int, str, str]]:
 def validate_data_dir(path: str | os.PathLike[str]) -> int:
     """Check a data dir; return its number of utterances or raise :class:`DataDirError`.
 
-    Checks: each file present, UTF-8, sorted, no duplicate ids; the same
+    Checks: no ``segments`` file; each file present, UTF-8, sorted, no duplicate ids; the same
     utterances in ``wav.scp``, ``text``, ``utt2spk`` and ``utt2dur``; no
     empty text or wav entry; positive durations; utterance ids prefixed by
     their speaker; ``spk2utt`` exactly the inverse of ``utt2spk``.
@@ -175,6 +175,9 @@ def validate_data_dir(path: str | os.PathLike[str]) -> int:
     root = Path(path)
     if not root.is_dir():
         raise DataDirError("data dir does not exist", root)
+    if (root / "segments").exists():  # wav.scp would hold recordings, every reader here expects utterances
+        raise DataDirError("segments files are not supported: cut the recordings into one audio file per "
+                           "utterance (e.g. with sox trim) and list those in wav.scp", root / "segments")
     tables = {name: _read_table(root / name) for name in _FILES}
     ref_name = "utt2spk"
     ref_ids = {key for _, key, _ in tables[ref_name]}

@@ -35,7 +35,7 @@ from .kaldi_dir import Utterance, write_data_dir
 from .librispeech import LIBRISPEECH_SPLITS, iter_librispeech_candidates
 from .myst import MYST_SPLITS, find_myst_data_dir, iter_myst_candidates, read_whisper_hyps
 from .report import SplitStats, write_summary_tsv
-from .screen import Candidate, ScreenConfig, screen
+from .screen import Candidate, ScreenConfig, screen, unique_candidates
 from .subsets import nested_subsets, subset_name
 
 __all__ = ["PrepConfig", "SUMMARY_NAME", "prepare_data"]
@@ -75,7 +75,7 @@ def _prepare_split(
     stats = SplitStats(name)
     kept = [
         u
-        for cand in tqdm(candidates, desc=f"prep {name}", unit="utt", leave=False)
+        for cand in tqdm(unique_candidates(candidates, stats), desc=f"prep {name}", unit="utt", leave=False)
         if (u := screen(cand, cfg, stats, out_dir / "audio_16k" / name, hyps)) is not None
     ]
     _write_or_clear(out_dir / name, kept, stats)
@@ -109,6 +109,8 @@ def prepare_data(
         if _is_within(out, root):
             raise ValueError(f"output dir {out} is inside corpus {root}; corpora are read-only")
     hyps = read_whisper_hyps(whisper_hyp) if whisper_hyp else None
+    if hyps is not None and not hyps:
+        logger.warning("%s holds no hypotheses: the Whisper WER filter drops nothing (counted as no_whisper_hyp)", whisper_hyp)
     all_stats: list[SplitStats] = []
     train: list[Utterance] = []
     for folder, name in MYST_SPLITS.items():

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: Unusable input files, in check order.
 BAD_INPUT_REASONS: tuple[str, ...] = (
+    "misplaced_file",  # audio or transcript outside the corpus layout's folder depth
+    "duplicate_utt_id",  # a second file or transcript line with an id already seen (the first is screened)
     "bad_utt_id",  # utterance or speaker id (from file/folder names) empty or with whitespace
     "missing_transcript",  # audio without a transcript
     "missing_audio",  # transcript line without audio (LibriSpeech)

@@ -17,6 +17,7 @@ reference) and the summary lists them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,7 +29,7 @@ from .text_norm import normalize_transcript
 from .tokens import char_tokens
 from .word_align import count_errors
 
-__all__ = ["Candidate", "ScreenConfig", "ctc_min_frames", "screen", "ssl_frames", "word_error_rate"]
+__all__ = ["Candidate", "ScreenConfig", "ctc_min_frames", "misplaced_files", "screen", "ssl_frames", "unique_candidates", "word_error_rate"]
 
 #: Receptive field and hop (samples at 16 kHz) of the SSL upstreams' convolutional stack.
 SSL_WINDOW = 400
@@ -45,6 +46,7 @@ class Candidate:
     text: bytes | None  # raw transcript bytes; None: audio without transcript
     text_source: Path  # file the transcript comes (or should come) from
     alt_ids: tuple[str, ...] = ()  # other keys accepted in the Whisper hypothesis file
+    problem: tuple[str, str] | None = None  # (drop reason, detail) a reader found already, e.g. misplaced_file
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,33 @@ class ScreenConfig:
     max_wer: float | None = 0.5
     decode_audio: bool = False  # fully decode audio to catch truncated files
     too_short_for_ctc: Literal["drop", "keep"] = "drop"  # "keep" (and list) in test sets
+
+
+def unique_candidates(candidates: Iterable[Candidate], stats: SplitStats) -> Iterator[Candidate]:
+    """The candidates whose id was not seen before; later ones are dropped as
+    ``duplicate_utt_id`` (the same MyST name as ``.flac`` and ``.wav``, a repeated
+    ``.trans.txt`` line), naming both files, so no second copy ever reaches a data dir."""
+    first: dict[str, Candidate] = {}
+    for cand in candidates:
+        if cand.problem is None and (prev := first.get(cand.utt_id)) is not None:
+            same = "same" if cand.text == prev.text else "different"
+            if cand.audio == prev.audio:  # a repeated transcript line
+                where, detail = cand.text_source, f"id {cand.utt_id!r} repeated ({same} transcript); the first line is used"
+            else:
+                where, detail = cand.audio or cand.text_source, (
+                    f"id {cand.utt_id!r} already taken by {prev.audio or prev.text_source} ({same} transcript)")
+            stats.drop("duplicate_utt_id", where, detail)
+            continue
+        first.setdefault(cand.utt_id, cand)
+        yield cand
+
+
+def misplaced_files(split_dir: Path, depth: int, match) -> list[Path]:
+    """Files under ``split_dir`` that ``match(path)`` accepts but that lie at another folder
+    depth than the corpus layout's ``depth`` (1 = directly in ``split_dir``), sorted: an
+    extra or a missing folder level, which a layout-based reader would skip without a word."""
+    return sorted(p for p in split_dir.rglob("*")
+                  if len(p.relative_to(split_dir).parts) != depth and match(p) and (p.is_file() or p.is_symlink()))
 
 
 def word_error_rate(ref: str, hyp: str) -> float:
@@ -94,6 +123,9 @@ def screen(
     hyps: dict[str, str] | None = None,
 ) -> Utterance | None:
     """Return the utterance to keep, or ``None`` after counting why not."""
+    if cand.problem is not None:
+        stats.drop(cand.problem[0], cand.audio or cand.text_source, cand.problem[1])
+        return None
     for kind, value in (("utterance id", cand.utt_id), ("speaker id", cand.spk_id)):
         if (problem := id_problem(value)) is not None:
             stats.drop("bad_utt_id", cand.audio or cand.text_source, f"{kind} {value!r} {problem}")

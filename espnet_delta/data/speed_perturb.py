@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from espnet_delta.fileio import atomic_path
 
-from .audio import TARGET_RATE
+from .audio import TARGET_RATE, AudioError, read_audio
 from .kaldi_dir import Utterance, read_data_dir, write_data_dir
 
 __all__ = ["factor_tag", "perturb_samples", "speed_perturb_dir"]
@@ -101,11 +101,14 @@ def speed_perturb_dir(
             if path.is_file():
                 frames = soundfile.info(str(path)).frames
             else:
-                wav, rate = soundfile.read(u.wav, dtype="float32", always_2d=False)
-                if rate != TARGET_RATE or wav.ndim != 1:
+                try:
+                    wav, rate = read_audio(u.wav)
+                except AudioError as e:
+                    raise ValueError(f"{src / 'wav.scp'}: utterance {u.utt_id}: cannot read {u.wav}: {e}") from None
+                if rate != TARGET_RATE or wav.shape[1] != 1:
                     raise ValueError(f"{u.wav} (utterance {u.utt_id} of {src}): expected 16 kHz mono audio, "
-                                     f"got {rate} Hz with shape {wav.shape}")
-                wav = perturb_samples(wav, f)
+                                     f"got {rate} Hz with {wav.shape[1]} channel(s)")
+                wav = perturb_samples(wav[:, 0], f)
                 _write_flac(path, wav, TARGET_RATE)
                 frames = len(wav)
             result.append(Utterance(sp_id, sp_spk, str(path), u.text, frames / TARGET_RATE))

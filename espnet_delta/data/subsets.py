@@ -31,8 +31,11 @@ _EPSILON = 1e-6
 
 def parse_hours(spec: str) -> list[float]:
     """``"1,5,10"`` -> ``[1.0, 5.0, 10.0]``; an empty string gives no subsets."""
-    hours = [float(x) for x in spec.replace(" ", "").split(",") if x]
-    if any(h <= 0 for h in hours):
+    try:
+        hours = [float(x) for x in spec.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ValueError(f"subset sizes must be comma-separated hours, got {spec!r}") from None
+    if any(not h > 0 or h == float("inf") for h in hours):
         raise ValueError(f"subset sizes must be positive hours, got {spec!r}")
     return hours
 

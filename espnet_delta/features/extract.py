@@ -6,6 +6,7 @@ See :mod:`espnet_delta.features.layout` for the directory layout and the resume 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -18,9 +19,29 @@ import torch
 from espnet_delta.data.wav_scp import AudioItem, AudioReader, read_wav_scp
 from espnet_delta.features.audio import _utts_fingerprint, make_batches, padded_batch, prefetched, shard_items
 from espnet_delta.features.config import SAMPLE_RATE, ExtractionConfig, LayoutMismatchError, check_layout_file, layout_for
-from espnet_delta.features.layout import LAYOUT_FILE, LAYOUT_FORMAT, FeatureLayout
-from espnet_delta.fileio import write_lines_atomic
-from espnet_delta.features.shards import ShardFiles, _ShardLock, clear_out_dir, merge_shards, plan_shards, write_matrix
+from espnet_delta.features.layout import LAYOUT_FILE, LAYOUT_FORMAT, FeatureLayout, check_format
+from espnet_delta.fileio import DiskFullError, is_disk_full, write_lines_atomic
+from espnet_delta.features.integrity import (
+    CrcWriter,
+    check_merged,
+    crc32_bytes,
+    check_shard,
+    crc32_file,
+    record_legacy,
+    recorded_layout_crc,
+    write_sum,
+)
+from espnet_delta.features.shards import (
+    MERGED_FILES,
+    ShardFiles,
+    _ShardLock,
+    clear_out_dir,
+    discard_merged,
+    discard_shard,
+    merge_shards,
+    plan_shards,
+    write_matrix,
+)
 from espnet_delta.ssl.embeddings import SSLEmbeddingExtractor
 from espnet_delta.ssl.streams import AUTOCASTS
 
@@ -34,6 +55,25 @@ class ExtractionResult:
     num_utts: int = 0  # utterances computed by this call
     audio_seconds: float = 0.0  # their audio
     compute_seconds: float = 0.0  # wall time of writing the shards (models loaded before)
+    repaired: List[int] = dataclasses.field(default_factory=list)  # shard files found damaged and written again
+
+
+class FeatureDiskFullError(RuntimeError):
+    """A cache write failed for want of space; one line naming the file and the space the
+    unfinished part of the cache needs (the partial shard is removed, no scp written)."""
+
+
+def record_bytes(utt: str, frames: int, dim: int, dtype: np.dtype) -> int:
+    """Bytes of one ark record (Kaldi "FM": key, space, 15 header bytes; kaldiio's NPY record:
+    about 140 header bytes) plus its scp and shape lines."""
+    header = 15 if dtype == np.float32 else 140
+    return frames * dim * dtype.itemsize + 2 * (len(utt) + 1) + header + 80
+
+
+def estimate_bytes(items: Sequence[AudioItem], audio: AudioReader, layout: FeatureLayout) -> int:
+    """Expected size of these utterances' records: frames (samples / frame shift) x dims x bytes."""
+    dtype = np.dtype(layout.dtype)
+    return sum(record_bytes(it.utt, audio.num_samples(it) // layout.frame_shift, layout.dim, dtype) for it in items)
 
 
 def _write_shard(
@@ -65,7 +105,8 @@ def _write_shard(
     bar = tqdm(total=len(items), unit="utt", desc=f"shard {label}", disable=not progress, leave=False)
     pin = device.type == "cuda"
     try:
-        with open(ark_tmp, "wb") as fd:
+        with open(ark_tmp, "wb") as raw:
+            fd = CrcWriter(raw)  # the ark's checksum, summed as it is written
             for batch, (wavs, lens) in prefetched(batches, lambda b: padded_batch(audio, b, pin_memory=pin)):
                 wavs, lens = wavs.to(device, non_blocking=pin), lens.to(device)
                 streams, frames = extractor.streams(wavs, lens)
@@ -82,16 +123,28 @@ def _write_shard(
                         raise RuntimeError(f"{item.utt}: non-finite features{why}")
                     entries.append((item.utt, write_matrix(fd, item.utt, mat), mat.shape[0]))
                 bar.update(len(batch))
-            fd.flush()
-            os.fsync(fd.fileno())
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(ark_tmp, files.ark)
+        entries.sort(key=lambda e: e[0].encode("utf-8"))
+        shape = "".join(f"{utt} {t},{layout.dim}\n" for utt, _, t in entries).encode("utf-8")
+        scp = "".join(f"{utt} {files.ark}:{offset}\n" for utt, offset, _ in entries).encode("utf-8")
+        write_lines_atomic(files.shape, [shape.decode("utf-8")], fsync=True)
+        write_sum(files.sum, files.ark, fd.hexdigest, scp, shape, layout_crc_of(files.out_dir))
+        write_lines_atomic(files.scp, [scp.decode("utf-8")], fsync=True)  # last: the shard is complete
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        for p in [ark_tmp, *files.partial_files()]:  # give the space back; the rerun redoes the shard
+            p.unlink(missing_ok=True)
+        raise DiskFullError(e.errno, e.filename or ark_tmp) from e
     finally:
         bar.close()
-    os.replace(ark_tmp, files.ark)
-    entries.sort(key=lambda e: e[0].encode("utf-8"))
-    total = layout.dim
-    write_lines_atomic(files.shape, (f"{utt} {t},{total}\n" for utt, _, t in entries), fsync=True)
-    write_lines_atomic(files.scp, (f"{utt} {files.ark}:{offset}\n" for utt, offset, _ in entries), fsync=True)
     return len(entries), sum(lengths) / SAMPLE_RATE
+
+
+def layout_crc_of(out_dir: Path) -> str:
+    return crc32_file(Path(out_dir) / LAYOUT_FILE)
 
 
 def default_device() -> str:
@@ -114,6 +167,7 @@ def extract_features(
     merge_only: bool = False,
     progress: bool = True,
     extractor: Optional[SSLEmbeddingExtractor] = None,
+    full_check: bool = False,
 ) -> ExtractionResult:
     """Extract the streams of ``config`` for ``data_dir/wav.scp`` into ``out_dir``.
 
@@ -131,6 +185,12 @@ def extract_features(
     ``fp16`` is the STORAGE dtype (float16 values, rounded once from float32 streams);
     ``autocast`` (``none`` | ``bf16`` | ``fp16``) the COMPUTE precision of the upstream
     forwards, recorded in layout.json (a cache is never resumed with another one).
+
+    Complete shards are checked before they are reused (:mod:`.integrity`: sizes always,
+    CRC-32 of an ark whose size or time changed, of every ark with ``full_check``); a
+    damaged shard is deleted and extracted again, damaged merged files are merged again,
+    an edited layout.json is written again from the config. A full disk raises
+    :class:`FeatureDiskFullError` (one line: the file and the space the rest needs).
     """
     config = ExtractionConfig.from_config(config)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -161,8 +221,15 @@ def extract_features(
         clear_out_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    # 1. refuse a directory written for another configuration, before loading any model
+    # 1. refuse a directory written for another configuration, before loading any model; a
+    #    layout.json that differs from the one the shards recorded was edited: written again below
     layout_path = out_dir / LAYOUT_FILE
+    recorded = recorded_layout_crc(sorted(out_dir.glob("feats.*.sum")))
+    restore_layout = recorded is not None and (not layout_path.is_file() or layout_crc_of(out_dir) != recorded[0])
+    if restore_layout:
+        now = layout_crc_of(out_dir) if layout_path.is_file() else "missing"
+        logging.warning("%s: changed since extraction (CRC-32 %s, %s recorded in %s); writing it again from the "
+                        "config, the features are kept", layout_path, now, recorded[0], recorded[1])
     partial_expected = {
         "format": LAYOUT_FORMAT,
         "dtype": dtype,
@@ -173,7 +240,9 @@ def extract_features(
         "streams": [{"name": n} for n in config.stream_names()],
         "models": config.models_record(),
     }
-    if layout_path.is_file():
+    if restore_layout:  # checked against the record once the models are loaded; a cache of another format is refused
+        _check_format_of(layout_path)
+    elif layout_path.is_file():
         check_layout_file(layout_path, partial_expected, with_columns=False)
     elif (out_dir / "feats.scp").is_file() or any(out_dir.glob("feats.*.scp")):
         raise LayoutMismatchError(
@@ -184,10 +253,34 @@ def extract_features(
     merged = (out_dir / "feats.scp").is_file()
     identity = {"num_utts": len(items), "utts_sha256": _utts_fingerprint(items)}
     plan = plan_shards(out_dir, identity, num_shards, merged)
-
+    # 3. reuse: the complete shards this call answers for, and the merged files, checked before anything reads them
     result = ExtractionResult(out_dir=out_dir, written=[], skipped=[], merged=False)
+    merged_damaged = False
+    owned = plan.indices() if shard is None else [plan.files(out_dir, shard).k, *(plan.kept if shard == 1 else ())]
+    for k in owned:
+        files = ShardFiles(out_dir, k)
+        if not files.complete():
+            continue
+        layout_record = recorded[0] if recorded else (layout_crc_of(out_dir) if layout_path.is_file() else None)
+        problem = check_shard(files, full_check) if files.sum.is_file() else record_legacy(files, layout_record)
+        if problem:
+            logging.warning("%s: shard file %d is damaged; extracting it again", problem, k)
+            discard_shard(files)
+            result.repaired.append(k)
+    if merged and not result.repaired:
+        problem = check_merged(out_dir, [ShardFiles(out_dir, k) for k in plan.indices()], MERGED_FILES)
+        if problem:
+            logging.warning("%s; merging the shards again", problem)
+            merged_damaged = True
+    if result.repaired or merged_damaged:
+        discard_merged(out_dir)
+        merged = False
+        plan = plan_shards(out_dir, identity, num_shards, merged)  # the same split unless a kept shard was lost
+
     numbers = list(range(1, num_shards + 1))  # the current shards, as --shard counts them
     if merged:
+        if restore_layout:
+            _restore_layout(config, extractor, autocast, dtype, layout_path, recorded)
         logging.info("%s: complete (%d utterances), nothing to do", out_dir / "feats.scp", len(items))
         result.merged = True
         result.skipped = numbers
@@ -206,17 +299,16 @@ def extract_features(
     if merge_only and missing:
         raise RuntimeError(f"{out_dir}: --merge_only, but shard(s) {missing} of {num_shards} are not complete")
 
+    if restore_layout:
+        extractor, layout = _restore_layout(config, extractor, autocast, dtype, layout_path, recorded)
     if todo and not merge_only:
-        if extractor is None:
-            extractor = config.build_extractor(autocast=autocast)
-        else:
-            config.check_extractor(extractor)
-            extractor.autocast = autocast
-        layout = layout_for(extractor, config, dtype)
-        if layout_path.is_file():
-            check_layout_file(layout_path, layout.to_dict(), with_columns=True)
-        else:
-            layout.save(layout_path)
+        if not restore_layout:
+            extractor = _extractor_for(config, extractor, autocast)
+            layout = layout_for(extractor, config, dtype)
+            if layout_path.is_file():
+                check_layout_file(layout_path, layout.to_dict(), with_columns=True)
+            else:
+                layout.save(layout_path)
         dev = torch.device(device or default_device())
         extractor.to(dev)
         audio = AudioReader(wav_scp)
@@ -228,18 +320,27 @@ def extract_features(
                 if files.complete():  # finished by another process meanwhile
                     result.skipped.append(k)
                     continue
-                n, secs = _write_shard(
-                    extractor,
-                    layout,
-                    shard_items(remaining, num_shards, k),
-                    files,
-                    f"{k}/{num_shards}",
-                    audio,
-                    batch_samples=int(batch_seconds * SAMPLE_RATE),
-                    batch_size=batch_size,
-                    device=dev,
-                    progress=progress,
-                )
+                try:
+                    n, secs = _write_shard(
+                        extractor,
+                        layout,
+                        shard_items(remaining, num_shards, k),
+                        files,
+                        f"{k}/{num_shards}",
+                        audio,
+                        batch_samples=int(batch_seconds * SAMPLE_RATE),
+                        batch_size=batch_size,
+                        device=dev,
+                        progress=progress,
+                    )
+                except DiskFullError as e:
+                    left = [it for j in numbers if not plan.files(out_dir, j).complete()
+                            for it in shard_items(remaining, num_shards, j)]
+                    need = estimate_bytes(left, audio, layout)
+                    raise FeatureDiskFullError(
+                        f"{e} (shard {k}/{num_shards}; the {len(left)} utterances not yet cached need about "
+                        f"{need / 1e6:.1f} MB: frames x {layout.dim} dims x {np.dtype(layout.dtype).itemsize} bytes)"
+                    ) from e
             logging.info("shard %d/%d: wrote %d utterances (%.1f s of audio) to %s", k, num_shards, n, secs, files.ark)
             result.written.append(k)
             result.num_utts += n
@@ -253,3 +354,36 @@ def extract_features(
     else:
         logging.info("%s: shard(s) %s not complete yet; the call that completes the last one merges", out_dir, waiting)
     return result
+
+
+def _check_format_of(path: Path) -> None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # missing or not JSON: written again
+    if isinstance(data, dict):
+        check_format({"format": data.get("format", "(none)")}, str(path))
+
+
+def _extractor_for(config: ExtractionConfig, extractor: Optional[SSLEmbeddingExtractor], autocast: str):
+    if extractor is None:
+        return config.build_extractor(autocast=autocast)
+    config.check_extractor(extractor)
+    extractor.autocast = autocast
+    return extractor
+
+
+def _restore_layout(config: ExtractionConfig, extractor: Optional[SSLEmbeddingExtractor], autocast: str, dtype: str,
+                    path: Path, recorded: Tuple[str, Path]) -> Tuple[SSLEmbeddingExtractor, FeatureLayout]:
+    """Write layout.json again from the config, if that gives the layout the shards recorded."""
+    extractor = _extractor_for(config, extractor, autocast)
+    layout = layout_for(extractor, config, dtype)
+    text = json.dumps(layout.to_dict(), indent=2) + "\n"  # as FeatureLayout.save writes it
+    if crc32_bytes(text.encode("utf-8")) != recorded[0]:
+        raise LayoutMismatchError(
+            f"{path}: the config no longer gives the layout the features were extracted with (CRC-32 "
+            f"{recorded[0]} recorded in {recorded[1]}); use another --out_dir, or pass --overwrite to extract again"
+        )
+    layout.save(path)
+    logging.info("%s: written again, equal to the layout recorded at extraction", path)
+    return extractor, layout

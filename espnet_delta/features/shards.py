@@ -57,6 +57,11 @@ class ShardFiles:
         return self.out_dir / f"feats.{self.k}.shape"
 
     @property
+    def sum(self) -> Path:
+        """Checksums of the ark, scp and shape files (:mod:`.integrity`), written before the scp."""
+        return self.out_dir / f"feats.{self.k}.sum"
+
+    @property
     def lock(self) -> Path:
         return self.out_dir / f".feats.{self.k}.lock"
 
@@ -67,10 +72,10 @@ class ShardFiles:
         return self.scp.is_file()
 
     def partial_files(self) -> List[Path]:
-        """What a killed run of this shard may leave: its ark and shape without scp, and
-        temporaries (the ark's fixed one; ``.feats.<k>.{shape,scp}.*.tmp`` of atomic writes)."""
-        paths = [self.ark, self.shape, self.tmp(self.ark)]
-        paths += [p for f in (self.shape, self.scp) for p in self.out_dir.glob(f".{f.name}.*.tmp")]
+        """What a killed run of this shard may leave: its ark, shape and sum without scp, and
+        temporaries (the ark's fixed one; ``.feats.<k>.{shape,sum,scp}.*.tmp`` of atomic writes)."""
+        paths = [self.ark, self.shape, self.sum, self.tmp(self.ark)]
+        paths += [p for f in (self.shape, self.sum, self.scp) for p in self.out_dir.glob(f".{f.name}.*.tmp")]
         return [p for p in paths if p.exists()]
 
 
@@ -148,10 +153,24 @@ def merge_shards(out_dir: Path, shards: Sequence[int], items: Sequence[AudioItem
     logging.info("merged %d shards into %s (%d utterances)", len(shards), out_dir / "feats.scp", len(wanted))
 
 
+def discard_shard(files: ShardFiles) -> None:
+    """Delete a complete shard found damaged: its scp first (so it is incomplete from then
+    on), then the rest; under its lock, so that a process writing it is not disturbed."""
+    with _ShardLock(files):
+        for p in (files.scp, files.sum, files.ark, files.shape):
+            p.unlink(missing_ok=True)
+
+
+def discard_merged(out_dir: Path) -> None:
+    """Delete the merged files, feats.scp (the marker of a complete cache) first."""
+    for name in reversed(MERGED_FILES):
+        (Path(out_dir) / name).unlink(missing_ok=True)
+
+
 def clear_out_dir(out_dir: Path) -> None:
     """Delete the files this module writes (and nothing else)."""
     patterns = [LAYOUT_FILE, SHARDS_FILE, *MERGED_FILES]
-    patterns += ["feats.*.ark", "feats.*.scp", "feats.*.shape", "*.tmp", ".feats.*.lock"]
+    patterns += ["feats.*.ark", "feats.*.scp", "feats.*.shape", "feats.*.sum", "*.tmp", ".feats.*.lock"]
     for pattern in patterns:
         for p in Path(out_dir).glob(pattern):
             if p.is_file():
@@ -229,7 +248,8 @@ def plan_shards(out_dir: Path, identity: Dict[str, Any], num_shards: int, merged
             "Use another --out_dir, or pass --overwrite to extract again"
         )
     plan = ShardPlan.from_dict(existing)
-    if merged or plan.num_shards == num_shards:
+    kept_lost = any(not ShardFiles(Path(out_dir), k).complete() for k in plan.kept)  # one found damaged and discarded
+    if merged or (plan.num_shards == num_shards and not kept_lost):
         return plan
     return _replan(Path(out_dir), identity, plan, num_shards)
 

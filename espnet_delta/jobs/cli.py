@@ -12,7 +12,9 @@ Slurm job per training); the local back-end keeps ``--nj`` groups, because each 
 pays the ESPnet import once. Options after the back-end name that this command does not
 define (``--mem 8G``, ``--time 4:00:00``, ``--num_nodes 2``) go to conf/slurm.conf's
 ``option`` rules; the local back-end ignores them, so cmd.sh can switch back-ends by
-changing one word. Exit status 1 when a task failed (each named with its id and log).
+changing one word. Exit status 1 when a task failed (each named with its id and log);
+128 + the signal (130, 143) when SIGINT or SIGTERM stopped it: the local back-end then stops
+its running tasks' process groups, the Slurm back-end cancels the array job.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from espnet_delta.cli import LOG_FORMAT
-from espnet_delta.jobs.groups import JobArray, JobsFailed, split_round_robin
+from espnet_delta.jobs.groups import Interrupted, JobArray, JobsFailed, interruptible, split_round_robin
 
 BACKENDS = ("local", "slurm")
 
@@ -101,7 +103,11 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
             extra["num_threads"] = str(args.num_threads)
         backend = SlurmBackend(SlurmConf.load(args.config), extra, poll_max=args.poll_max)
     try:
-        backend.run(jobs)
+        with interruptible():
+            backend.run(jobs)
+    except Interrupted as e:
+        logging.error("%s: %s; its unfinished tasks are redone by a rerun", args.name, e)
+        sys.exit(e.exit_status)
     except (JobsFailed, RuntimeError, ValueError) as e:
         logging.error("%s", e)
         sys.exit(1)

@@ -6,10 +6,14 @@ start the same processes with the same arguments (and give identical outputs).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shlex
+import signal
+import threading
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 
 def split_round_robin(items: Sequence[str], groups: int) -> List[List[str]]:
@@ -59,3 +63,72 @@ class JobsFailed(RuntimeError):
     def __init__(self, name: str, failures: List[str]):
         self.failures = failures
         super().__init__(f"{len(failures)} task(s) of {name} failed:\n  " + "\n  ".join(failures))
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached a back-end (Ctrl-C, ``kill``, Slurm's scancel of the stage):
+    raised where it waits, so that it stops its jobs before it exits with 128 + the signal."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _raise_interrupted(signum, frame) -> None:
+    hold_interrupts()  # a second signal (Ctrl-C reaches the engine too, which forwards SIGTERM) must not cut the stop short
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` inside the block. Installed explicitly
+    because the stage engine starts the back-end in the background (so that it can forward
+    a signal at once), where a shell sets SIGINT to ignored; and Python's default SIGTERM
+    would end the back-end without stopping its jobs. Only the main thread gets signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, _raise_interrupted) for s in INTERRUPTS}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def hold_interrupts() -> None:
+    """Ignore further SIGINT/SIGTERM while a back-end stops its jobs (it does so within a bounded
+    time), so a second Ctrl-C cannot leave them running; :func:`interruptible` restores them."""
+    if threading.current_thread() is threading.main_thread():
+        for s in INTERRUPTS:
+            signal.signal(s, signal.SIG_IGN)
+
+
+def group_members(pgid: int) -> List[int]:
+    """Live (not zombie) processes of process group ``pgid``, from /proc (Linux); elsewhere
+    ``[pgid]`` while ``killpg(pgid, 0)`` succeeds."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+            members.append(int(entry.name))
+    return members

@@ -5,6 +5,12 @@ fast on one thread as on two, so N processes give ~N x throughput) and writes it
 output to ``<log_dir>/<name>.<k>.log``. Jobs that need GPUs (``--gpu N``) are pinned:
 each running task gets ``CUDA_VISIBLE_DEVICES`` set to N GPUs of its own, so never
 more tasks run than the visible GPUs can hold; the rest wait for a free slot.
+
+Each task runs in a process group of its own. When the back-end is interrupted (SIGINT,
+SIGTERM: :class:`~espnet_delta.jobs.groups.Interrupted`, or any error while waiting) it
+sends SIGTERM to every running task's group (the task and whatever it started: forked
+trainings, data loader workers), waits for them (SIGKILL after ``stop_seconds``), marks
+each log as interrupted and writes no status file, so a rerun redoes exactly those tasks.
 """
 
 from __future__ import annotations
@@ -13,12 +19,13 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from typing import Dict, List, Optional
 
-from espnet_delta.jobs.groups import JobArray, JobsFailed
+from espnet_delta.jobs.groups import Interrupted, JobArray, JobsFailed, group_members, hold_interrupts
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +60,9 @@ def gpu_slots(gpus_per_task: int, gpus: List[str]) -> List[Optional[str]]:
 class LocalBackend:
     """Runs a :class:`JobArray` here and waits for it."""
 
-    def __init__(self, poll_seconds: float = 0.2):
+    def __init__(self, poll_seconds: float = 0.2, stop_seconds: float = 30.0):
         self.poll_seconds = poll_seconds
+        self.stop_seconds = stop_seconds  # SIGTERM -> SIGKILL grace of an interrupted task's group
 
     def _start(self, jobs: JobArray, task: int, cuda: Optional[str]) -> subprocess.Popen:
         env = dict(os.environ)
@@ -67,7 +75,8 @@ class LocalBackend:
             f.write(f"# {shlex.join(argv)}\n# started at {time.ctime()} on {socket.gethostname()}"
                     + (f", CUDA_VISIBLE_DEVICES={cuda}" if cuda is not None else "") + "\n")
             f.flush()
-            return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    process_group=0)  # its own group: stopped as a whole (stop)
 
     def run(self, jobs: JobArray) -> None:
         """Run every task; raise :class:`JobsFailed` naming the failed ones after all have ended."""
@@ -94,14 +103,44 @@ class LocalBackend:
                     del running[task]
                     free.append(slot)
                     self._finish(jobs, task, rc, failures)
-        except BaseException:
-            for proc, _ in running.values():
-                proc.terminate()
-            for proc, _ in running.values():
-                proc.wait()
+        except BaseException as e:
+            self.stop(jobs, {task: proc for task, (proc, _) in running.items()}, e)
             raise
         if failures:
             raise JobsFailed(jobs.name, failures)
+
+    def stop(self, jobs: JobArray, running: Dict[int, subprocess.Popen], why: BaseException) -> None:
+        """SIGTERM to each running task's process group; wait until every group is empty
+        (SIGKILL after ``stop_seconds``). Each log ends with an "interrupted" line."""
+        hold_interrupts()
+        what = str(why) if isinstance(why, Interrupted) else f"stopped ({type(why).__name__})"
+        for proc in running.values():
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.time() + self.stop_seconds
+        killed = set()
+        while True:
+            for proc in running.values():
+                proc.poll()  # reap the task itself
+            alive = {task: group_members(proc.pid) for task, proc in running.items()}
+            alive = {task: pids for task, pids in alive.items() if pids}
+            if not alive:
+                break
+            if time.time() > deadline:
+                for task in alive:
+                    if task not in killed:
+                        _signal_group(running[task].pid, signal.SIGKILL)
+                        killed.add(task)
+                if time.time() > deadline + 10:
+                    logger.error("processes %s did not end after SIGKILL", sorted(sum(alive.values(), [])))
+                    break
+            time.sleep(0.05)
+        for task in running:
+            with jobs.log(task).open("a", encoding="utf-8") as f:
+                f.write(f"# {what} at {time.ctime()}: process group sent SIGTERM"
+                        + (", then SIGKILL" if task in killed else "") + "; no exit status: a rerun redoes it\n")
+        if running:
+            logger.warning("%s: %s; stopped %d running task(s): %s", jobs.name, what, len(running),
+                           ", ".join(jobs.describe(task) for task in running))
 
     @staticmethod
     def _finish(jobs: JobArray, task: int, rc: int, failures: List[str]) -> None:
@@ -115,3 +154,10 @@ class LocalBackend:
         tail = jobs.log(task).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         logger.error("%s failed (exit status %d); last lines of %s:\n%s",
                      jobs.describe(task), rc, jobs.log(task), "\n".join(tail))
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -16,6 +16,12 @@ A lab's existing ESPnet ``conf/slurm.conf`` works unchanged::
 For every option the caller gives (``--gpu 1``, ``--mem 8G``; cmd.sh) or the file
 defaults, an exact ``option key=value`` line wins over ``option key=*`` (with ``$0``
 replaced by the value); an option the file does not know is an error naming the file.
+
+Two keys are the back-end's own, not sbatch options (:data:`WAIT_OPTIONS`): ``stuck_after``
+(seconds a pending task may wait for nodes that are all down or drained before the stage
+stops) and ``pending_log`` (seconds between log lines of unchanged pending reasons). Set them
+per run in cmd.sh (``slurm --config conf/slurm.conf --stuck_after 600``) or per site in the
+file (``default stuck_after=600``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ option gpu=* --gres=gpu:$0
 """
 
 IGNORED = {"name"}  # the back-end sets --job-name itself
+
+#: the back-end's wait options (seconds) and their defaults; never turned into sbatch options
+WAIT_OPTIONS = {"stuck_after": 60.0, "pending_log": 300.0}
 
 
 class SlurmConfError(ValueError):
@@ -88,7 +97,7 @@ class SlurmConf:
         merged = {**self.defaults, **{k: str(v) for k, v in values.items() if v is not None}}
         args: List[str] = []
         for key, value in merged.items():
-            if key in IGNORED:
+            if key in IGNORED or key in WAIT_OPTIONS:
                 continue
             rules = self.rules.get(key)
             if rules is None:
@@ -100,3 +109,16 @@ class SlurmConf:
             else:
                 raise SlurmConfError(f"{self.source}: no 'option {key}={value}' or 'option {key}=*' line")
         return args
+
+    def wait_options(self, values: Dict[str, str]) -> Dict[str, float]:
+        """:data:`WAIT_OPTIONS` from the caller's ``values``, else the file's defaults, else the built-in ones."""
+        merged = {**WAIT_OPTIONS, **self.defaults, **{k: v for k, v in values.items() if v is not None}}
+        out = {}
+        for key in WAIT_OPTIONS:
+            try:
+                out[key] = float(merged[key])
+            except ValueError:
+                out[key] = -1.0
+            if not out[key] >= 0:
+                raise SlurmConfError(f"{self.source}: --{key} must be a number of seconds >= 0, got {merged[key]!r}")
+        return out

@@ -26,6 +26,8 @@ from typing import Any, List, Mapping, Tuple, Union
 
 import yaml
 
+from espnet_delta.fileio import TableError, read_text_file, yaml_problem
+
 from .errors import ScheduleError
 from .schedule import FORMULAS, LayerGroup, Schedule
 
@@ -142,11 +144,15 @@ def load_schedule(path: Union[str, "os.PathLike[str]"]) -> Schedule:
     """Read a schedule file; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such schedule file")
+        raise FileNotFoundError(f"{path}: no such schedule file" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+        obj = yaml.safe_load(read_text_file(path, "schedule file"))
+    except TableError as e:  # not UTF-8: names the file and line
+        raise ScheduleError(str(e)) from None
     except yaml.YAMLError as e:
-        raise ScheduleError(f"{path}: not valid YAML: {e}") from e
+        raise ScheduleError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
+    if obj is None:
+        raise ScheduleError(f"{path}: the schedule file is empty")
     return schedule_from_object(obj, str(path))
 
 

@@ -64,6 +64,9 @@ def build_config(args) -> dict:
     def spec(name: str) -> dict:
         if name not in table:
             raise ExtractConfigError(f"{args.upstream_conf}: no entry {name!r} (has {sorted(table)})")
+        if not isinstance(table[name], dict):
+            raise ExtractConfigError(f"{args.upstream_conf}: entry {name!r} must be a mapping "
+                                     f"{{upstream: ..., path_or_url: ...}}, got {table[name]!r}")
         if name in overrides:
             finetuned, hint = Path(overrides[name]), "given by --finetuned_map"
         else:
@@ -86,7 +89,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     setup_logging(args.log_level)
     try:
         config = build_config(args)
-    except ExtractConfigError as e:
+    except (ValueError, FileNotFoundError) as e:  # ExtractConfigError, or the YAML's own, naming the file
         logging.error("%s", e)
         sys.exit(1)
     for model in [config["reference"], *config["others"]]:

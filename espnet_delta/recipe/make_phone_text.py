@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -63,12 +64,16 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     setup_logging(args.log_level)
     if not args.phones.is_file():
         p.error(f"phone table not found: {args.phones}")
-    phones = read_phones(args.phones)
-    sets: List[str] = list(dict.fromkeys([args.train_set, *args.sets]))
-    for name in sets:
-        out = write_phone_text(args.data_dir / name, phones, args.phones)
-        logging.info("wrote %s", out)
-    tokens = phone_token_list([args.data_dir / args.train_set / PHONE_TEXT])
+    try:
+        phones = read_phones(args.phones)
+        sets: List[str] = list(dict.fromkeys([args.train_set, *args.sets]))
+        for name in sets:
+            out = write_phone_text(args.data_dir / name, phones, args.phones)
+            logging.info("wrote %s", out)
+        tokens = phone_token_list([args.data_dir / args.train_set / PHONE_TEXT])
+    except ValueError as e:  # each names its file (and line)
+        logging.error("%s", e)
+        sys.exit(1)
     write_token_list(tokens, args.token_list)
     logging.info("wrote %d phone tokens to %s", len(tokens), args.token_list)
 

@@ -7,6 +7,7 @@ writes ``<out_dir>/<set>/speech_shape`` for each set.
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -31,7 +32,15 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         scp = args.data_dir / name / "wav.scp"
         if not scp.is_file():
             p.error(f"{scp} not found")
-        out = write_speech_shape(scp, args.out_dir / name / "speech_shape")
+        if (scp.parent / "segments").exists():  # wav.scp would list recordings, not utterances
+            logging.error("%s: segments files are not supported: one audio file per utterance in wav.scp",
+                          scp.parent / "segments")
+            sys.exit(1)
+        try:
+            out = write_speech_shape(scp, args.out_dir / name / "speech_shape")
+        except ValueError as e:  # names the wav.scp line and the audio file
+            logging.error("%s", e)
+            sys.exit(1)
         logging.info("wrote %s", out)
 
 

@@ -5,6 +5,7 @@
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,7 +28,11 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     for path in args.text:
         if not path.is_file():
             p.error(f"text file not found: {path}")
-    tokens = char_token_list(args.text)
+    try:
+        tokens = char_token_list(args.text)
+    except ValueError as e:  # a TableError names the file and line
+        logging.error("%s", e)
+        sys.exit(1)
     write_token_list(tokens, args.out)
     logging.info("wrote %d tokens to %s", len(tokens), args.out)
 

@@ -183,8 +183,8 @@ def _final(args, pt, inputs) -> Path:
     merge_into(job, *inputs, pt.config, args.model_name)
     hyp = Path("decode") / args.valid_set / "text"
     if (grid / hyp).is_file() and not (job / hyp).is_file():
-        (job / hyp).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(grid / hyp, job / hyp)
+        with atomic_path(job / hyp) as tmp:  # a kill mid-copy must not leave a short hypothesis file taken as decoded
+            shutil.copyfile(grid / hyp, tmp)
     return job
 
 

@@ -145,7 +145,10 @@ def whisper_url(name: str) -> Optional[str]:
 
 def locate(model: Model, map_file=None) -> Tuple[Path, Optional[str]]:
     """(the file the loader will read, the URL that fills it; None for a local file)."""
-    mapped = model_map(map_file).get(model.name)
+    table = model_map(map_file)
+    mapped = table.get(model.name)
+    if model.kind == "file" and mapped is None and not Path(model.name).is_file():
+        mapped = table.get(Path(model.name).stem)  # a hub-less model by its file stem (ssl.hub.mapped_local_file)
     if mapped is not None:
         return mapped, None
     if model.kind == "s3prl":

@@ -33,7 +33,7 @@ from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_pars
 from espnet_delta.fileio import load_yaml
 from espnet_delta.recipe import names
 from espnet_delta.recipe.names import Job
-from espnet_delta.recipe.train_config import write_job_config
+from espnet_delta.recipe.train_config import FULL_CONFIG, dry_run_cap, write_job_config
 
 #: the families, in the order stage 4 lists their jobs
 STAGE4_FAMILIES = ("finetune", "probe", "whisper", "sshr", "interface")
@@ -60,10 +60,18 @@ def waves(jobs: Sequence[Job]) -> List[List[Job]]:
     return [[job for job in jobs if job not in later], later]
 
 
-def write_configs(jobs: Sequence[Job]) -> None:
+def write_configs(jobs: Sequence[Job], dry_run_steps: int = 0) -> None:
+    """Each job's ``train.yaml``; with ``dry_run_steps`` > 0 capped to that many optimizer steps
+    (:func:`dry_run_cap`), the un-capped rendering beside it as ``train.full.yaml`` (the dry-run
+    report's step count of the full run)."""
     for job in jobs:
-        if job.config is not None:
-            write_job_config(job.dir, job.config(), job.checkpoint)
+        if job.config is None:
+            continue
+        config = job.config()
+        if dry_run_steps > 0:
+            write_job_config(job.dir, config, job.checkpoint, name=FULL_CONFIG)
+            config = dry_run_cap(config, dry_run_steps)
+        write_job_config(job.dir, config, job.checkpoint)
 
 
 def decode_groups(jobs: Sequence[Job]) -> Dict[tuple, List[Job]]:
@@ -116,6 +124,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", type=words, default=None,
                    help="train/decode: these families (default: every stage-4 family the options enable)")
     p.add_argument("--wave", type=int, choices=(1, 2), default=None, help="train: only this wave (default: both)")
+    p.add_argument("--dry_run_steps", type=int, default=0,
+                   help="> 0: cap every rendered training at this many optimizer steps (max_epoch 1; docs/dry_run.md)")
     g = p.add_argument_group("the stage engine's options (local/asr.sh)")
     g.add_argument("--exp_dir", type=Path, default=Path("exp"))
     g.add_argument("--data_dir", type=Path, default=Path("data"))
@@ -163,13 +173,13 @@ def run(args) -> List[str]:
     if args.what in FAMILIES:
         jobs = family_jobs(args.what, args)
         if args.write:
-            write_configs(jobs)
+            write_configs(jobs, args.dry_run_steps)
         return [str(job.dir) for job in jobs]
     jobs = enabled_jobs(args, args.families if args.families is not None else STAGE4_FAMILIES)
     if args.what == "train":
         todo = [job for i, wave in enumerate(waves(jobs), 1) if args.wave in (None, i) for job in wave]
         if args.write:
-            write_configs(todo)
+            write_configs(todo, args.dry_run_steps)
         return [str(job.dir) for job in todo]
     return [" ".join([*key, *(str(job.dir) for job in group)]) for key, group in decode_groups(jobs).items()]
 

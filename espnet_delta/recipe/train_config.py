@@ -140,10 +140,25 @@ def warmup_from_lines(config: Dict[str, Any], lines_file: Path, where: Path) -> 
         warmup_schedule(config, count_lines(lines_file), where)
 
 
-def write_job_config(job: Path, config: Dict[str, Any], checkpoint: Optional[str] = None) -> bool:
-    """Write ``<job>/train.yaml`` unless the job is trained (or training): a trained job's config
-    is never rewritten; a differing new rendering is only named in a warning. True if written."""
-    out = job / TRAIN_CONFIG
+#: the un-capped rendering of a dry-run job (docs/dry_run.md), beside its capped train.yaml
+FULL_CONFIG = "train.full.yaml"
+
+
+def dry_run_cap(config: Dict[str, Any], steps: int) -> Dict[str, Any]:
+    """``config`` capped to ``steps`` optimizer steps, everything else (model, batch size,
+    schedule) as it is: one epoch (``max_epoch: 1``) of ``steps x accum_grad`` iterations
+    (``num_iters_per_epoch``; ESPnet steps the optimizer once per ``accum_grad`` iterations)."""
+    capped = dict(config)
+    capped["max_epoch"] = 1
+    capped["num_iters_per_epoch"] = int(steps) * int(config.get("accum_grad", 1) or 1)
+    return capped
+
+
+def write_job_config(job: Path, config: Dict[str, Any], checkpoint: Optional[str] = None,
+                     name: str = TRAIN_CONFIG) -> bool:
+    """Write ``<job>/<name>`` (``train.yaml``) unless the job is trained (or training): a trained job's
+    config is never rewritten; a differing new rendering is only named in a warning. True if written."""
+    out = job / name
     if is_trained(job, checkpoint) and out.is_file():
         if load_yaml(out) != config:
             logging.warning("%s: the job is trained; its config differs from the new rendering and is kept "

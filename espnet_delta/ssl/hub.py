@@ -10,6 +10,8 @@ A compute node without internet cannot download ``wavlm_large``; two ways around
   frontend, :func:`espnet_delta.whisper.load.load_whisper`). A mapped S3PRL name is built
   as its architecture's ``<arch>_local`` upstream on the mapped file, which is what the hub
   function does with the file it downloads (same architecture, same weights);
+  A local-file entry (``wav2vec2_local`` on ``downloads/upstreams/mms_300m.pt``) whose file is
+  missing is redirected by its file stem (``mms_300m: /models/mms_300m.pt``);
 * the **caches**, filled by stage 0 (``espnet_delta.bin.fetch_models``) on a machine with internet.
 
 :func:`s3prl_hub_url` finds the URL a hub name downloads by running S3PRL's own hub
@@ -92,10 +94,26 @@ def s3prl_local_name(name: str) -> str:
     return local
 
 
+def mapped_local_file(path_or_url: Optional[str]) -> Optional[Path]:
+    """The mapped file of a local-file entry whose file is missing and whose file stem is a map key.
+
+    Some models have no hub name (MMS 300M: ``wav2vec2_local`` on ``downloads/upstreams/mms_300m.pt``);
+    the map redirects them by the file's stem, so a dry run or an offline cluster needs no copy in
+    the recipe folder. An existing file is always read as it is.
+    """
+    if not path_or_url or Path(path_or_url).is_file():
+        return None
+    return mapped_file(Path(path_or_url).stem)
+
+
 def resolve_s3prl(name: str, path_or_url: Optional[str]) -> Tuple[str, Optional[str]]:
-    """(S3PRL name, path_or_url) to build: a mapped hub name becomes ``<arch>_local`` + file."""
-    if not isinstance(name, str) or name.endswith(("_local", "_custom", "_url")):
+    """(S3PRL name, path_or_url) to build: a mapped hub name becomes ``<arch>_local`` + file; a
+    ``*_local`` entry whose missing file's stem is mapped reads the mapped file (:func:`mapped_local_file`)."""
+    if not isinstance(name, str):
         return name, path_or_url
+    if name.endswith(("_local", "_custom", "_url")):
+        target = mapped_local_file(path_or_url) if name.endswith("_local") else None
+        return name, (str(target) if target is not None else path_or_url)
     target = mapped_file(name)
     return (s3prl_local_name(name), str(target)) if target is not None else (name, path_or_url)
 

@@ -101,57 +101,80 @@ def build_checkpoint(arch: str, cfg: TinyConfig = TinyConfig(), seed: int = 0) -
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+    model_cfg = _common_model_cfg(cfg)
+    if arch == "wavlm":
+        wavlm_cfg = dict(
+            model_cfg,
+            normalize=True,
+            relative_position_embedding=True,
+            num_buckets=32,
+            max_distance=128,
+            gru_rel_pos=True,
+        )
+        return build_s3prl_checkpoint(arch, wavlm_cfg, seed=seed)
+    if arch == "hubert":
+        task_cfg = {"label_rate": 50.0, "sample_rate": 16000, "normalize": True}
+        symbols = [["<s>", "<pad>", "</s>", "<unk>"] + [str(i) for i in range(12)]]
+        return build_s3prl_checkpoint(arch, dict(model_cfg, label_rate=50.0), task_cfg=task_cfg, symbols=symbols, seed=seed)
+    task_cfg = {"sample_rate": 16000, "normalize": True}
+    w2v_cfg = dict(model_cfg, latent_vars=16, latent_groups=2, latent_dim=0, quantize_targets=True)
+    return build_s3prl_checkpoint(arch, w2v_cfg, task_cfg=task_cfg, seed=seed)
+
+
+def build_s3prl_checkpoint(
+    arch: str,
+    model_cfg: Dict,
+    *,
+    task_cfg: Optional[Dict] = None,
+    symbols: Optional[list] = None,
+    seed: int = 0,
+    copy: bool = True,
+) -> Dict:
+    """A random ``arch`` model of ``model_cfg`` (S3PRL's config keys) in its S3PRL local container.
+
+    ``wavlm``: ``{"cfg", "model"}``; ``hubert``: ``{"task_cfg", "model_cfg", "model_weight",
+    "dictionaries_symbols"}`` (``symbols``: one list of label symbols per dictionary);
+    ``wav2vec2``: ``{"task_cfg", "model_cfg", "model_weight"}``. ``copy=False`` returns the
+    model's own (detached) tensors instead of clones: no second copy of a 300M-parameter model.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+    state = _detached if copy else dict
     # Seed a private generator state: never disturb the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model_cfg = _common_model_cfg(cfg)
         if arch == "wavlm":
             from s3prl.upstream.wavlm.WavLM import WavLM, WavLMConfig
 
-            wavlm_cfg = dict(
-                model_cfg,
-                normalize=True,
-                relative_position_embedding=True,
-                num_buckets=32,
-                max_distance=128,
-                gru_rel_pos=True,
-            )
-            model = WavLM(WavLMConfig(wavlm_cfg))
-            return {"cfg": wavlm_cfg, "model": _detached(model.state_dict())}
+            model = WavLM(WavLMConfig(model_cfg))
+            return {"cfg": model_cfg, "model": state(model.state_dict())}
+        from s3prl.upstream.utils import merge_with_parent
+
         if arch == "hubert":
             from s3prl.upstream.hubert.hubert_model import (
                 HubertConfig,
                 HubertModel,
                 HubertPretrainingConfig,
             )
-            from s3prl.upstream.utils import merge_with_parent
 
-            task_cfg = {"label_rate": 50.0, "sample_rate": 16000, "normalize": True}
-            hubert_cfg = dict(model_cfg, label_rate=50.0)
-            symbols = [["<s>", "<pad>", "</s>", "<unk>"] + [str(i) for i in range(12)]]
             model = HubertModel(
-                merge_with_parent(HubertConfig, hubert_cfg),
+                merge_with_parent(HubertConfig, model_cfg),
                 merge_with_parent(HubertPretrainingConfig, task_cfg),
                 symbols,
             )
             return {
                 "task_cfg": task_cfg,
-                "model_cfg": hubert_cfg,
-                "model_weight": _detached(model.state_dict()),
+                "model_cfg": model_cfg,
+                "model_weight": state(model.state_dict()),
                 "dictionaries_symbols": symbols,
             }
         from s3prl.upstream.wav2vec2.wav2vec2_model import Wav2Vec2Config, Wav2Vec2Model
-        from s3prl.upstream.utils import merge_with_parent
 
-        task_cfg = {"sample_rate": 16000, "normalize": True}
-        w2v_cfg = dict(
-            model_cfg, latent_vars=16, latent_groups=2, latent_dim=0, quantize_targets=True
-        )
-        model = Wav2Vec2Model(merge_with_parent(Wav2Vec2Config, w2v_cfg))
+        model = Wav2Vec2Model(merge_with_parent(Wav2Vec2Config, model_cfg))
         return {
             "task_cfg": task_cfg,
-            "model_cfg": w2v_cfg,
-            "model_weight": _detached(model.state_dict()),
+            "model_cfg": model_cfg,
+            "model_weight": state(model.state_dict()),
         }
 
 

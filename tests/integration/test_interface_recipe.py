@@ -5,6 +5,7 @@ decoding and PER scoring (stage 5), the RESULTS.md section."""
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -51,13 +52,15 @@ def test_phone_text_per_set_and_token_list(tmp_path):
     assert token_list.read_text(encoding="utf-8").splitlines() == expected
 
 
-def test_phone_text_missing_utterance_is_named(tmp_path):
+def test_phone_text_missing_utterance_is_named(tmp_path, caplog):
     phones = write(tmp_path / "phones.txt", "u1 a b\n")
     data = tmp_path / "data"
     write(data / "train" / "text", "u1 A B\nu7 C\n")
-    with pytest.raises(ValueError, match=r"no phones for 1 utterance\(s\) of .*train/text, first 'u7'"):
+    with pytest.raises(SystemExit) as exit_info:  # one logged error line, no traceback
         make_phone_text.main(["--phones", str(phones), "--data_dir", str(data), "--sets", "train",
                               "--train_set", "train", "--token_list", str(tmp_path / "t.txt")])
+    assert exit_info.value.code == 1
+    assert re.search(r"no phones for 1 utterance\(s\) of .*train/text, first 'u7'", caplog.text)
 
 
 def test_phone_token_list_refuses_reserved_tokens(tmp_path):

@@ -1,17 +1,15 @@
 """The Slurm back-end against a real single-node Slurm cluster (tools/start_local_slurm.sh).
 
-The cluster (munged, slurmctld, slurmd from Debian's slurm-wlm) is started once for the
-session in a temporary folder and stopped afterwards, also when a test fails. Skipped
-only where it cannot start: not root, or the packages are missing
-(tools/install_system_packages.sh installs them).
+The cluster (munged, slurmctld, slurmd from Debian's slurm-wlm) is the session fixture
+``slurm`` of tests/conftest.py, shared with test_slurm_faults.py: started once in a temporary
+folder and stopped afterwards, also when a test fails. Skipped only where it cannot start:
+not root, or the packages are missing (tools/install_system_packages.sh installs them).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -19,44 +17,12 @@ from pathlib import Path
 
 import kaldiio
 import numpy as np
-import pytest
 import soundfile
 
 from conftest import perturb_all, write_espnet_checkpoint
 
 REPO = Path(__file__).resolve().parents[3]
 SLURM_CMD = "slurm --poll_max 1"  # poll squeue at least every second (tests)
-
-
-def cluster_unavailable() -> str:
-    if os.geteuid() != 0:
-        return "the local Slurm cluster needs root (SlurmUser=root)"
-    missing = [e for e in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol") if shutil.which(e) is None]
-    return f"{', '.join(missing)} not found: install slurm-wlm and munge (tools/install_system_packages.sh)" if missing else ""
-
-
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory):
-    """SLURM_CONF of a running single-node cluster (set in os.environ for the session)."""
-    reason = cluster_unavailable()
-    if reason:
-        pytest.skip(reason)
-    folder = tmp_path_factory.mktemp("slurm")
-    saved = os.environ.get("SLURM_CONF")
-    try:
-        start = subprocess.run([str(REPO / "tools/start_local_slurm.sh"), str(folder)], capture_output=True,
-                               text=True, timeout=120)
-        if start.returncode == 3:
-            pytest.skip(start.stderr.strip())
-        assert start.returncode == 0, f"tools/start_local_slurm.sh failed:\n{start.stderr}"
-        os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
-        yield os.environ["SLURM_CONF"]
-    finally:
-        subprocess.run([str(REPO / "tools/stop_local_slurm.sh"), str(folder)], timeout=60)
-        if saved is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = saved
 
 
 def run_parallel(cwd: Path, args: str, **popen) -> subprocess.Popen:

@@ -4,6 +4,7 @@ and the check of the later stages: present models pass, a missing one is one lin
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -33,6 +34,13 @@ def hub(tmp_path, tiny_upstreams):
     served = root / "s3prl" / "converted_ckpts" / "resolve" / "main"
     served.mkdir(parents=True)
     shutil.copy(tiny_upstreams["wavlm"], served / "wavlm_large.pt")
+    with serve(root) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve(root: Path):
+    """Serve folder ``root`` on the loopback address; yields the base URL."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -149,3 +157,35 @@ def test_stage_0_fetches_the_whisper_screening_model_and_verifies_its_sha256(tmp
     with caplog.at_level(logging.ERROR):
         assert run([*args[:-1], f"--download_root {tmp_path / 'wh2'}"]) == 2
     assert "SHA-256" in caplog.text and not (tmp_path / "wh2" / "tiny.pt").exists()
+
+
+# S3PRL's hub URL of xls_r_300m (s3prl/upstream/wav2vec2/hubconf.py): its file is not named after the model
+XLSR_URL = "https://huggingface.co/s3prl/converted_ckpts/resolve/main/xlsr2_300m.pt"
+
+
+def test_stage_0_fetches_and_loads_paper_topology_checkpoints_from_the_hubs_url_layout(tmp_path, s3prl_cache,
+                                                                                      monkeypatch):
+    """The real fetch and load code on narrow checkpoints of the real topologies (24 layers, the real CNN;
+    Whisper small's 12 x 12 layers and heads, so openai-whisper's alignment heads of 'small' fit)."""
+    import whisper
+
+    from espnet_delta.bin import make_paper_checkpoints
+
+    models = tmp_path / "paper"
+    make_paper_checkpoints.main(["--out_dir", str(models), "--width", "narrow", "--models", "xls_r_300m", "small"])
+    root = tmp_path / "hub"
+    (root / "s3prl" / "converted_ckpts" / "resolve" / "main").mkdir(parents=True)
+    shutil.copy(models / "xls_r_300m.pt", root / "s3prl" / "converted_ckpts" / "resolve" / "main" / "xlsr2_300m.pt")
+    data = (models / "small.pt").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()  # openai-whisper's layout: .../whisper/models/<sha256>/<name>.pt
+    (root / "main" / "whisper" / "models" / sha).mkdir(parents=True)
+    (root / "main" / "whisper" / "models" / sha / "small.pt").write_bytes(data)
+    monkeypatch.setitem(whisper._MODELS, "small", f"https://openaipublic.azureedge.net/main/whisper/models/{sha}/small.pt")
+    opts = options(tmp_path, "xlsr: {upstream: xls_r_300m}\n", "--upstreams", "xlsr", "--screen_model", "small",
+                   "--screen_opts", f"--download_root {tmp_path / 'wh'}")
+    with serve(root) as base_url:
+        assert run(["--stages", "0", "--base_url", base_url, *opts]) == 0  # downloads, then loads each once
+    cached = s3prl_cache / (hashlib.sha256(XLSR_URL.encode()).hexdigest() + ".xlsr2_300m.pt")
+    assert cached.read_bytes() == (models / "xls_r_300m.pt").read_bytes()
+    assert (tmp_path / "wh" / "small.pt").read_bytes() == data
+    assert run(["--check", "true", "--stages", "1", "4", *opts]) == 0

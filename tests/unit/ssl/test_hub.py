@@ -27,6 +27,26 @@ def test_a_mapped_s3prl_name_loads_the_mapped_file_with_its_architecture(tmp_pat
     assert set(state) == set(expected) and all(torch.equal(state[k], v) for k, v in expected.items())
 
 
+def test_a_missing_local_file_is_redirected_by_its_stem_and_an_existing_one_is_kept(tmp_path, monkeypatch):
+    from espnet_delta.recipe.models import Model, locate
+
+    (tmp_path / "mapped.pt").write_bytes(b"x")
+    (tmp_path / "map.yaml").write_text(f"mms_300m: {tmp_path / 'mapped.pt'}\n")
+    monkeypatch.setenv(hub.MODEL_MAP_ENV, str(tmp_path / "map.yaml"))
+    monkeypatch.chdir(tmp_path)
+    # the SSHR paper entry: wav2vec2_local on a file only a converted MMS download would create
+    assert hub.resolve_s3prl("wav2vec2_local", "downloads/upstreams/mms_300m.pt") == (
+        "wav2vec2_local", str(tmp_path / "mapped.pt"))
+    assert locate(Model("file", "downloads/upstreams/mms_300m.pt", "test")) == (tmp_path / "mapped.pt", None)
+    # a file that exists is read as it is, mapped stem or not
+    (tmp_path / "downloads" / "upstreams").mkdir(parents=True)
+    (tmp_path / "downloads" / "upstreams" / "mms_300m.pt").write_bytes(b"y")
+    assert hub.resolve_s3prl("wav2vec2_local", "downloads/upstreams/mms_300m.pt") == (
+        "wav2vec2_local", "downloads/upstreams/mms_300m.pt")
+    # an unmapped stem is left to the loader's own error
+    assert hub.resolve_s3prl("wavlm_local", "nowhere/other.pt") == ("wavlm_local", "nowhere/other.pt")
+
+
 def test_a_mapped_whisper_name_loads_the_mapped_file(tmp_path, monkeypatch):
     from espnet_delta.whisper.load import WhisperLoadError, load_whisper
     from espnet_delta.whisper.tiny import make_tiny_whisper

@@ -1,0 +1,132 @@
+"""The dry-run report's arithmetic on a hand-made usage log (docs/dry_run.md).
+
+Every expected number is computed here by hand from the inputs written in the test:
+full steps from the un-capped config, hours = steps x seconds per step / 3600, and
+device hours = audio hours x (wall seconds / audio seconds).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from espnet_delta.bin import dry_run_report
+from espnet_delta.recipe import dry_run
+from espnet_delta.recipe.train_config import dry_run_cap
+
+
+def write_job(job: Path, full: dict) -> None:
+    job.mkdir(parents=True)
+    (job / "train.full.yaml").write_text(yaml.safe_dump(full))
+    (job / "train.yaml").write_text(yaml.safe_dump(dry_run_cap(full, 2)))
+
+
+@pytest.fixture
+def run(tmp_path):
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    # a fine-tuning bounded by iterations: 20 epochs x 1200 iterations / accum_grad 2 = 12,000 steps
+    write_job(exp / "ft_wavlm", {"max_epoch": 20, "num_iters_per_epoch": 1200, "accum_grad": 2, "batch_type": "numel",
+                                 "train_data_path_and_name_and_type": [["data/train/wav.scp", "speech", "sound"]]})
+    # a fusion on cached features with a fixed batch size: 10 epochs x (N // 16) batches
+    write_job(exp / "fusion_x", {"max_epoch": 10, "batch_type": "sorted", "batch_size": 16,
+                                 "train_data_path_and_name_and_type": [["dump/feats/train/feats.scp", "speech", "kaldi_ark"]]})
+    for name, durs in {"train": [4.0, 6.0], "dev": [3.0], "test": [5.0]}.items():
+        (data / name).mkdir(parents=True)
+        (data / name / "utt2dur").write_text("".join(f"u{i} {d}\n" for i, d in enumerate(durs)))
+        (data / name / "wav.scp").write_text("".join(f"u{i} x.wav\n" for i in range(len(durs))))
+        (tmp_path / "dump" / "feats" / name).mkdir(parents=True)
+        (tmp_path / "dump" / "feats" / name / "feats.scp").write_text("u0 a.ark:1\n")
+    # the screening read 24 s (before the dry run's trim)
+    (data / dry_run.AUDIO_JSON).write_text(json.dumps({"train": 10.0, "dev": 6.0, "test": 8.0, "libri_train": 99.0}))
+    records = [
+        {"stage": "1", "command": "espnet_delta.bin.transcribe_whisper", "wall_s": 5.0, "rss_mib": 900.0,
+         "children_rss_mib": 0.0, "gpu_bytes": None, "params": 1000},
+        {"stage": "1", "command": "espnet_delta.bin.transcribe_whisper", "wall_s": 7.0, "rss_mib": 950.0,
+         "children_rss_mib": 0.0, "gpu_bytes": None, "params": 1000},
+        {"stage": "4", "command": "espnet_delta.recipe.train_jobs", "wall_s": 100.0, "rss_mib": 500.0,
+         "children_rss_mib": 2500.0, "gpu_bytes": None, "params": None},
+        {"stage": "4", "command": "asr_train", "job": str(exp / "ft_wavlm"), "wall_s": 60.0, "rss_mib": 2500.0,
+         "iterations": 4, "seconds_per_step": 0.5, "params": 3_000_000},
+        {"stage": "6", "command": "espnet_delta.bin.extract_features", "wall_s": 10.0, "rss_mib": 700.0,
+         "children_rss_mib": 0.0, "gpu_bytes": 3 * 2**20, "params": 2000},
+        {"stage": "6", "command": "espnet_delta.bin.extract_features", "wall_s": 20.0, "rss_mib": 800.0,
+         "children_rss_mib": 0.0, "gpu_bytes": None, "params": 2000},
+        {"stage": "7", "command": "espnet_delta.recipe.train_jobs", "wall_s": 30.0, "rss_mib": 400.0,
+         "children_rss_mib": 350.0, "gpu_bytes": None, "params": None},
+        {"stage": "7", "command": "asr_train", "job": str(exp / "fusion_x"), "wall_s": 9.0, "rss_mib": 300.0,
+         "iterations": 2, "seconds_per_step": 0.01, "params": 40_000},
+    ]
+    usage = exp / "dry_run" / "usage.jsonl"
+    usage.parent.mkdir(parents=True)
+    usage.write_text("".join(json.dumps(r) + "\n" for r in records) + "not json\n")
+    return tmp_path, usage
+
+
+def table(report: str, heading: str) -> list:
+    section = report.split(heading, 1)[1].split("\n\n")
+    rows = next(s for s in section if s.startswith("|")).splitlines()[2:]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+
+
+def test_report_arithmetic(run, capsys):
+    root, usage = run
+    out = root / "exp" / "dry_run" / "report.md"
+    dry_run_report.main(["--usage", str(usage), "--exp_dir", str(root / "exp"), "--data_dir", str(root / "data"),
+                         "--out", str(out), "--mean_utt_seconds", "5", "--device", "CPU test"])
+    report = out.read_text()
+    assert report == capsys.readouterr().out
+    assert "CPU test" in report and "(M)" in report and "(A)" in report
+    stages = {row[0]: row for row in table(report, "## Per stage")}
+    assert set(stages) == {"1", "4", "6", "7"}
+    assert stages["1"][1:3] == ["2", "12.0"] and stages["1"][3] == "950"  # processes, wall sum, peak RSS
+    assert stages["4"][3] == "2,500" and stages["4"][5] == "3,000,000"   # children's peak RSS; the training's params
+    assert stages["6"][4] == "3"                                          # peak GPU MiB where CUDA was used
+    train = {row[1]: row for row in table(report, "## Trainings")}
+    # ft_wavlm: 4 iterations / accum 2 = 2 steps run; 20 x 1200 / 2 = 12,000 steps x 0.5 s = 6000 s = 1.67 h
+    assert train["ft_wavlm"][3] == "2" and train["ft_wavlm"][6] == "12,000" and train["ft_wavlm"][7] == "1.67"
+    # fusion_x: train = 133 h (seed 001) x 3600 / 5 s = 95,760 utterances; 95,760 // 16 = 5,985 batches
+    # x 10 epochs = 59,850 steps x 0.01 s = 598.5 s = 0.17 h
+    assert train["fusion_x"][6] == "59,850" and train["fusion_x"][7] == "0.17"
+    audio = {row[0]: row for row in table(report, "## Per audio second")}
+    # screening: 12 s over 24 s of audio = 0.5 s/s; 240 h (seed 001's MyST) x 0.5 = 120 device hours
+    assert audio["screening"][1:6] == ["12.0", "24.0", "0.5000", "240.0", "120.00"]
+    # extraction: 30 s over 10 + 3 + 5 = 18 s = 1.6667 s/s; 133 + 21 + 25 = 179 h x 1.6667 = 298.33 h
+    assert audio["extraction"][1:6] == ["30.0", "18.0", "1.6667", "179.0", "298.33"]
+    total = 6000 / 3600 + 598.5 / 3600 + 120 + 179 * 30 / 18
+    assert f"Total (A): {total:,.2f} device hours" in report
+
+
+def test_hours_option_overrides_the_seed_amounts(run):
+    root, usage = run
+    out = root / "r.md"
+    dry_run_report.main(["--usage", str(usage), "--exp_dir", str(root / "exp"), "--data_dir", str(root / "data"),
+                         "--out", str(out), "--mean_utt_seconds", "5", "--hours", "train=10", "--screened_hours", "2"])
+    report = out.read_text()
+    train = {row[1]: row for row in table(report, "## Trainings")}
+    # 10 h x 3600 / 5 = 7,200 utterances // 16 = 450 batches x 10 epochs = 4,500 steps
+    assert train["fusion_x"][6] == "4,500"
+    audio = {row[0]: row for row in table(report, "## Per audio second")}
+    assert audio["screening"][4:6] == ["2.0", "1.00"]
+
+
+def test_cap_keeps_everything_else():
+    full = {"max_epoch": 20, "num_iters_per_epoch": 1200, "accum_grad": 2, "batch_bins": 4000000, "optim": "adamw"}
+    capped = dry_run_cap(full, 3)
+    assert capped == {**full, "max_epoch": 1, "num_iters_per_epoch": 6}  # 3 steps x accum_grad 2 iterations
+    assert full["max_epoch"] == 20  # the full rendering is not changed
+    assert dry_run_cap({"max_epoch": 10, "batch_size": 16}, 2)["num_iters_per_epoch"] == 2
+
+
+def test_trim_keeps_the_first_utterances(tmp_path):
+    d = tmp_path / "data" / "dev"
+    d.mkdir(parents=True)
+    ids = ["c", "a", "d", "b"]
+    (d / "wav.scp").write_text("".join(f"{u} /x/{u}.flac\n" for u in ids))
+    (d / "text").write_text("".join(f"{u} WORDS OF {u}\n" for u in ids))
+    (d / "utt2spk").write_text("".join(f"{u} s{u in 'ab'}\n" for u in ids))
+    (d / "utt2dur").write_text("".join(f"{u} 2.0\n" for u in ids))
+    dry_run.trim(tmp_path / "data", ["dev", "absent"], 2)
+    assert (d / "text").read_text() == "a WORDS OF a\nb WORDS OF b\n"
+    assert (d / "spk2utt").read_text() == "sTrue a b\n"
+    assert json.loads((tmp_path / "data" / dry_run.AUDIO_JSON).read_text()) == {"dev": 8.0}
