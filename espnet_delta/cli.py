@@ -19,7 +19,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from espnet2.utils.types import str2bool  # noqa: F401  (re-exported for benchmarks and tests)
 
@@ -35,10 +35,48 @@ def new_parser(description: Optional[str], option_file: bool = False, prog: Opti
     ``--config`` is not an input of theirs (extract_features and init_state read one).
     """
     if option_file:
-        from espnet2.utils.config_argparse import ArgumentParser
-
-        return ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        return _option_file_parser()(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     return argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _option_file_parser() -> type:
+    """espnet2's parser, with an option file checked first: a missing file, a folder, bytes that
+    are not UTF-8, YAML that does not parse, a top level that is not a mapping, or a list or
+    mapping given to a one-value option are one usage line naming the file (espnet2 would end
+    in a traceback or set the wrong value)."""
+    from espnet2.utils.config_argparse import ArgumentParser
+
+    class OptionFileParser(ArgumentParser):
+        def parse_known_args(self, args=None, namespace=None):
+            first, _ = argparse.ArgumentParser.parse_known_args(self, args, namespace)
+            if first.config is not None:
+                self._check_option_file(Path(first.config))
+            return super().parse_known_args(args, namespace)
+
+        def _check_option_file(self, path: Path) -> None:
+            import yaml
+
+            if not path.is_file():
+                self.error(f"--config {path}: " + ("a folder, not a file" if path.is_dir() else "no such file"))
+            data = path.read_bytes()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                line = data.count(b"\n", 0, e.start) + 1
+                self.error(f"--config {path}:{line}: not valid UTF-8 (byte {data[e.start]:#04x})")
+            try:
+                options = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                self.error(f"--config {path}: {error_line(e)}")
+            if not isinstance(options, dict):
+                self.error(f"--config {path}: expected a mapping of option names to values")
+            actions = {a.dest: a for a in self._actions}
+            for key, value in options.items():
+                action = actions.get(key)
+                if action is not None and action.nargs is None and isinstance(value, (list, dict)):
+                    self.error(f"--config {path}: option {key}: expected one value, got {type(value).__name__} {value!r}")
+
+    return OptionFileParser
 
 
 def setup_logging(level="INFO") -> None:
@@ -193,3 +231,90 @@ def parse_test_sets(parser, items: Optional[Sequence[str]]) -> List[Tuple[str, P
             parser.error(f"--test expects NAME=SCP with an existing file, got {item!r}")
         tests.append((name, Path(scp)))
     return tests
+
+
+# Bad input ends a command in one ERROR line naming the file and exit status 1 (usage errors:
+# argparse's 2); a programming error (TypeError, AttributeError, KeyError in our code) keeps its
+# traceback. The project's own error classes are listed by dotted name, so that this module
+# imports nothing of the package; a subclass of a listed class counts as listed.
+INPUT_ERRORS: Tuple[type, ...] = (ValueError, OSError)  # TableError, UnicodeDecodeError, FileNotFoundError, ...
+REPORTED_ERRORS = frozenset({
+    "yaml.error.YAMLError",
+    "pickle.UnpicklingError",
+    "_pickle.UnpicklingError",
+    "espnet_delta.ssl.hub.HubModelError",
+    "espnet_delta.ssl.upstream.CheckpointMismatchError",
+    "espnet_delta.whisper.load.WhisperLoadError",
+    "espnet_delta.data.audio.AudioError",
+    "espnet_delta.features.layout.LayoutMismatchError",
+    "espnet_delta.features.shards.ShardBusyError",
+    "espnet_delta.features.extract.FeatureDiskFullError",
+    "espnet_delta.scoring.sctk.SctkError",
+})
+
+
+def _torch_load_file(e: BaseException) -> Optional[str]:
+    """The file of the ``torch.load`` call ``e`` came out of (a truncated, damaged or foreign
+    checkpoint: torch's own messages never name the file), else None."""
+    tb = e.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "load" and code.co_filename.replace(os.sep, "/").endswith("torch/serialization.py"):
+            f = tb.tb_frame.f_locals.get("f")
+            return str(f) if isinstance(f, (str, os.PathLike)) else repr(f)
+        tb = tb.tb_next
+    return None
+
+
+def is_input_error(e: BaseException) -> bool:
+    """Whether a command reports ``e`` in one line (:func:`run_command`) rather than with a traceback."""
+    if not isinstance(e, Exception) or isinstance(e, MemoryError):
+        return False
+    if isinstance(e, INPUT_ERRORS) or _torch_load_file(e) is not None:
+        return True
+    return any(f"{c.__module__}.{c.__qualname__}" in REPORTED_ERRORS for c in type(e).__mro__)
+
+
+def error_line(e: BaseException, limit: int = 600) -> str:
+    """``e`` as one line: a YAML error's line, column and problem; a damaged checkpoint's file."""
+    checkpoint = _torch_load_file(e)
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    if checkpoint is not None and not isinstance(e, OSError):
+        why = f"{type(e).__name__}: {first}" if first else type(e).__name__
+        return f"{checkpoint}: not a readable torch checkpoint (truncated, damaged or not written by torch.save; {why})"
+    problem = getattr(e, "problem", None)
+    if problem is not None and type(e).__module__.startswith("yaml"):
+        mark = getattr(e, "problem_mark", None)
+        name = "" if mark is None or str(mark.name).startswith("<") else f"{mark.name}: "
+        where = f"{name}line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        text = f"invalid YAML: {where}{problem}"
+    else:
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def run_command(body: Callable[[], Any], log_level: Optional[str] = None, also: Tuple[type, ...] = ()) -> Any:
+    """``body()`` (a command's work after its options are parsed), with bad input reported as
+    one ERROR line and exit status 1 (:func:`is_input_error`, or one of ``also``: a command's
+    own failures, such as extraction's incomplete shards); ``--log_level DEBUG`` (``None``: the
+    root logger at DEBUG) adds the traceback. Returns what ``body`` returns (an exit status,
+    where the command has one)."""
+    try:
+        return body()
+    except Exception as e:
+        if not (is_input_error(e) or isinstance(e, also)):
+            raise
+        debug = logging.getLogger().isEnabledFor(logging.DEBUG) if log_level is None else log_level == "DEBUG"
+        logging.error("%s", error_line(e), exc_info=True if debug else None)
+        sys.exit(1)
+
+
+def reports_bad_input(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorates a command's ``main(cmd=None)``: :func:`run_command` around all of it."""
+    import functools
+
+    @functools.wraps(main)
+    def wrapped(cmd: Optional[Sequence[str]] = None) -> Any:
+        return run_command(lambda: main(cmd))
+
+    return wrapped

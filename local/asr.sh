@@ -30,6 +30,7 @@ dry_run_utts=4          # utterances kept per decoded set (valid, test and adult
 dry_run_models=full     # full: the paper topologies; narrow: same depth and layer indices, small width (tests)
 dry_run_dir=dry_run     # everything the dry run writes: data/ dump/ exp/ corpus/ models/<width>/ RESULTS.md
 dry_run_scale=0.05      # size factor of the dry run's mini corpus (without --myst)
+dry_run_max_tokens=0    # > 0: at most this many tokens per utterance from the Whisper screening and beam search (0: as configured)
 # Corpora and data preparation (stage 1)
 myst=                   # MyST root: data/{train,development,test}/<student>/<session>/
 librispeech=            # LibriSpeech root (adult speech), optional
@@ -135,6 +136,7 @@ Dry run (docs/dry_run.md: every stage at a token size, nothing written outside -
   --dry_run_models W        full (paper topologies) | narrow (small width, tests) (default: ${dry_run_models})
   --dry_run_dir DIR         where everything goes; report: DIR/exp/dry_run/report.md (default: ${dry_run_dir})
   --dry_run_scale X         size factor of the generated mini corpus (default: ${dry_run_scale})
+  --dry_run_max_tokens N    > 0: tokens per utterance of the Whisper screening and beam search; 0: as configured (default: ${dry_run_max_tokens})
 
 Corpora and data preparation (stage 1)
   --myst DIR                MyST root (default: '${myst}')

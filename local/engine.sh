@@ -133,6 +133,12 @@ dry_run_setup() {
     if [ -n "${dry_run_corpus}" ]; then  # a MyST-layout + LibriSpeech-layout tree (skipped when complete)
         ESPNET_DELTA_STAGE=1 ${python} -m espnet_delta.bin.make_mini_corpus --out "${dry_run_corpus}" --scale "${dry_run_scale}" --nj "${nj}"
     fi
+    if [ "${dry_run_max_tokens}" -gt 0 ]; then  # random Whisper decoders run to the maximum length: cap it
+        whisper_opts="${whisper_opts} --max_tokens ${dry_run_max_tokens}"
+        local capped=${dry_run_dir}/conf/$(basename "${whisper_decode_config}")
+        ${python} -m espnet_delta.recipe.dry_run --decode_config "${whisper_decode_config}" --max_tokens "${dry_run_max_tokens}" --out "${capped}"
+        whisper_decode_config=${capped}
+    fi
     log "Dry run: trainings capped at ${dry_run_steps} optimizer steps, ${dry_run_utts} utterances per decoded set; all output in ${dry_run_dir}"
 }
 

@@ -115,7 +115,7 @@ fi
 if [ -n "${model_map}" ]; then  # every loader of every job reads it (espnet_delta/ssl/hub.py)
     if [ ! -f "${model_map}" ] && [ "${dry_run}" = true ]; then
         log "Dry run: writing ${dry_run_models} paper-topology checkpoints and their map -> ${model_map}"
-        ${python} -m espnet_delta.recipe.dry_run models --out_dir "${model_map%/*}" --width "${dry_run_models}"
+        ${python} -m espnet_delta.bin.make_paper_checkpoints --out_dir "${model_map%/*}" --width "${dry_run_models}"
     fi
     [ -f "${model_map}" ] || { log "ERROR: --model_map ${model_map}: no such file"; exit 2; }
     ESPNET_DELTA_MODEL_MAP=$(cd "$(dirname "${model_map}")" && pwd)/$(basename "${model_map}")
@@ -158,7 +158,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
         sets="${sets} ${aug_train}"
     fi
     if [ "${dry_run}" = true ]; then  # as run.sh --dry_run true's stage 1: few utterances per decoded set
-        ${python} -m espnet_delta.recipe.dry_run trim --data_dir "${data_dir}" --max_utts "${dry_run_utts}" --sets "${kids_dev}" "${kids_test}"
+        ${python} -m espnet_delta.recipe.dry_run --data_dir "${data_dir}" --max_utts "${dry_run_utts}" --sets "${kids_dev}" "${kids_test}"
     fi
     # shellcheck disable=SC2086
     ${python} -m espnet_delta.recipe.make_shapes --data_dir "${data_dir}" --sets ${sets} --out_dir "${shape_dir}"

@@ -203,11 +203,10 @@ run_lock() {
         exit 2
     fi
     me=$$
-    if command -v setpriv >/dev/null; then
-        setpriv --pdeathsig KILL -- tail --pid="${me}" -f /dev/null </dev/null >/dev/null 2>&1 &
-    else
-        tail --pid="${me}" -f /dev/null </dev/null >/dev/null 2>&1 &
-    fi
+    local guard=()
+    command -v setpriv >/dev/null && guard=(setpriv --pdeathsig KILL --)
+    # it ignores INT/TERM, so the lock lasts while the engine stops its jobs after a Ctrl-C or kill
+    (trap '' INT TERM HUP; exec "${guard[@]}" tail --pid="${me}" -f /dev/null) </dev/null >/dev/null 2>&1 &
     disown "$!"
     exec {fd}>&-  # the helper holds the lock now; the jobs started from here do not inherit it
     case "$2" in /*) ran_log=$2 ;; *) ran_log=$(pwd)/$2 ;; esac

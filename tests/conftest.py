@@ -126,7 +126,9 @@ def slurm_cluster_unavailable() -> str:
     if os.geteuid() != 0:
         return "the local Slurm cluster needs root (SlurmUser=root)"
     missing = [e for e in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol") if shutil.which(e) is None]
-    return f"{', '.join(missing)} not found: install slurm-wlm and munge (tools/install_system_packages.sh)" if missing else ""
+    if missing:
+        return f"{', '.join(missing)} not found: install slurm-wlm and munge (tools/install_system_packages.sh)"
+    return ""
 
 
 @pytest.fixture(scope="session")

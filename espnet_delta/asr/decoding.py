@@ -85,7 +85,7 @@ def load_model(asr_config: Path, model_file: Path, device: str):
     state = torch.load(model_file, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"{model_file} does not match {asr_config}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"{model_file} does not match {asr_config}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     from espnet2.asr.frontend.s3prl import S3prlFrontend
 
     if type(getattr(model, "frontend", None)) is S3prlFrontend:
@@ -119,7 +119,7 @@ def load_speech2text(asr_config: Path, model_file: Path, decode_conf: Dict[str, 
     state = torch.load(model_file, map_location=device, weights_only=True)
     missing, unexpected = s2t.asr_model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"{model_file} does not match {asr_config}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"{model_file} does not match {asr_config}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     s2t.asr_model.eval()
     return s2t
 
@@ -130,26 +130,31 @@ def read_entries(scp: Path) -> Entries:
     return [(row.key, row.value) for row in read_scp(scp)]
 
 
-def load_input(value: str, input_type: str) -> np.ndarray:
-    """A 16 kHz mono waveform (``sound``) or a cached feature matrix (``kaldi_ark``)."""
+def load_input(value: str, input_type: str, utt: str = "") -> np.ndarray:
+    """A 16 kHz mono waveform (``sound``) or a cached feature matrix (``kaldi_ark``); an error
+    names the utterance (its scp line) and the file, on one line."""
+    where = f"utterance {utt}: {value}" if utt else value
     if input_type == "sound":
         try:
             wav, rate = read_audio(value)
         except AudioError as e:
-            raise ValueError(f"{value}: {e}") from e
+            raise ValueError(f"{where}: {e}") from e
         if rate != TARGET_RATE or wav.shape[1] != 1:
-            raise ValueError(f"{value}: {rate} Hz with {wav.shape[1]} channel(s), expected {TARGET_RATE} Hz mono")
+            raise ValueError(f"{where}: {rate} Hz with {wav.shape[1]} channel(s), expected {TARGET_RATE} Hz mono")
         return wav[:, 0]
     if input_type == "kaldi_ark":
         import kaldiio
 
-        return np.asarray(kaldiio.load_mat(value), dtype=np.float32)
+        try:
+            return np.asarray(kaldiio.load_mat(value), dtype=np.float32)
+        except Exception as e:  # kaldiio's own (a missing ark, an offset past its end): never the file name
+            raise ValueError(f"{where}: unreadable feature matrix ({type(e).__name__}: {e})") from e
     raise ValueError(f"input_type={input_type!r}; expected sound or kaldi_ark")
 
 
 def batches(entries: Entries, input_type: str, batch_size: int) -> Iterator[Tuple[List[str], torch.Tensor, torch.Tensor]]:
     """Length-sorted batches (less padding), padded with zeros."""
-    loaded = [(key, load_input(value, input_type)) for key, value in entries]
+    loaded = [(key, load_input(value, input_type, key)) for key, value in entries]
     loaded.sort(key=lambda kv: -len(kv[1]))
     for start in range(0, len(loaded), batch_size):
         chunk = loaded[start : start + batch_size]
@@ -185,7 +190,7 @@ def decode_beam(s2t, entries: Entries) -> Dict[str, str]:
     hyps: Dict[str, str] = {}
     start = time.time()
     for n, (key, value) in enumerate(entries, 1):
-        results = s2t(torch.from_numpy(load_input(value, "sound")))
+        results = s2t(torch.from_numpy(load_input(value, "sound", key)))
         text = results[0][0] if results else ""
         hyps[key] = " ".join((text or "").split())
         if n % 50 == 0:

@@ -54,7 +54,9 @@ def train(cmd: Optional[Sequence[str]] = None) -> None:
     except OSError as e:  # a full disk: one line (the partial file is gone; the rerun resumes)
         if not is_disk_full(e):
             raise
-        logging.error("%s", e if isinstance(e, DiskFullError) else DiskFullError(e.errno, e.filename or "output_dir"))
+        argv = list(sys.argv[1:] if cmd is None else cmd)
+        where = e.filename or (argv[argv.index("--output_dir") + 1] if "--output_dir" in argv else ".")
+        logging.error("%s", e if isinstance(e, DiskFullError) else DiskFullError(e.errno, where))  # e.g. a plot
         raise SystemExit(1) from None
     if os.environ.get(USAGE_LOG_ENV) and cmd is not None and "--output_dir" in cmd:
         job = Path(cmd[list(cmd).index("--output_dir") + 1])
@@ -152,10 +154,17 @@ def _options(argv: List[str]) -> Optional[Any]:
 
 
 def prepare_resume(argv: List[str]) -> None:
-    """:func:`check_resume` for a training that will resume (``--resume true``), on rank 0."""
+    """On rank 0: remove the temporary files of saves that a kill interrupted (as large as a
+    checkpoint each), then :func:`check_resume` for a training that will resume (``--resume true``)."""
     if "--output_dir" not in argv or os.environ.get("SLURM_PROCID", "0") != "0":
         return
     output_dir = Path(argv[argv.index("--output_dir") + 1])
+    stale = sorted(output_dir.glob(".*.pth.*.tmp")) if output_dir.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    if stale:
+        logging.info("%s: removed %d unfinished save(s) of an interrupted run: %s", output_dir, len(stale),
+                     ", ".join(t.name for t in stale))
     if not (output_dir / CHECKPOINT).exists():
         return
     args = _options(argv)

@@ -33,7 +33,7 @@ from typing import List, Optional, Sequence
 
 
 from espnet_delta.recipe.names import CKPT_WER
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, run_command, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -169,6 +169,10 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     if not 0.0 < args.keep_variance <= 1.0 or not 0.0 < args.confidence < 1.0:
         parser.error("--keep_variance must be in (0, 1] and --confidence in (0, 1)")
     setup_logging(args.log_level)
+    run_command(lambda: _analyze(args), args.log_level)
+
+
+def _analyze(args) -> None:
     from espnet_delta.analysis.outputs import write_text_if_changed
 
     layerwise = run_layerwise(args) if args.layerwise else []

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_delta.cli import add_bool_argument, add_log_level_argument, add_test_set_argument, new_parser, \
-    parse_test_sets, setup_logging
+    parse_test_sets, run_command, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -38,13 +38,14 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
-    from espnet_delta.asr.decoding import DecodeOptions, decode_jobs, read_decode_config
+    from espnet_delta.asr.decoding import DecodeOptions, read_decode_config
+    from espnet_delta.bin.decode import decode
 
     parser = get_parser()
     args = parser.parse_args(cmd)
     tests = parse_test_sets(parser, args.test)
     if args.decode_config is not None and not args.decode_config.is_file():
-        parser.error(f"--decode_config {args.decode_config}: no such file")
+        parser.error(f"--decode_config {args.decode_config}: " + ("a folder, not a file" if args.decode_config.is_dir() else "no such file"))
     setup_logging(args.log_level)
     try:
         read_decode_config(args.decode_config)  # refuse a bad config before any model is built
@@ -53,7 +54,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     # no --decode_config: Speech2Text's own defaults (an empty option set), still beam search
     options = DecodeOptions(beam=True, decode_config=args.decode_config, device=args.device, ref_dir=args.ref_dir,
                             use_sctk=False if args.no_sctk else None)
-    decode_jobs(args.jobs, args.model_name, tests, options)
+    run_command(lambda: decode(args.jobs, args.model_name, tests, options), args.log_level)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 from espnet_delta.recipe.names import CKPT_WER
 from espnet_delta.cli import add_bool_argument, add_log_level_argument, add_test_set_argument, new_parser, \
-    parse_test_sets, setup_logging
+    parse_test_sets, run_command, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:
-    from espnet_delta.asr.decoding import DecodeOptions, decode_jobs
+    from espnet_delta.asr.decoding import DecodeOptions
 
     parser = get_parser()
     args = parser.parse_args(cmd)
@@ -54,7 +54,27 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     setup_logging(args.log_level)
     options = DecodeOptions(unit=args.unit, input_type=args.input_type, batch_size=args.batch_size, device=args.device,
                             ref_dir=args.ref_dir, use_sctk=False if args.no_sctk else None)
-    decode_jobs(args.jobs, args.model_name, tests, options)
+    run_command(lambda: decode(args.jobs, args.model_name, tests, options), args.log_level)
+
+
+def decode(jobs, model_name: str, tests, options) -> None:
+    """Checks every input first, so that a bad one stops the command in one line before ESPnet
+    (half a minute) or any model loads: each test set's scp (no bad line, not empty) and, for
+    each job with a set left to decode, its ``config.yaml`` (YAML, a mapping) and model file."""
+    from espnet_delta.asr.decoding import decode_jobs, hyp_file, read_entries
+    from espnet_delta.fileio import load_yaml
+
+    for _, scp in tests:
+        if not read_entries(scp):
+            raise ValueError(f"{scp}: no utterances")
+    for job in map(Path, jobs):
+        if all(hyp_file(job, name).is_file() for name, _ in tests):
+            continue
+        load_yaml(job / "config.yaml")
+        model = job / model_name
+        if not model.is_file():
+            raise FileNotFoundError(f"{model}: model file not found" + (" (it is a folder)" if model.is_dir() else ""))
+    decode_jobs(jobs, model_name, tests, options)
 
 
 if __name__ == "__main__":

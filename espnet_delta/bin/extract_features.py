@@ -48,10 +48,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
-from espnet_delta.features.config import LayoutMismatchError
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.features.extract import extract_features
-from espnet_delta.features.shards import ShardBusyError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -96,38 +94,37 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     if len(args.data_dir) != len(args.out_dir):
         logging.error("give one --out_dir per --data_dir (got %d and %d)", len(args.data_dir), len(args.out_dir))
         sys.exit(1)
+    run_command(lambda: _extract(args, threads), args.log_level, also=(RuntimeError,))  # incomplete shards, ...
+
+
+def _extract(args, threads: int) -> None:
     from pathlib import Path
 
     from espnet_delta.features.config import ExtractionConfig
 
     extractor = None
-    try:
-        config = ExtractionConfig.from_config(args.config)
-        for data_dir, out_dir in zip(args.data_dir, args.out_dir):
-            # one process serves several sets: the models are loaded once, and only when needed
-            if extractor is None and not args.merge_only and not (Path(out_dir) / "feats.scp").is_file():
-                extractor = config.build_extractor(autocast=args.autocast, share_cnn=args.share_cnn)
-            result = extract_features(
-                config,
-                data_dir,
-                out_dir,
-                num_shards=args.num_shards,
-                shard=args.shard,
-                batch_seconds=args.batch_seconds,
-                batch_size=args.batch_size,
-                fp16=args.feats_fp16,
-                autocast=args.autocast,
-                device=args.device,
-                overwrite=args.overwrite,
-                merge_only=args.merge_only,
-                progress=args.progress,
-                extractor=extractor,
-            )
-            report(result, threads)
-    except (LayoutMismatchError, ShardBusyError, ValueError, FileNotFoundError, RuntimeError) as e:
-        logging.error("%s", e)
-        logging.debug("traceback", exc_info=True)
-        sys.exit(1)
+    config = ExtractionConfig.from_config(args.config)
+    for data_dir, out_dir in zip(args.data_dir, args.out_dir):
+        # one process serves several sets: the models are loaded once, and only when needed
+        if extractor is None and not args.merge_only and not (Path(out_dir) / "feats.scp").is_file():
+            extractor = config.build_extractor(autocast=args.autocast, share_cnn=args.share_cnn)
+        result = extract_features(
+            config,
+            data_dir,
+            out_dir,
+            num_shards=args.num_shards,
+            shard=args.shard,
+            batch_seconds=args.batch_seconds,
+            batch_size=args.batch_size,
+            fp16=args.feats_fp16,
+            autocast=args.autocast,
+            device=args.device,
+            overwrite=args.overwrite,
+            merge_only=args.merge_only,
+            progress=args.progress,
+            extractor=extractor,
+        )
+        report(result, threads)
 
 
 def report(result, threads: int) -> None:

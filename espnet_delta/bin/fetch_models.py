@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, error_line, new_parser, setup_logging
 from espnet_delta.recipe import models
 from espnet_delta.ssl.hub import MODEL_MAP_ENV, HubModelError
 
@@ -122,10 +122,10 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     try:
         status = run(args)
     except (HubModelError, ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
+        logging.error("%s", error_line(e), exc_info=True if args.log_level == "DEBUG" else None)
         status = MISSING
-    except Exception as e:  # a loader's own error (WhisperLoadError, a bad checkpoint): one line
-        logging.error("%s: %s", type(e).__name__, " ".join(str(e).split())[:300])
+    except Exception as e:  # a loader's own error (WhisperLoadError, a bad checkpoint naming its file): one line
+        logging.error("%s: %s", type(e).__name__, error_line(e, 300), exc_info=True if args.log_level == "DEBUG" else None)
         status = MISSING
     sys.exit(status)
 

@@ -15,13 +15,12 @@ model file, its config and the features is kept (delete it to redo).
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_delta.recipe.names import CKPT_WER
-from espnet_delta.cli import add_log_level_argument, add_test_set_argument, new_parser, parse_test_sets, setup_logging
+from espnet_delta.cli import add_log_level_argument, add_test_set_argument, new_parser, parse_test_sets, run_command, \
+    setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -42,13 +41,8 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(cmd)
     tests = parse_test_sets(parser, args.test)
     setup_logging(args.log_level)
-    try:
-        for job in args.jobs:
-            write_gate_means(job, args.model_name, tests, args.batch_size, args.device)
-    except (FileNotFoundError, RuntimeError, ValueError) as e:
-        logging.error("%s", e)
-        logging.debug("traceback", exc_info=True)
-        sys.exit(1)
+    run_command(lambda: [write_gate_means(job, args.model_name, tests, args.batch_size, args.device)
+                         for job in args.jobs], args.log_level, also=(RuntimeError,))  # not a MoE model
 
 
 if __name__ == "__main__":

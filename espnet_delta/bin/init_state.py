@@ -23,24 +23,24 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.fileio import load_yaml, torch_save_atomic
 
 
 def initial_state_dict(config_file: Path) -> Dict[str, torch.Tensor]:
     """The state dict ESPnet's trainer starts from for the job whose ``config.yaml`` this is."""
+    config = load_yaml(config_file)  # a bad file stops here, before ESPnet's half-minute import
+    for key in ("init_param", "init"):
+        if config.get(key):
+            raise ValueError(f"{config_file}: {key}={config[key]!r} changes the initial weights after the build; not supported")
+    if "seed" not in config:
+        raise ValueError(f"{config_file}: no 'seed' (expected the config.yaml ESPnet writes into a job directory)")
     from espnet_delta.asr.register import register
 
     register()
     from espnet2.tasks.asr import ASRTask
     from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 
-    config = load_yaml(config_file)
-    for key in ("init_param", "init"):
-        if config.get(key):
-            raise ValueError(f"{config_file}: {key}={config[key]!r} changes the initial weights after the build; not supported")
-    if "seed" not in config:
-        raise ValueError(f"{config_file}: no 'seed' (expected the config.yaml ESPnet writes into a job directory)")
     set_all_random_seed(config["seed"])
     model = ASRTask.build_model(argparse.Namespace(**config))
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -72,10 +72,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     setup_logging(args.log_level)
     if not args.config.is_file():
         p.error(f"--config {args.config}: no such file (train the job first)")
-    try:
-        write_initial_state(args.config, args.out)
-    except ValueError as e:
-        p.error(str(e))
+    run_command(lambda: write_initial_state(args.config, args.out), args.log_level)
 
 
 if __name__ == "__main__":

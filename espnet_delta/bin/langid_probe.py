@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_log_level_argument, new_parser, run_command, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -40,6 +40,10 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
         if getattr(args, name) is None:
             parser.error(f"--{name} is required")
     setup_logging(args.log_level)
+    return run_command(lambda: _probe(args), args.log_level)
+
+
+def _probe(args) -> int:
     import torch
 
     from espnet_delta.analysis.langid_probe import (

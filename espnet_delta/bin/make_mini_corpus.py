@@ -12,7 +12,7 @@ import time
 from typing import Optional, Sequence
 
 
-from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.data.mini_corpus import make_mini_corpus
 
 
@@ -37,7 +37,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
         logging.error("--scale must be positive")
         return 2
     start = time.monotonic()
-    corpus = make_mini_corpus(args.out, scale=args.scale, seed=args.seed, nj=args.nj)
+    corpus = run_command(lambda: make_mini_corpus(args.out, scale=args.scale, seed=args.seed, nj=args.nj), args.log_level)
     logging.info("done in %.1f s: --myst %s --librispeech %s", time.monotonic() - start, corpus.myst_root, corpus.librispeech_root)
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.data.mini_kids import make_mini_kids, prepare_kids
 
 
@@ -43,11 +43,16 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
         logging.error("--scale must be positive")
         return 2
     start = time.monotonic()
+    root = run_command(lambda: _make(args), args.log_level)
+    logging.info("done in %.1f s: corpus %s", time.monotonic() - start, root)
+    return 0
+
+
+def _make(args) -> Path:
     root = make_mini_kids(args.out, scale=args.scale, seed=args.seed, nj=args.nj)
     if args.data_dir is not None:
         prepare_kids(root, args.data_dir, prefix=args.prefix)
-    logging.info("done in %.1f s: corpus %s", time.monotonic() - start, root)
-    return 0
+    return root
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.data.multilingual_corpus import make_multilingual_corpus, write_data_dirs
 
 
@@ -46,11 +46,16 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
         logging.error("--only_data needs --data_dir")
         return 2
     start = time.monotonic()
+    root = run_command(lambda: _make(args), args.log_level)
+    logging.info("done in %.1f s: corpus %s", time.monotonic() - start, root)
+    return 0
+
+
+def _make(args) -> Path:
     root = Path(args.out) if args.only_data else make_multilingual_corpus(args.out, args.scale, args.seed, args.nj)
     if args.data_dir is not None:
         write_data_dirs(root, args.data_dir)
-    logging.info("done in %.1f s: corpus %s", time.monotonic() - start, root)
-    return 0
+    return root
 
 
 if __name__ == "__main__":

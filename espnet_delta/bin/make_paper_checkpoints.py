@@ -120,8 +120,8 @@ def run(args) -> List[Dict]:
             status = "written"
         row = {"name": name, "file": str(path), "status": status, "parameters": count,
                "bytes": path.stat().st_size, "seconds": round(time.time() - start, 1)}
-        logging.info("%s %s: %s, %.2f M parameters, %.1f MiB, %.1f s", status, name, path, count / 1e6,
-                     row["bytes"] / 2**20, row["seconds"])
+        logging.info("%s %s: %s, %.2f M values (parameters and buffers), %.1f MiB, %.1f s", status, name, path,
+                     count / 1e6, row["bytes"] / 2**20, row["seconds"])
         rows.append(row)
     map_path = write_map(args.out_dir, names)
     logging.info("model map: %s (use --model_map %s)", map_path, map_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.ssl.tiny import ARCHITECTURES, LOCAL_UPSTREAM, TinyConfig, make_tiny_upstream
 
 
@@ -48,6 +48,10 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         conv_channels=args.conv_channels,
         feature_extractor=args.feature_extractor,
     )
+    run_command(lambda: _make(args, config), args.log_level)
+
+
+def _make(args, config: TinyConfig) -> None:
     for k, arch in enumerate(args.archs):
         path = make_tiny_upstream(
             arch, args.out_dir / f"{arch}.pt", seed=args.seed + k, config=config, overwrite=args.overwrite

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.whisper.tiny import TinyWhisperConfig, make_tiny_whisper
 
 
@@ -33,7 +33,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         parser.error("--out is required")
     setup_logging(args.log_level)
     config = TinyWhisperConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TinyWhisperConfig)})
-    make_tiny_whisper(args.out, seed=args.seed, config=config, overwrite=args.overwrite)
+    run_command(lambda: make_tiny_whisper(args.out, seed=args.seed, config=config, overwrite=args.overwrite), args.log_level)
 
 
 if __name__ == "__main__":

@@ -33,14 +33,12 @@ names without dashes, except --lambda/--alpha, which are sa_lambda/sa_alpha.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from typing import Optional, Sequence
 
 from espnet2.utils.types import str_or_none
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
-from espnet_delta.merge import METHODS, SCHEDULES, MergeConfig, MergeError, merge_files
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, run_command, setup_logging
+from espnet_delta.merge import METHODS, SCHEDULES, MergeConfig, merge_files
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -80,31 +78,31 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         if getattr(args, name) is None:
             parser.error(f"--{name} is required")
     setup_logging(args.log_level)
-    try:
-        config = MergeConfig(
-            method=args.method,
-            coefs=args.coef,
-            sa_lambda=args.sa_lambda,
-            sa_alpha=args.sa_alpha,
-            schedule=args.schedule,
-            ties_topk=args.ties_topk,
-            ties_scale=args.ties_scale,
-            keep_m1=args.keep_m1,
-            reinit=args.reinit,
-        )
-        merge_files(
-            args.models,
-            args.out,
-            config,
-            base_path=args.base,
-            upstream_prefix=args.upstream_prefix,
-            allow_pickle=args.allow_pickle,
-            progress=args.progress,
-            schedule_out=args.schedule_out,
-        )
-    except (MergeError, ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        sys.exit(1)
+    run_command(lambda: _merge(args), args.log_level)
+
+
+def _merge(args) -> None:
+    config = MergeConfig(
+        method=args.method,
+        coefs=args.coef,
+        sa_lambda=args.sa_lambda,
+        sa_alpha=args.sa_alpha,
+        schedule=args.schedule,
+        ties_topk=args.ties_topk,
+        ties_scale=args.ties_scale,
+        keep_m1=args.keep_m1,
+        reinit=args.reinit,
+    )
+    merge_files(
+        args.models,
+        args.out,
+        config,
+        base_path=args.base,
+        upstream_prefix=args.upstream_prefix,
+        allow_pickle=args.allow_pickle,
+        progress=args.progress,
+        schedule_out=args.schedule_out,
+    )
 
 
 if __name__ == "__main__":

@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.fileio import load_yaml, write_yaml_atomic
-from espnet_delta.scoring.inputs import ScoringInputError
 from espnet_delta.scoring.md_sections import write_sections
 from espnet_delta.scoring.paper_tables import COMPARE_MODES, TABLES, ScoreBook, SizeRoot, build_table, resolve_compare
 
@@ -100,41 +98,41 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
     setup_logging(args.log_level)
+    run_command(lambda: _tables(parser, args), args.log_level)
+
+
+def _tables(parser, args) -> None:
     tables = list(dict.fromkeys(args.tables))
-    try:
-        if args.write_systems is not None:
-            if args.systems_dir is None:
-                parser.error("--write_systems needs --systems_dir")
-            files = [args.systems_dir / f"table{n}_systems.yaml" for n in tables]
-            write_yaml_atomic(merge_systems(files), args.write_systems)
-            logging.info("wrote %s: the fusion systems of Tables %s", args.write_systems, tables)
-            return
-        if not args.size:
-            parser.error("--size LABEL=EXP_DIR is required (the first is the full training set)")
-        sizes = parse_sizes(args.size)
-        book = ScoreBook(args.n_resamples, args.seed, args.alpha)
-        built = [build_table(n, book, sizes, args.test_set, args.gate_sets or [args.test_set],
-                             child_label=args.child_label, adult_label=args.adult_label) for n in tables]
-        if args.list_missing:
-            for entry in dict.fromkeys(m for t in built for m in t.missing):
-                print("\t".join(map(str, entry)))
-            return
-        if args.out is None and args.results_md is None:
-            parser.error("give --out and/or --results_md (or --list_missing)")
-        compare = resolve_compare(args.compare_paper, sizes)
-        logging.info("paper numbers: %s", compare)
-        sections = [t.markdown(compare) for t in built]
-        for path in (args.out, args.results_md):
-            if path is not None:
-                write_sections(path, sections)
-                logging.info("wrote Tables %s into %s", tables, path)
-        for t in built:
-            if t.missing:
-                logging.warning("Table %d: %d inputs not scored yet (run with --list_missing to see them)",
-                                t.number, len(dict.fromkeys(t.missing)))
-    except (ScoringInputError, ValueError, FileNotFoundError) as e:
-        logging.error("%s", e)
-        sys.exit(1)
+    if args.write_systems is not None:
+        if args.systems_dir is None:
+            parser.error("--write_systems needs --systems_dir")
+        files = [args.systems_dir / f"table{n}_systems.yaml" for n in tables]
+        write_yaml_atomic(merge_systems(files), args.write_systems)
+        logging.info("wrote %s: the fusion systems of Tables %s", args.write_systems, tables)
+        return
+    if not args.size:
+        parser.error("--size LABEL=EXP_DIR is required (the first is the full training set)")
+    sizes = parse_sizes(args.size)
+    book = ScoreBook(args.n_resamples, args.seed, args.alpha)
+    built = [build_table(n, book, sizes, args.test_set, args.gate_sets or [args.test_set],
+                         child_label=args.child_label, adult_label=args.adult_label) for n in tables]
+    if args.list_missing:
+        for entry in dict.fromkeys(m for t in built for m in t.missing):
+            print("\t".join(map(str, entry)))
+        return
+    if args.out is None and args.results_md is None:
+        parser.error("give --out and/or --results_md (or --list_missing)")
+    compare = resolve_compare(args.compare_paper, sizes)
+    logging.info("paper numbers: %s", compare)
+    sections = [t.markdown(compare) for t in built]
+    for path in (args.out, args.results_md):
+        if path is not None:
+            write_sections(path, sections)
+            logging.info("wrote Tables %s into %s", tables, path)
+    for t in built:
+        if t.missing:
+            logging.warning("Table %d: %d inputs not scored yet (run with --list_missing to see them)",
+                            t.number, len(dict.fromkeys(t.missing)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.data.prepare import SUMMARY_NAME, PrepConfig, prepare_data
 from espnet_delta.data.report import format_summary
 from espnet_delta.data.subsets import parse_hours
@@ -43,13 +43,21 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
     for name in ("myst", "out"):
         if getattr(args, name) is None:
             parser.error(f"--{name} is required")
+    try:
+        args.subset_hours = tuple(parse_hours(args.subset_hours))
+    except ValueError as e:  # --subset_hours 1,x: a usage error
+        parser.error(f"--subset_hours: {e}")
     setup_logging(args.log_level)
+    return run_command(lambda: _prepare(args), args.log_level)  # any other bad input: one line, status 1
+
+
+def _prepare(args) -> int:
     config = PrepConfig(
         max_duration=args.max_duration,
         min_words=args.min_words,
         max_wer=args.max_wer,
         keep_long_test=args.keep_long_test,
-        subset_hours=tuple(parse_hours(args.subset_hours)),
+        subset_hours=args.subset_hours,
         seed=args.seed,
         decode_audio=args.decode_audio,
     )

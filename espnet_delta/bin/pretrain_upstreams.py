@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.ssl.pretrain import PretrainConfig, pretrain
 from espnet_delta.ssl.pretrain_targets import FRAME_LENGTH
 from espnet_delta.ssl.tiny import ARCHITECTURES
@@ -80,6 +80,10 @@ def read_audio(wav_scps: Sequence[Path]) -> List[torch.Tensor]:
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
     setup_logging(args.log_level)
+    run_command(lambda: _pretrain(args), args.log_level)
+
+
+def _pretrain(args) -> None:
     cfg = PretrainConfig(
         num_clusters=args.num_clusters,
         epochs=tuple(args.epochs),

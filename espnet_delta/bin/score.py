@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.scoring import (
-    ScoringInputError,
     SctkError,
     compare_utterances,
     find_sctk_tool,
@@ -134,25 +133,25 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     modes = [args.results_md is not None, args.compare is not None, args.hyp is not None or args.ref is not None]
     if sum(modes) != 1:
         parser.error("give exactly one of: --ref/--hyp/--out_dir, --results_md with --scored, --compare")
-    try:
-        if args.results_md is not None:
-            if not args.scored:
-                parser.error("--results_md needs --scored DIR [DIR ...]")
-            write_results_md(args.results_md, args.scored, args.baseline, args.n_resamples, args.seed, args.title,
-                             command=args.command or own_command(cmd), append=args.append_md)
-            logging.info("wrote %s from %d scored dirs", args.results_md, len(args.scored))
-        elif args.compare is not None:
-            _compare(args)
-        else:
-            for name in ("ref", "hyp", "out_dir"):
-                if getattr(args, name) is None:
-                    parser.error(f"--{name} is required")
-            summary = score(args.ref, args.hyp, args.out_dir, args.utt2spk, args.use_sctk, args.system, args.test_set)
-            table = format_summary(speaker_counts(summary.utterances)).splitlines()
-            print("\n".join(line for line in table if "SPKR" in line or "Sum/Avg" in line))
-    except (ScoringInputError, SctkError) as e:
-        logging.error("%s", e)
-        sys.exit(1)
+    run_command(lambda: _score(parser, args, cmd), args.log_level)
+
+
+def _score(parser, args, cmd) -> None:
+    if args.results_md is not None:
+        if not args.scored:
+            parser.error("--results_md needs --scored DIR [DIR ...]")
+        write_results_md(args.results_md, args.scored, args.baseline, args.n_resamples, args.seed, args.title,
+                         command=args.command or own_command(cmd), append=args.append_md)
+        logging.info("wrote %s from %d scored dirs", args.results_md, len(args.scored))
+    elif args.compare is not None:
+        _compare(args)
+    else:
+        for name in ("ref", "hyp", "out_dir"):
+            if getattr(args, name) is None:
+                parser.error(f"--{name} is required")
+        summary = score(args.ref, args.hyp, args.out_dir, args.utt2spk, args.use_sctk, args.system, args.test_set)
+        table = format_summary(speaker_counts(summary.utterances)).splitlines()
+        print("\n".join(line for line in table if "SPKR" in line or "Sum/Avg" in line))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_log_level_argument, new_parser, run_command, setup_logging
 from espnet_delta.data.speed_perturb import speed_perturb_dir
 
 
@@ -38,9 +38,13 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
         parser.error("--src and --out are required")
     setup_logging(args.log_level)
     start = time.monotonic()
+    return run_command(lambda: _perturb(args, start), args.log_level)  # any other bad input: one line, status 1
+
+
+def _perturb(args, start: float) -> int:
     try:
         out = speed_perturb_dir(args.src, args.out, args.factors, args.audio_dir)
-    except ValueError as exc:
+    except ValueError as exc:  # a bad data dir: one line naming it
         logging.error("%s", exc)
         return 2
     logging.info("done in %.1f s: %s", time.monotonic() - start, out)

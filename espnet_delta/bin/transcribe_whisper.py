@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, run_command, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -57,20 +57,14 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
     setup_logging(args.log_level)
     import torch
 
-    from espnet_delta.whisper.load import WhisperLoadError
     from espnet_delta.whisper.transcribe import TranscribeConfig, transcribe_wav_scps
 
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     config = TranscribeConfig(model=args.model, language=args.language, max_tokens=args.max_tokens,
                               batch_size=args.batch_size, download_root=args.download_root)
-    try:
-        result = transcribe_wav_scps(args.wav_scp, args.out, config, device=args.device, nj=args.nj,
-                                     shard=args.shard, progress=args.progress)
-    except (WhisperLoadError, ValueError, OSError) as exc:  # one line, no traceback (--log_level DEBUG shows it)
-        logging.error("%s", exc)
-        logging.debug("traceback", exc_info=True)
-        return 1
+    result = run_command(lambda: transcribe_wav_scps(args.wav_scp, args.out, config, device=args.device, nj=args.nj,
+                                                     shard=args.shard, progress=args.progress), args.log_level)
     if result.num_transcribed:
         logging.info("transcribed %d utterances (%.2f h of audio) in %.1f s (real-time factor %.4f); %d done before",
                      result.num_transcribed, result.audio_seconds / 3600, result.compute_seconds,

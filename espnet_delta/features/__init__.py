@@ -20,6 +20,8 @@ Output directory (``dump/feats/<set>/``)::
     feats.<k>.ark        shard k = 1..num_shards: the matrices (float32 Kaldi "FM", or float16
                          as kaldiio's NPY-in-ark record with --feats_fp16)
     feats.<k>.shape      "utt T,D" for shard k
+    feats.<k>.sum        JSON: size, mtime and CRC-32 of the ark, CRC-32 of the shape and scp
+                         files and of layout.json as the shard was written (:mod:`.integrity`)
     feats.<k>.scp        "utt <out_dir>/feats.<k>.ark:<offset>": written LAST, by rename,
                          so a shard is complete iff its scp exists
     feats.scp            all shards merged, sorted by utterance id (C byte order)
@@ -55,9 +57,18 @@ shards kept and the utterances they lack split into new shards numbered after th
 (:func:`.shards.plan_shards`; a resumed shard with other batch companions may differ
 by the batch-composition amount above).
 
+Reuse checks the cache first (:mod:`.integrity`): each complete shard's files against
+its ``.sum`` (sizes always; an ark's CRC-32 when its size or time changed, or always with
+``full_check``), the merged files against the shards, layout.json against the CRC-32 the
+shards recorded. A damaged shard is deleted and extracted again alone, damaged merged
+files are merged again, an edited layout.json is written again from the config; each
+with one warning naming the file. A full disk stops the extraction with one line naming
+the file and the space the unfinished shards need; the partial shard is removed.
+
 Modules: :mod:`.layout` (which columns hold which stream; read side),
 :mod:`.config` (what to extract, and the identity checks of an existing cache),
 :mod:`.audio` (wav.scp items, reading and batching audio), :mod:`.shards` (shard
-files, locks, the split, merging) and :mod:`.extract` (the driver).
+files, locks, the split, merging), :mod:`.integrity` (checksums) and :mod:`.extract`
+(the driver).
 
 """

@@ -109,8 +109,10 @@ def check_shard(files, full: bool = False) -> Optional[str]:
     modification time that moved with the contents intact is recorded anew."""
     try:
         record = read_sum(files.sum)
-    except (OSError, ValueError) as e:
-        return f"{files.sum}: unreadable checksum record ({e})"
+        if record is not None:
+            _ = [record[k]["size"] for k in ("ark", "scp", "shape")] + [record["ark"]["mtime_ns"], record["ark"]["crc32"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{files.sum}: unreadable checksum record ({type(e).__name__}: {e})"
     if record is None:
         return None  # written before checksums: record_legacy()
     for path, key in ((files.scp, "scp"), (files.shape, "shape")):

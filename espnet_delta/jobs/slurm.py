@@ -63,7 +63,8 @@ printf "# "; printf "%q " "$@"; echo
 echo "# started at $(date) on $(hostname), job ${{SLURM_ARRAY_JOB_ID}}_${{task}}, CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}}"
 "$@"
 rc=$?
-echo "${{rc}}" > {status}
+# atomic: the submitter may read it at once
+echo "${{rc}}" > {status}.tmp && mv -f {status}.tmp {status}
 echo "# ended at $(date) with exit status ${{rc}}"
 exit "${{rc}}"
 """
@@ -181,7 +182,8 @@ class SlurmBackend:
                 if stuck:
                     pending = [t for t, (state, _, _) in tasks.items() if state == "PENDING"]
                     ran = len(pending) < len(tasks) or any(jobs.status_file(t).exists() for t in jobs.task_ids())
-                    line = f"Slurm job {job_id} ({jobs.name}): {stuck[0]}; cancelled {'them' if ran else 'the job'}; {stuck[1]}"
+                    what = "them" if ran else "the job"
+                    line = f"Slurm job {job_id} ({jobs.name}): {stuck[0]}; cancelled {what}; {stuck[1]}"
                     if not ran:  # nothing started: the one line says it all
                         _run(["scancel", job_id], check=False)
                         raise JobStuck(line)

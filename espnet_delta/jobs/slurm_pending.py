@@ -124,9 +124,9 @@ class PendingWatch:
         reasons = frozenset(by_reason)
         if (reasons != self.logged_reasons and reasons != {"None"}) or now - self.logged_at >= self.pending_log:
             others = len(tasks) - len(pending)
+            groups = [f"{self.job_id}_[{ranges(ids)}] ({reason})" for reason, ids in sorted(by_reason.items())]
             logger.info("Slurm job %s (%s): %s%d pending: %s", self.job_id, self.name,
-                        f"{others} running, " if others else "", len(pending),
-                        "; ".join(f"{self.job_id}_[{ranges(ids)}] ({reason})" for reason, ids in sorted(by_reason.items())))
+                        f"{others} running, " if others else "", len(pending), "; ".join(groups))
             self.logged_reasons, self.logged_at = reasons, now
         if reasons == {"None"}:  # the scheduler has not looked at them yet
             return None

@@ -1,7 +1,8 @@
-"""The dry run (``local/asr.sh --dry_run true``, docs/dry_run.md): its data cap, its stand-in
-models, and the report: per-stage usage and the full run's device-hour arithmetic.
+"""The dry run (``local/asr.sh --dry_run true``, docs/dry_run.md): its data and decoding caps,
+and the report: per-stage usage and the full run's device-hour arithmetic.
 
     python -m espnet_delta.recipe.dry_run --data_dir D --sets dev test --max_utts 4
+    python -m espnet_delta.recipe.dry_run --decode_config conf/whisper/decode.yaml --max_tokens 8 --out D/decode.yaml
 
 The training cap is the planner's (``plan --dry_run_steps``, :func:`train_config.dry_run_cap`).
 ``trim`` keeps the first N utterances (sorted ids) of each decoded set, after recording every
@@ -23,7 +24,9 @@ import platform
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
+import yaml
+
+from espnet_delta.cli import add_log_level_argument, new_parser, reports_bad_input, setup_logging
 from espnet_delta.fileio import load_yaml, write_text_atomic
 
 AUDIO_JSON = "dry_run_audio.json"
@@ -276,20 +279,40 @@ def parse_hours(items: Sequence[str]) -> Dict[str, float]:
     return hours
 
 
+def cap_decode_config(src: Path, out: Path, max_tokens: int) -> None:
+    """A beam-search config with at most ``max_tokens`` output tokens (ESPnet: a negative
+    ``maxlenratio`` is a fixed maximum length), everything else as in ``src``."""
+    config = load_yaml(src)
+    config["maxlenratio"] = -float(max_tokens)
+    write_text_atomic(out, yaml.safe_dump(config, sort_keys=False))
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = new_parser(__doc__)
-    p.add_argument("--data_dir", type=Path, required=True, help="the Kaldi data dirs")
-    p.add_argument("--sets", nargs="*", default=[], help="the sets to cut (absent ones are skipped)")
-    p.add_argument("--max_utts", type=int, default=4, help="utterances kept per set")
+    p.add_argument("--data_dir", type=Path, default=None, help="trim: the Kaldi data dirs")
+    p.add_argument("--sets", nargs="*", default=[], help="trim: the sets to cut (absent ones are skipped)")
+    p.add_argument("--max_utts", type=int, default=4, help="trim: utterances kept per set")
+    p.add_argument("--decode_config", type=Path, default=None, help="cap this beam-search config (with --max_tokens, --out)")
+    p.add_argument("--max_tokens", type=int, default=0, help="most output tokens of the capped decode config")
+    p.add_argument("--out", type=Path, default=None, help="the capped decode config")
     add_log_level_argument(p)
     return p
 
 
+@reports_bad_input
 def main(cmd: Optional[Sequence[str]] = None) -> None:
-    """Stage 1's cap of a dry run (``trim``)."""
-    args = get_parser().parse_args(cmd)
+    """Stage 1's cap of a dry run (``--data_dir``), or a capped decode config (``--decode_config``)."""
+    p = get_parser()
+    args = p.parse_args(cmd)
     setup_logging(args.log_level)
-    trim(args.data_dir, args.sets, args.max_utts)
+    if args.decode_config is not None:
+        if args.out is None or args.max_tokens <= 0:
+            p.error("--decode_config needs --out and --max_tokens > 0")
+        cap_decode_config(args.decode_config, args.out, args.max_tokens)
+    elif args.data_dir is not None:
+        trim(args.data_dir, args.sets, args.max_utts)
+    else:
+        p.error("give --data_dir (trim) or --decode_config")
 
 
 if __name__ == "__main__":

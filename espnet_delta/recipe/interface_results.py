@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from espnet_delta.cli import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, reports_bad_input, setup_logging
 from espnet_delta.fileio import load_yaml, write_text_atomic
 from espnet_delta.recipe.names import INTERFACE_PREFIX as JOB_PREFIX
 from espnet_delta.recipe.names import UNIT_CHECKPOINTS as MODEL_NAMES
@@ -44,6 +44,8 @@ def checkpoint_params(model_file: Path) -> Tuple[int, int]:
     if not model_file.is_file():
         raise FileNotFoundError(f"{model_file} not found (stage 4 trains it)")
     state = torch.load(model_file, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{model_file}: not a state dict (a {type(state).__name__})")
     # fitted-then-fixed buffers (the pca interface's projection) are saved but not trained
     state = {k: v for k, v in state.items() if not k.rsplit(".", 1)[-1].startswith(FIXED_PREFIX)}
     total = sum(v.numel() for v in state.values())
@@ -117,6 +119,7 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@reports_bad_input
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
     setup_logging(args.log_level)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from espnet_delta.cli import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, reports_bad_input, setup_logging
 from espnet_delta.fileio import load_yaml, write_yaml_atomic
 
 
@@ -84,6 +84,7 @@ def build_config(args) -> dict:
     }
 
 
+@reports_bad_input
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
     setup_logging(args.log_level)

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from espnet_delta.cli import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, reports_bad_input, setup_logging
 from espnet_delta.data.tokens import phone_token_list, write_token_list
 from espnet_delta.fileio import read_table, write_text_atomic
 
@@ -58,6 +58,7 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@reports_bad_input
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     p = get_parser()
     args = p.parse_args(cmd)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_delta.cli import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, reports_bad_input, setup_logging
 from espnet_delta.data.shapes import write_speech_shape
 
 
@@ -24,6 +24,7 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@reports_bad_input
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     p = get_parser()
     args = p.parse_args(cmd)

@@ -27,7 +27,8 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, reports_bad_input, \
+    setup_logging
 from espnet_delta.fileio import atomic_path, write_text_atomic
 from espnet_delta.recipe.names import CKPT_WER
 from espnet_delta.merge import SCHEDULE_TSV
@@ -44,6 +45,8 @@ def merge_into(job: Path, child: Path, adult: Path, base: Path, config, model_na
         logging.info("%s exists, not merging again", model)
         return job
     job.mkdir(parents=True, exist_ok=True)
+    for stale in job.glob(f".{model_name}.*.tmp"):  # a merge killed mid-write: as large as the model
+        stale.unlink()
     shutil.copyfile(child / "config.yaml", job / "config.yaml")
     merge_files([child / model_name, adult / model_name], model, config, base_path=base, progress=False,
                 schedule_out=job / SCHEDULE_TSV)  # fmt: skip
@@ -107,6 +110,7 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@reports_bad_input
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     from espnet_delta.recipe import merge_grid as g
 

@@ -31,7 +31,8 @@ from typing import Dict, List, Optional, Sequence
 
 from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.fileio import load_yaml
-from espnet_delta.recipe import names
+from espnet_delta.ssl.hub import HubModelError
+from espnet_delta.recipe import models, names
 from espnet_delta.recipe.names import Job
 from espnet_delta.recipe.train_config import FULL_CONFIG, dry_run_cap, write_job_config
 
@@ -83,13 +84,26 @@ def decode_groups(jobs: Sequence[Job]) -> Dict[tuple, List[Job]]:
     return groups
 
 
+def reference_hub_file(entry: dict) -> str:
+    """The file a hub-named upstream entry (``{upstream: wavlm_large}``) loads: its model-map file,
+    else S3PRL's cache file (stage 8's base of the task vectors; absent until stage 0 fetched it)."""
+    name = entry.get("upstream") or ""
+    if not name or name.endswith(models.LOCAL_SUFFIXES):
+        return ""
+    try:
+        return str(models.locate(models.Model("s3prl", name, "the reference"))[0])
+    except HubModelError as e:
+        logging.warning("reference %s: %s", name, e)
+        return ""
+
+
 def shell_names(settings) -> List[str]:
     """``name=value`` lines for the shell: checkpoint names, paths and fragments (``eval``-safe)."""
     exp = settings.exp_dir
     reference_ckpt = ""
     if settings.upstream_conf and Path(settings.upstream_conf).is_file() and settings.upstreams:
         entry = load_yaml(settings.upstream_conf).get(settings.upstreams[0]) or {}
-        reference_ckpt = entry.get("path_or_url") or ""
+        reference_ckpt = entry.get("path_or_url") or reference_hub_file(entry)
     reference = settings.upstreams[0] if settings.upstreams else ""
     values = {
         "ref_ft_dir": names.ft_dir(exp, reference),

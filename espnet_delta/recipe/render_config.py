@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_log_level_argument, new_parser, reports_bad_input, setup_logging
 from espnet_delta.fileio import write_yaml_atomic
 from espnet_delta.recipe.train_config import PER_MODEL, render
 
@@ -38,13 +38,14 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@reports_bad_input
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     p = get_parser()
     args = p.parse_args(cmd)
     setup_logging(args.log_level)
     try:
         config = render(args.base, args.per_model, args.set_from, args.sets)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # a bad or missing file: one usage line naming it
         p.error(str(e))
     write_yaml_atomic(config, args.out)
     logging.info("wrote %s", args.out)

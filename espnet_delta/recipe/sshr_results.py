@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from espnet_delta.cli import add_log_level_argument, setup_logging
+from espnet_delta.cli import add_log_level_argument, reports_bad_input, setup_logging
 from espnet_delta.fileio import load_yaml, read_table, write_text_atomic
 from espnet_delta.recipe.names import SCORE_DIRS, score_dir
 from espnet_delta.recipe.names import SSHR_PREFIX as JOB_PREFIX
@@ -90,6 +90,7 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@reports_bad_input
 def main(cmd: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(cmd)
     setup_logging(args.log_level)

@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from espnet_delta.cli import add_log_level_argument, new_parser, setup_logging
+from espnet_delta.cli import add_log_level_argument, new_parser, reports_bad_input, setup_logging
 from espnet_delta.fileio import write_text_atomic
 from espnet_delta.recipe.names import CKPT_WER, TRANSFER_PREFIX
 
@@ -208,6 +208,7 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+@reports_bad_input
 def main(cmd: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
     setup_logging(args.log_level)

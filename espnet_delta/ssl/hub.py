@@ -38,13 +38,21 @@ class HubModelError(RuntimeError):
 
 
 def read_model_map(path) -> Dict[str, Path]:
-    """hub name -> absolute file path of a model-map YAML (files need not exist yet)."""
+    """hub name -> absolute file path of a model-map YAML (files need not exist yet); a missing
+    file, a folder, bytes that are not UTF-8 or YAML that does not parse are one line naming it."""
     import yaml
+
+    from espnet_delta.fileio import TableError, read_text_file, yaml_problem
 
     path = Path(path)
     if not path.is_file():
-        raise HubModelError(f"model map {path} not found")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise HubModelError(f"model map {path} not found" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        data = yaml.safe_load(read_text_file(path, "model map")) or {}
+    except TableError as e:  # not UTF-8: names the line
+        raise HubModelError(str(e)) from None
+    except yaml.YAMLError as e:
+        raise HubModelError(f"model map {path}: invalid YAML: {yaml_problem(e)}") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise HubModelError(f"model map {path}: expected 'hub name: local file' lines")
     return {str(k): (path.parent / os.path.expanduser(v)).resolve() for k, v in data.items()}
@@ -61,7 +69,8 @@ def mapped_file(name: str, path=None) -> Optional[Path]:
     target = model_map(path).get(name)
     if target is not None and not target.is_file():
         where = path or os.environ.get(MODEL_MAP_ENV)
-        raise HubModelError(f"model {name!r}: {target} (mapped in {where}) not found")
+        folder = " as a file (it is a folder)" if target.is_dir() else ""
+        raise HubModelError(f"model {name!r}: {target} (mapped in {where}) not found{folder}")
     return target
 
 

@@ -46,7 +46,7 @@ Where the numbers come from (the entries below cite these by letter):
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from espnet_delta.ssl.tiny import LOCAL_UPSTREAM, build_s3prl_checkpoint
 
@@ -142,7 +142,8 @@ class SSLTopology:
         cfg["final_dim"] = self.final_dim
         if self.arch == "hubert":
             return dict(cfg, label_rate=50.0, untie_final_proj=True)
-        return dict(cfg, quantize_targets=True, latent_vars=self.latent_vars, latent_groups=self.latent_groups, latent_dim=0)
+        return dict(cfg, quantize_targets=True, latent_vars=self.latent_vars, latent_groups=self.latent_groups,
+                    latent_dim=0)
 
     def task_cfg(self) -> Optional[Dict]:
         if self.arch == "wavlm":
@@ -193,7 +194,8 @@ class SSLTopology:
         return checkpoint.get(key) if isinstance(checkpoint, dict) else None
 
 
-_LARGE = dict(layers=24, width=1024, ffn=4096, heads=16, extractor_mode="layer_norm", layer_norm_first=True, normalize=True)
+_LARGE = dict(layers=24, width=1024, ffn=4096, heads=16, extractor_mode="layer_norm", layer_norm_first=True,
+              normalize=True)
 _BASE = dict(layers=12, width=768, ffn=3072, heads=12, extractor_mode="default", conv_bias=False,
              layer_norm_first=False, normalize=False, dropout=0.1, attention_dropout=0.1)
 # wav2vec 2.0 Large: [TA] wav2vec2_large_lv60k, [FS] wav2vec2_large_librivox.yaml (final_dim 768, conv_bias)
@@ -238,7 +240,3 @@ def frames(samples: int, top: SSLTopology) -> int:
     for k, s in zip(top.conv_kernels, top.conv_strides):
         samples = (samples - k) // s + 1
     return samples
-
-
-def names() -> List[str]:
-    return list(TOPOLOGIES)

@@ -283,6 +283,10 @@ def pretrain(
     if not cfg.epochs or min(cfg.epochs) < 1:
         raise ValueError(f"epochs={cfg.epochs}: expected at least one positive entry per iteration")
     checkpoint = torch.load(in_checkpoint, map_location="cpu", weights_only=True)
+    try:
+        detect_arch(checkpoint)
+    except (KeyError, TypeError) as e:  # a torch file of something else: one line naming it
+        raise ValueError(f"{in_checkpoint}: not a wavlm/hubert/wav2vec2 local checkpoint ({e})") from None
     identity = {"config": dataclasses.asdict(cfg), "audio": _fingerprint(wavs),
                 "input": hashlib.sha256(in_checkpoint.read_bytes()).hexdigest()}
     with torch.random.fork_rng(devices=[]):

@@ -54,9 +54,10 @@ def build_s3prl_upstream(name: str, path_or_url: Optional[str] = None, extra_con
             path_or_url,
             name.split("_")[0],
         )
+    hub_name, given = name, path_or_url
+    name, path_or_url = resolve_s3prl(name, path_or_url)  # the model map (a missing local file by its stem)
     if path_or_url is not None and name.endswith("_local") and not Path(path_or_url).is_file():
-        raise FileNotFoundError(f"upstream checkpoint not found: {path_or_url}")
-    hub_name, (name, path_or_url) = name, resolve_s3prl(name, path_or_url)
+        raise FileNotFoundError(f"upstream checkpoint not found: {given}")
     with torch.random.fork_rng(devices=[]), hub_errors(hub_name):
         return S3PRLUpstream(name, path_or_url=path_or_url, extra_conf=extra_conf)
 

@@ -44,7 +44,8 @@ def file_size_limit(limit: int):
     os.dup2(null, 2)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
     try:
-        yield
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield  # pytest's sys.stdout / sys.stderr write to its capture files
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         os.dup2(saved[0], 1)
@@ -184,7 +185,7 @@ TRAIN_CONFIG = {
     "specaug": None, "normalize": None, "encoder": "identity", "decoder": "none",
     "model": "espnet_ctc_wer", "model_conf": {"ctc_weight": 1.0}, "optim": "adam", "optim_conf": {"lr": 0.01},
     "max_epoch": 2, "batch_type": "unsorted", "batch_size": 8, "best_model_criterion": [["valid", "loss", "min"]],
-    "num_workers": 0, "use_tensorboard": False, "seed": 0,
+    "num_workers": 0, "use_tensorboard": False, "use_matplotlib": False, "seed": 0,
 }
 
 

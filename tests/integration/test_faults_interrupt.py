@@ -259,6 +259,7 @@ def test_fusion_training_killed_mid_checkpoint_resumes_bit_identical(fusion_runs
     assert "The training was resumed using" in r["rerun_log"]
     killed, clean = r["killed"], r["clean"]
     assert (killed / ".done").is_file()
+    assert any(n.startswith(".checkpoint.pth.") for n in r["after_kill"]) and not list(killed.glob(".*.tmp"))
     for name in [f"{EPOCHS}epoch.pth", "valid.wer_ctc.best.pth", "valid.loss.best.pth"]:
         assert_same_state(killed / name, clean / name)
     ck, cc = (torch.load(d / "checkpoint.pth", weights_only=False) for d in (killed, clean))
@@ -306,8 +307,10 @@ def test_ctc_finetuning_killed_between_checkpoint_and_model_file_resumes_bit_ide
     assert r["after_kill"]["latest.pth"] == "1epoch.pth"
     assert "epoch 2's model was not written (interrupted): restored" in r["rerun_log"]
     assert (killed / ".done").is_file()
-    for name in ["2epoch.pth", "valid.wer_ctc.best.pth", "valid.loss.best.pth", "latest.pth"]:
-        assert os.readlink(killed / name) == os.readlink(clean / name) if (clean / name).is_symlink() else True
+    assert not list(killed.glob(".*.tmp"))  # the interrupted save's temporary file was removed
+    for name in ["valid.wer_ctc.best.pth", "valid.loss.best.pth", "latest.pth"]:
+        assert os.readlink(killed / name) == os.readlink(clean / name)
+    for name in ["2epoch.pth", "valid.wer_ctc.best.pth", "valid.loss.best.pth"]:
         assert_same_state(killed / name, clean / name)
 
 
@@ -423,6 +426,7 @@ def test_merging_killed_mid_grid_redoes_only_the_unfinished_points(finetune_runs
     rerun = (tmp_path / "rerun.log").read_text()
     assert f"{first} dev: {first / 'decode' / 'dev' / 'text'} exists, not decoding again" in rerun
     assert (first / "decode" / "dev" / "text").stat().st_mtime_ns == first_hyp  # the finished point was not redone
+    assert not list(second.glob(".*.tmp"))  # the interrupted write's temporary file was removed
     for name in ("merge_grid.tsv", "merge_results.md"):
         assert (killed / name).read_text() == (clean / name).read_text()
     finals = sorted(p.name for p in clean.glob("merge_lerp_*"))

@@ -116,10 +116,11 @@ def node_state(node: str) -> str:
 
 @pytest.fixture
 def node(slurm):
-    """The cluster's node; afterwards slurmd runs again and the node is back in service."""
+    """The cluster's node; afterwards no job is left, slurmd runs again and the node is back in service."""
     folder = Path(slurm).parent
     name = sh("sinfo", "-h", "-N", "-o", "%N").splitlines()[0]
     yield name
+    subprocess.run(["scancel", "--user", sh("id", "-un")], capture_output=True)  # what a failed test left behind
     pid_file = folder / "slurmd.pid"
     alive = pid_file.is_file() and subprocess.run(["kill", "-0", pid_file.read_text().strip()],
                                                  capture_output=True).returncode == 0

@@ -180,7 +180,8 @@ def test_stage_0_fetches_and_loads_paper_topology_checkpoints_from_the_hubs_url_
     sha = hashlib.sha256(data).hexdigest()  # openai-whisper's layout: .../whisper/models/<sha256>/<name>.pt
     (root / "main" / "whisper" / "models" / sha).mkdir(parents=True)
     (root / "main" / "whisper" / "models" / sha / "small.pt").write_bytes(data)
-    monkeypatch.setitem(whisper._MODELS, "small", f"https://openaipublic.azureedge.net/main/whisper/models/{sha}/small.pt")
+    url = f"https://openaipublic.azureedge.net/main/whisper/models/{sha}/small.pt"
+    monkeypatch.setitem(whisper._MODELS, "small", url)
     opts = options(tmp_path, "xlsr: {upstream: xls_r_300m}\n", "--upstreams", "xlsr", "--screen_model", "small",
                    "--screen_opts", f"--download_root {tmp_path / 'wh'}")
     with serve(root) as base_url:

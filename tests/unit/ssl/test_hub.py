@@ -27,7 +27,7 @@ def test_a_mapped_s3prl_name_loads_the_mapped_file_with_its_architecture(tmp_pat
     assert set(state) == set(expected) and all(torch.equal(state[k], v) for k, v in expected.items())
 
 
-def test_a_missing_local_file_is_redirected_by_its_stem_and_an_existing_one_is_kept(tmp_path, monkeypatch):
+def test_a_missing_local_file_is_redirected_by_its_stem_and_an_existing_one_is_kept(tmp_path, tiny_upstreams, monkeypatch):
     from espnet_delta.recipe.models import Model, locate
 
     (tmp_path / "mapped.pt").write_bytes(b"x")
@@ -38,6 +38,12 @@ def test_a_missing_local_file_is_redirected_by_its_stem_and_an_existing_one_is_k
     assert hub.resolve_s3prl("wav2vec2_local", "downloads/upstreams/mms_300m.pt") == (
         "wav2vec2_local", str(tmp_path / "mapped.pt"))
     assert locate(Model("file", "downloads/upstreams/mms_300m.pt", "test")) == (tmp_path / "mapped.pt", None)
+    # and the loader the frontends, extraction and stage 0 share builds from the mapped file
+    (tmp_path / "mapped.pt").write_bytes(tiny_upstreams["wav2vec2"].read_bytes())
+    from espnet_delta.ssl.upstream import build_s3prl_upstream
+
+    assert type(build_s3prl_upstream("wav2vec2_local", "downloads/upstreams/mms_300m.pt").upstream.model).__name__ == (
+        "Wav2Vec2Model")
     # a file that exists is read as it is, mapped stem or not
     (tmp_path / "downloads" / "upstreams").mkdir(parents=True)
     (tmp_path / "downloads" / "upstreams" / "mms_300m.pt").write_bytes(b"y")
