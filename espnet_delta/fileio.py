@@ -32,7 +32,8 @@ def is_disk_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS
 
 
-def _size(n: float) -> str:
+def format_bytes(n: float) -> str:
+    """``1.2 MB``-style sizes (powers of 1000) for messages."""
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -48,13 +49,13 @@ def disk_full_message(path: PathLike, err: int, needed: Optional[int] = None, at
     while not where.exists() and where != where.parent:
         where = where.parent
     free = shutil.disk_usage(where).free
-    need = "" if needed is None else f"; needs {'more than ' if at_least else 'about '}{_size(needed)}"
+    need = "" if needed is None else f"; needs {'more than ' if at_least else 'about '}{format_bytes(needed)}"
     if err == errno.EFBIG:
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        shown = "unlimited" if limit == resource.RLIM_INFINITY else _size(limit)
+        shown = "unlimited" if limit == resource.RLIM_INFINITY else format_bytes(limit)
         return f"{path}: file too large for the file-size limit (ulimit -f: {shown}){need}; raise the limit and rerun"
     why = "disk quota exceeded" if err == errno.EDQUOT else "no space left on device"
-    return f"{path}: {why}{need}, {_size(free)} free in {where}; free space and rerun"
+    return f"{path}: {why}{need}, {format_bytes(free)} free in {where}; free space and rerun"
 
 
 class DiskFullError(OSError):

@@ -6,7 +6,6 @@ See :mod:`espnet_delta.features.layout` for the directory layout and the resume 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -19,16 +18,17 @@ import torch
 from espnet_delta.data.wav_scp import AudioItem, AudioReader, read_wav_scp
 from espnet_delta.features.audio import _utts_fingerprint, make_batches, padded_batch, prefetched, shard_items
 from espnet_delta.features.config import SAMPLE_RATE, ExtractionConfig, LayoutMismatchError, check_layout_file, layout_for
-from espnet_delta.features.layout import LAYOUT_FILE, LAYOUT_FORMAT, FeatureLayout, check_format
-from espnet_delta.fileio import DiskFullError, is_disk_full, write_lines_atomic
+from espnet_delta.features.layout import LAYOUT_FILE, LAYOUT_FORMAT, FeatureLayout
+from espnet_delta.fileio import DiskFullError, format_bytes, is_disk_full, write_lines_atomic
 from espnet_delta.features.integrity import (
     CrcWriter,
+    check_format_of,
     check_merged,
-    crc32_bytes,
     check_shard,
     crc32_file,
     record_legacy,
     recorded_layout_crc,
+    restore_layout,
     write_sum,
 )
 from espnet_delta.features.shards import (
@@ -192,8 +192,19 @@ def extract_features(
     an edited layout.json is written again from the config. A full disk raises
     :class:`FeatureDiskFullError` (one line: the file and the space the rest needs).
     """
-    config = ExtractionConfig.from_config(config)
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    try:
+        return _extract(ExtractionConfig.from_config(config), Path(data_dir), Path(out_dir), num_shards, shard,
+                        batch_seconds=batch_seconds, batch_size=batch_size, fp16=fp16, autocast=autocast,
+                        device=device, overwrite=overwrite, merge_only=merge_only, progress=progress,
+                        extractor=extractor, full_check=full_check)
+    except DiskFullError as e:  # a small file (layout, record, merged table): the message names it
+        raise FeatureDiskFullError(str(e)) from e
+
+
+def _extract(config: ExtractionConfig, data_dir: Path, out_dir: Path, num_shards: int, shard: Optional[int], *,
+             batch_seconds: float, batch_size: int, fp16: bool, autocast: str, device: Optional[str],
+             overwrite: bool, merge_only: bool, progress: bool, extractor: Optional[SSLEmbeddingExtractor],
+             full_check: bool) -> ExtractionResult:
     if num_shards < 1:
         raise ValueError(f"num_shards={num_shards}; expected >= 1")
     if shard is not None and not 1 <= shard <= num_shards:
@@ -241,7 +252,7 @@ def extract_features(
         "models": config.models_record(),
     }
     if restore_layout:  # checked against the record once the models are loaded; a cache of another format is refused
-        _check_format_of(layout_path)
+        check_format_of(layout_path)
     elif layout_path.is_file():
         check_layout_file(layout_path, partial_expected, with_columns=False)
     elif (out_dir / "feats.scp").is_file() or any(out_dir.glob("feats.*.scp")):
@@ -339,7 +350,7 @@ def extract_features(
                     need = estimate_bytes(left, audio, layout)
                     raise FeatureDiskFullError(
                         f"{e} (shard {k}/{num_shards}; the {len(left)} utterances not yet cached need about "
-                        f"{need / 1e6:.1f} MB: frames x {layout.dim} dims x {np.dtype(layout.dtype).itemsize} bytes)"
+                        f"{format_bytes(need)}: frames x {layout.dim} dims x {np.dtype(layout.dtype).itemsize} bytes)"
                     ) from e
             logging.info("shard %d/%d: wrote %d utterances (%.1f s of audio) to %s", k, num_shards, n, secs, files.ark)
             result.written.append(k)
@@ -356,15 +367,6 @@ def extract_features(
     return result
 
 
-def _check_format_of(path: Path) -> None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # missing or not JSON: written again
-    if isinstance(data, dict):
-        check_format({"format": data.get("format", "(none)")}, str(path))
-
-
 def _extractor_for(config: ExtractionConfig, extractor: Optional[SSLEmbeddingExtractor], autocast: str):
     if extractor is None:
         return config.build_extractor(autocast=autocast)
@@ -378,12 +380,5 @@ def _restore_layout(config: ExtractionConfig, extractor: Optional[SSLEmbeddingEx
     """Write layout.json again from the config, if that gives the layout the shards recorded."""
     extractor = _extractor_for(config, extractor, autocast)
     layout = layout_for(extractor, config, dtype)
-    text = json.dumps(layout.to_dict(), indent=2) + "\n"  # as FeatureLayout.save writes it
-    if crc32_bytes(text.encode("utf-8")) != recorded[0]:
-        raise LayoutMismatchError(
-            f"{path}: the config no longer gives the layout the features were extracted with (CRC-32 "
-            f"{recorded[0]} recorded in {recorded[1]}); use another --out_dir, or pass --overwrite to extract again"
-        )
-    layout.save(path)
-    logging.info("%s: written again, equal to the layout recorded at extraction", path)
+    restore_layout(layout, path, recorded)
     return extractor, layout

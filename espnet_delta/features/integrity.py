@@ -103,6 +103,13 @@ def recorded_layout_crc(sums: Iterable[Path]) -> Optional[Tuple[str, Path]]:
     return None
 
 
+def _fields(record: Dict[str, Any]) -> None:
+    """KeyError / TypeError unless ``record`` has what :func:`check_shard` reads."""
+    for key in ("ark", "scp", "shape"):
+        int(record[key]["size"]), str(record[key]["crc32"])
+    int(record["ark"]["mtime_ns"])
+
+
 def check_shard(files, full: bool = False) -> Optional[str]:
     """One line naming the damaged file of a complete shard (``files``: a
     :class:`~espnet_delta.features.shards.ShardFiles`), or None when it is intact. A
@@ -110,7 +117,7 @@ def check_shard(files, full: bool = False) -> Optional[str]:
     try:
         record = read_sum(files.sum)
         if record is not None:
-            _ = [record[k]["size"] for k in ("ark", "scp", "shape")] + [record["ark"]["mtime_ns"], record["ark"]["crc32"]]
+            _fields(record)
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"{files.sum}: unreadable checksum record ({type(e).__name__}: {e})"
     if record is None:
@@ -211,3 +218,30 @@ def _why(key: str, value: str, want: Optional[str], name: str) -> str:
         if size is not None and offset.isdigit() and int(offset) >= size:
             return f"points past the end of {ark} ({size} bytes); the shard says {want}"
     return f"differs from the shard's entry {key} {want}"
+
+
+def check_format_of(layout_path: Path) -> None:
+    """Refuse a layout.json of another format (an older cache) before writing it again."""
+    from espnet_delta.features.layout import check_format
+
+    try:
+        data = json.loads(layout_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # missing or not JSON: written again
+    if isinstance(data, dict):
+        check_format({"format": data.get("format", "(none)")}, str(layout_path))
+
+
+def restore_layout(layout, path: Path, recorded: Tuple[str, Path]) -> None:
+    """Write ``layout`` (a :class:`~espnet_delta.features.layout.FeatureLayout` built from the
+    config) to ``path`` if it is the layout the shards recorded; else refuse in one line."""
+    from espnet_delta.features.layout import LayoutMismatchError
+
+    text = json.dumps(layout.to_dict(), indent=2) + "\n"  # as FeatureLayout.save writes it
+    if crc32_bytes(text.encode("utf-8")) != recorded[0]:
+        raise LayoutMismatchError(
+            f"{path}: the config no longer gives the layout the features were extracted with (CRC-32 "
+            f"{recorded[0]} recorded in {recorded[1]}); use another --out_dir, or pass --overwrite to extract again"
+        )
+    layout.save(path)
+    logging.info("%s: written again, equal to the layout recorded at extraction", path)

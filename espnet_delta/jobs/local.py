@@ -71,6 +71,7 @@ class LocalBackend:
             env["CUDA_VISIBLE_DEVICES"] = cuda
         argv = jobs.argv(task)
         log = jobs.log(task)
+        jobs.status_file(task).unlink(missing_ok=True)  # an earlier run's: written again only when the task returns
         with log.open("w", encoding="utf-8") as f:
             f.write(f"# {shlex.join(argv)}\n# started at {time.ctime()} on {socket.gethostname()}"
                     + (f", CUDA_VISIBLE_DEVICES={cuda}" if cuda is not None else "") + "\n")
