@@ -293,12 +293,13 @@ def error_line(e: BaseException, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def run_command(body: Callable[[], Any], log_level: Optional[str] = None, also: Tuple[type, ...] = ()) -> Any:
+def run_command(body: Callable[[], Any], log_level: Optional[str] = None, also: Tuple[type, ...] = (),
+                returns_status: bool = False) -> Any:
     """``body()`` (a command's work after its options are parsed), with bad input reported as
     one ERROR line and exit status 1 (:func:`is_input_error`, or one of ``also``: a command's
     own failures, such as extraction's incomplete shards); ``--log_level DEBUG`` (``None``: the
-    root logger at DEBUG) adds the traceback. Returns what ``body`` returns (an exit status,
-    where the command has one)."""
+    root logger at DEBUG) adds the traceback. Returns what ``body`` returns; with
+    ``returns_status`` (a ``main`` that returns its exit status), 1 rather than ``SystemExit(1)``."""
     try:
         return body()
     except Exception as e:
@@ -306,6 +307,8 @@ def run_command(body: Callable[[], Any], log_level: Optional[str] = None, also: 
             raise
         debug = logging.getLogger().isEnabledFor(logging.DEBUG) if log_level is None else log_level == "DEBUG"
         logging.error("%s", error_line(e), exc_info=True if debug else None)
+        if returns_status:
+            return 1
         sys.exit(1)
 
 

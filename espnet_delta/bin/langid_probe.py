@@ -40,7 +40,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
         if getattr(args, name) is None:
             parser.error(f"--{name} is required")
     setup_logging(args.log_level)
-    return run_command(lambda: _probe(args), args.log_level)
+    return run_command(lambda: _probe(args), args.log_level, returns_status=True)
 
 
 def _probe(args) -> int:

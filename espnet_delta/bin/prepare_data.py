@@ -48,7 +48,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
     except ValueError as e:  # --subset_hours 1,x: a usage error
         parser.error(f"--subset_hours: {e}")
     setup_logging(args.log_level)
-    return run_command(lambda: _prepare(args), args.log_level)  # any other bad input: one line, status 1
+    return run_command(lambda: _prepare(args), args.log_level, returns_status=True)  # other bad input: 1
 
 
 def _prepare(args) -> int:

@@ -38,7 +38,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
         parser.error("--src and --out are required")
     setup_logging(args.log_level)
     start = time.monotonic()
-    return run_command(lambda: _perturb(args, start), args.log_level)  # any other bad input: one line, status 1
+    return run_command(lambda: _perturb(args, start), args.log_level, returns_status=True)  # other bad input: 1
 
 
 def _perturb(args, start: float) -> int:

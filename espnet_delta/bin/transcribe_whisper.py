@@ -57,14 +57,20 @@ def main(cmd: Optional[Sequence[str]] = None) -> int:
     setup_logging(args.log_level)
     import torch
 
-    from espnet_delta.whisper.transcribe import TranscribeConfig, transcribe_wav_scps
+    from espnet_delta.whisper.transcribe import TranscribeConfig
 
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     config = TranscribeConfig(model=args.model, language=args.language, max_tokens=args.max_tokens,
                               batch_size=args.batch_size, download_root=args.download_root)
-    result = run_command(lambda: transcribe_wav_scps(args.wav_scp, args.out, config, device=args.device, nj=args.nj,
-                                                     shard=args.shard, progress=args.progress), args.log_level)
+    return run_command(lambda: _transcribe(args, config), args.log_level, returns_status=True)
+
+
+def _transcribe(args, config) -> int:
+    from espnet_delta.whisper.transcribe import transcribe_wav_scps
+
+    result = transcribe_wav_scps(args.wav_scp, args.out, config, device=args.device, nj=args.nj, shard=args.shard,
+                                 progress=args.progress)
     if result.num_transcribed:
         logging.info("transcribed %d utterances (%.2f h of audio) in %.1f s (real-time factor %.4f); %d done before",
                      result.num_transcribed, result.audio_seconds / 3600, result.compute_seconds,

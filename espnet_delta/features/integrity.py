@@ -143,8 +143,16 @@ def check_shard(files, full: bool = False) -> Optional[str]:
         logging.info("%s: checksum verified (%d bytes in %.2f s)", files.ark, st.st_size, time.perf_counter() - t0)
         if st.st_mtime_ns != ark["mtime_ns"]:  # copied or touched, contents intact: remember the new time
             record["ark"]["mtime_ns"] = st.st_mtime_ns
-            write_text_atomic(files.sum, json.dumps(record, indent=1) + "\n", fsync=True)
+            _record(files.sum, lambda: write_text_atomic(files.sum, json.dumps(record, indent=1) + "\n", fsync=True))
     return None
+
+
+def _record(path: Path, write) -> None:
+    """Write a checksum record; a cache that cannot be written (read-only, full) is still used."""
+    try:
+        write()
+    except OSError as e:
+        logging.warning("%s: could not record the checksums (%s); they are computed again next time", path, e)
 
 
 def record_legacy(files, layout_crc32: Optional[str]) -> Optional[str]:
@@ -167,13 +175,15 @@ def record_legacy(files, layout_crc32: Optional[str]) -> Optional[str]:
         if Path(ark_path).name != files.ark.name or not offset.isdigit() or int(offset) >= size:
             return f"{files.scp}:{row.lineno}: {row.key} -> {row.value} is not inside {files.ark} ({size} bytes)"
         try:
-            mat = np.asarray(kaldiio.load_mat(row.value))
+            mat = np.asarray(kaldiio.load_mat(f"{files.ark}:{offset}"))
         except Exception as e:  # noqa: BLE001  (kaldiio raises many types on a damaged record)
             return f"{files.ark}: record of {row.key} at offset {offset} unreadable ({type(e).__name__}: {e})"
-        if shapes.get(row.key) != f"{mat.shape[0]},{mat.shape[1]}" or not np.isfinite(mat).all():
+        if shapes.get(row.key) != ",".join(str(n) for n in mat.shape):
             return f"{files.ark}: record of {row.key} has shape {mat.shape}, the shape file says {shapes.get(row.key)}"
-    write_sum(files.sum, files.ark, crc32_file(files.ark), files.scp.read_bytes(), files.shape.read_bytes(),
-              layout_crc32)
+        if not np.isfinite(mat).all():
+            return f"{files.ark}: record of {row.key} holds non-finite values"
+    _record(files.sum, lambda: write_sum(files.sum, files.ark, crc32_file(files.ark), files.scp.read_bytes(),
+                                         files.shape.read_bytes(), layout_crc32))
     logging.info("%s: extracted before checksums were recorded: read in full (%d utterances, %d bytes, %.1f s), "
                  "checksums recorded in %s", files.ark, len(rows), size, time.perf_counter() - t0, files.sum)
     return None
@@ -186,7 +196,11 @@ def check_merged(out_dir: Path, shard_files: Sequence, merged_files: Sequence[st
     shape: Dict[str, str] = {}
     for files in shard_files:
         for path, table in ((files.scp, scp), (files.shape, shape)):
-            for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:  # being redone by a parallel --shard call
+                return f"{path}: missing"
+            for line in text.splitlines():
                 key, _, value = line.partition(" ")
                 table[key] = value
     expected = {

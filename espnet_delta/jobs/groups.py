@@ -81,9 +81,29 @@ class Interrupted(BaseException):
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
+_deferral = {"depth": 0, "pending": None}  # deferred_interrupts() blocks; a signal that came meanwhile
+
+
 def _raise_interrupted(signum, frame) -> None:
-    hold_interrupts()  # a second signal (Ctrl-C reaches the engine too, which forwards SIGTERM) must not cut the stop short
+    hold_interrupts()  # a second signal (Ctrl-C reaches the engine, which forwards SIGTERM) must not cut the stop short
+    if _deferral["depth"]:
+        _deferral["pending"] = signum
+        return
     raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """An interrupt that arrives inside the block is raised when it ends: e.g. between starting a
+    task and recording it, where raising would leave the new task unknown and running."""
+    _deferral["depth"] += 1
+    try:
+        yield
+    finally:
+        _deferral["depth"] -= 1
+    if not _deferral["depth"] and _deferral["pending"] is not None:
+        signum, _deferral["pending"] = _deferral["pending"], None
+        raise Interrupted(signum)
 
 
 @contextlib.contextmanager
@@ -101,6 +121,7 @@ def interruptible() -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+        _deferral["pending"] = None
 
 
 def hold_interrupts() -> None:

@@ -25,7 +25,8 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
-from espnet_delta.jobs.groups import Interrupted, JobArray, JobsFailed, group_members, hold_interrupts
+from espnet_delta.jobs.groups import (Interrupted, JobArray, JobsFailed, deferred_interrupts, group_members,
+                                      hold_interrupts)
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +94,9 @@ class LocalBackend:
         try:
             while pending or running:
                 while pending and free:
-                    task, slot = pending.pop(0), free.pop(0)
-                    running[task] = (self._start(jobs, task, slots[slot] if slots else None), slot)
+                    with deferred_interrupts():  # a started task is always in `running`, so stop() reaches it
+                        task, slot = pending.pop(0), free.pop(0)
+                        running[task] = (self._start(jobs, task, slots[slot] if slots else None), slot)
                     logger.info("started %s: log %s", jobs.describe(task), jobs.log(task))
                 time.sleep(self.poll_seconds)
                 for task, (proc, slot) in list(running.items()):

@@ -73,6 +73,12 @@ def small_tmpfs(path: Path, size: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def tmpfs_size(*files: Path) -> str:
+    """A tmpfs size that holds ``files`` (tmpfs counts whole 4 KiB pages) plus one spare page."""
+    pages = sum(-(-f.stat().st_size // 4096) for f in files) + 1
+    return f"{4 * pages}k"
+
+
 def errors(caplog) -> list:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -163,7 +169,9 @@ def test_extraction_stops_at_a_file_size_limit_and_the_rerun_completes(extractio
 def test_extraction_on_a_full_file_system_and_the_rerun_completes(extraction, tmp_path, caplog, monkeypatch):
     config, data, clean = extraction
     mount = tmp_path / "disk"
-    with small_tmpfs(mount, "64k") as grow:  # holds shard 1 and the small files, not shard 2
+    fits = [clean / name for name in ("layout.json", "shards.json", "feats.1.ark", "feats.1.shape", "feats.1.sum",
+                                      "feats.1.scp")]
+    with small_tmpfs(mount, tmpfs_size(*fits)) as grow:  # shard 1 fits, shard 2's ark does not
         monkeypatch.chdir(mount)
         out = Path("feats")
         caplog.set_level(logging.INFO)
@@ -240,7 +248,8 @@ def test_training_on_a_full_file_system_resumes_after_space_is_freed(training, t
 
     root, clean = training
     mount = tmp_path / "disk"
-    with small_tmpfs(mount, "64k") as grow:  # epoch 1's checkpoint and model fit, epoch 2's checkpoint does not
+    fits = [clean / name for name in ("config.yaml", "checkpoint.pth", "1epoch.pth")]
+    with small_tmpfs(mount, tmpfs_size(*fits)) as grow:  # epoch 1 fits, epoch 2's checkpoint does not
         exp = mount / "exp"
         caplog.set_level(logging.INFO)
         with pytest.raises(SystemExit):

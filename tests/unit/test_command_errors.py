@@ -171,6 +171,14 @@ def _prepare_hours(tmp: Path, bad: Path) -> List[str]:
     return ["--myst", str(tmp / "myst"), "--out", str(tmp / "data"), "--subset_hours", "1,x"]
 
 
+def _decode_scoring(tmp: Path, bad: Path) -> List[str]:
+    """Hypotheses already decoded (nothing loads a model): only the scoring reads the reference."""
+    argv = _job(tmp, tmp / "nothing")
+    (tmp / "job" / "decode" / "test").mkdir(parents=True)
+    (tmp / "job" / "decode" / "test" / "text").write_text("utt1 HELLO\n")
+    return [*argv, "--ref_dir", str(tmp / "data")]
+
+
 def _gates(tmp: Path, bad: Path) -> List[str]:
     argv = _job(tmp, bad)
     return argv[:3] + ["--test", argv[4]]
@@ -206,6 +214,7 @@ CKPT = ("truncated_ckpt", "text_ckpt", "other_torch", "empty", "folder", "missin
 CASES = {
     "decode.config": Case("bin.decode", _job, "job/config.yaml", YAML),
     "decode.model": Case("bin.decode", _job, "job/model.pth", ("folder", "missing")),
+    "decode.ref_text": Case("bin.decode", _decode_scoring, "data/test/text", ("latin1", "folder", "missing")),
     "decode.wav_scp": Case("bin.decode", _decode_scp, "wav.scp", ("empty", "latin1")),
     "decode.wav_scp_usage": Case("bin.decode", _decode_scp, "wav.scp", ("folder", "missing"), usage=True),
     "init_state.config": Case("bin.init_state", _init_state, "config.yaml", ("latin1", "bad_yaml", "not_mapping")),

@@ -3,6 +3,7 @@ decoded on every set, the reports; the decoder is replaced by a table of fake WE
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -188,14 +189,15 @@ def test_named_stage_writes_its_own_grid_jobs_and_section(tmp_path, fake_decoder
     assert md.startswith("## Model merging (whisper)") and "|lerp|2|merge_whisper_lerp_c0.7|c=0.7|13.00|33.00|" in md
 
 
-def test_stage_refuses_a_bad_schedule_file_before_merging(tmp_path, fake_decoder):
+def test_stage_refuses_a_bad_schedule_file_before_merging(tmp_path, fake_decoder, caplog):
     child, adult = job(tmp_path / "c", 1), job(tmp_path / "a", 2)
     bad = tmp_path / "bad.yaml"
     bad.write_text("- layers: [0, 1]\n  lambda: 0.3\n")
-    with pytest.raises(Exception, match="missing 'alpha'") as err:
+    with pytest.raises(SystemExit) as err:  # one ERROR line (espnet_delta.cli.run_command), no traceback
         merge_stage.main(["--child", str(child), "--adult", str(adult), "--base", str(tmp_path / "c" / merge_stage.MODEL_NAME),
                           "--data_dir", "data", "--exp_dir", str(tmp_path / "exp"), "--schedules", str(bad)])  # fmt: skip
-    assert str(bad) in str(err.value) and fake_decoder == []
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert err.value.code == 1 and str(bad) in error and "missing 'alpha'" in error and fake_decoder == []
     assert not (tmp_path / "exp").exists()
 
 
