@@ -123,14 +123,14 @@ def test_paper_tables_every_system_trained_and_tabled(myst_dry):
     assert missing.strip() == ""
 
 
-def test_transfer_dry_run(myst_dry, models):
+def test_transfer_dry_run(myst_dry, models, corpus):
     """transfer.sh at paper scale: theta_aug (speed perturbation + SpecAugment over the paper
     fine-tuning config), the second corpus's baseline, the lambda grid, transfer then fine-tune,
     and the results section; every training capped."""
-    run(MYST, "transfer.sh", *dry_opts(myst_dry, models), "--kids_corpus_dir", "corpus/mini_kids",
+    run(MYST, "transfer.sh", *dry_opts(myst_dry, models), "--kids_corpus_dir", "kids_corpus",
         "--kids_corpus_scale", "0.1", "--transfer_scales", "0.5", "--further_epochs", "1", "--ngpu", "0",
         "--gpu_inference", "false", "--merge_schedules", "depth_power", "--merge_lambdas", "0.1",
-        "--merge_alphas", "0.7", "--asr_opts", "--feats_fp16 false")
+        "--merge_alphas", "0.7", "--asr_opts", f"--feats_fp16 false --myst {corpus / 'myst'}")  # the corpus the run read
     exp = myst_dry / "exp"
     for job in ("aug/ft_wavlm", "kids/ft_wavlm", "kids/transfer_s0.5_ft", "kids/ft_wavlm_further"):
         assert_trained_and_capped(exp / job)

@@ -8,7 +8,7 @@
 # data/kids_{train,dev,test} as Kaldi dirs (wav.scp, text normalised as MyST's, utt2spk) first;
 # --kids_corpus_dir DIR instead generates the synthetic mini_kids corpus there (what the dry run does).
 #   ./transfer.sh                                   # needs data/kids_{train,dev,test}
-#   ./transfer.sh --dry_run true --kids_corpus_dir corpus/mini_kids   # after ./run.sh --dry_run true
+#   ./transfer.sh --dry_run true --kids_corpus_dir kids_corpus   # after ./run.sh --dry_run true
 # Options after ./transfer.sh override the ones below (./transfer.sh --help lists them).
 set -euo pipefail
 
