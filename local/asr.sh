@@ -23,6 +23,8 @@ data_dir=data           # Kaldi-style data dirs (stage 1)
 exp_dir=exp             # trained models, decodings, logs
 print_only=false        # true: print each command line the stages would run ([print_only] prefix) and run none
 model_map=              # YAML hub name -> local file, read by every loader ($ESPNET_DELTA_MODEL_MAP; offline clusters)
+seeds=0                 # training seeds, comma-separated (0,1,2): stages 4.. once per seed, seed k != 0 in <exp_dir>/seed<k>
+seed=0                  # ESPnet's seed: of this run's trainings (0: the configs as they are); --seeds sets it per seed
 # Dry run (docs/dry_run.md): every stage at a token size, all output under --dry_run_dir, usage measured
 dry_run=false           # true: trainings capped at --dry_run_steps, --dry_run_utts per decoded set, generated corpus + models
 dry_run_steps=2         # optimizer steps per training (max_epoch 1, num_iters_per_epoch = steps x accum_grad)
@@ -128,6 +130,10 @@ General
   --print_only BOOL         print the command lines of the stages ([print_only] prefix), run nothing (default: ${print_only})
   --model_map FILE          YAML of hub name -> local file (wavlm_large: /models/WavLM-Large.pt), read by every loader (default: '${model_map}')
                             (stage 0, ./run.sh --stage 0 --stop_stage 0, instead downloads the hub models into the caches)
+  --seeds LIST              training seeds, e.g. 0,1,2: stages 4-10 once per seed (default: ${seeds})
+                            (seed 0 in --exp_dir, seed k in <exp_dir>/seed<k> with features in <feats_dir>/seed<k>;
+                            stages 1-3 shared; RESULTS.md adds mean/std over the seeds and pooled p-values)
+  --seed N                  ESPnet's seed: of this run's trainings; != 0: its RESULTS.md goes into --exp_dir (default: ${seed})
 
 Dry run (docs/dry_run.md: every stage at a token size, nothing written outside --dry_run_dir)
   --dry_run BOOL            trainings capped, few utterances decoded, generated corpus and models (default: ${dry_run})
@@ -240,11 +246,14 @@ HELP
 
 parse_options "$@"
 run_command="$0 $*"   # the script's own arguments (parse_options shifts only its copy)
+engine_args=("$@")    # --seeds runs the engine again with them, per seed (run_seeds, local/engine.sh)
 [ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
 
 case "${print_only}" in true|false) ;; *) log "ERROR: --print_only must be true or false, got '${print_only}'"; exit 2 ;; esac
 export print_only  # local/path.sh, local/utils.sh and local/data.sh read it
 results_md=RESULTS.md
+seed_base=("${exp_dir}" "${feats_dir}")  # --seeds: <exp_dir>/seed<k>, <feats_dir>/seed<k>, as given (before --dry_run_dir)
+[ "${seed}" = 0 ] || results_md=${exp_dir}/RESULTS.md  # one seed's run: the recipe's RESULTS.md sums the seeds
 case "${dry_run}" in
     true)  # every path the run writes goes under --dry_run_dir; the corpus is generated there unless --myst is given
         for opt in data_dir exp_dir shape_dir feats_dir whisper_hyp mini_corpus_dir multilingual_corpus_dir \
@@ -344,6 +353,7 @@ plan_opts=(--exp_dir "${exp_dir}" --data_dir "${data_dir}" --shape_dir "${shape_
     --interface_units "${interface_units}" --sshr_config "${sshr_config}" --sshr_systems "${sshr_systems}"
     --sshr_units "${sshr_units}" --whisper_config "${whisper_config}" --whisper_model "${whisper_asr_model:-${tiny_whisper}}"
     --fusion_config "${fusion_config}" --fusion_systems "${fusion_systems}")
+seed_check  # --seeds / --seed: the array seed_list; --seed N != 0 goes to the planner (ESPnet's seed: N)
 # job dirs, checkpoint names, result fragments (ref_ft_dir, ft_ckpt, ft_ckpt_pattern, sshr_md ...): the planner's
 names_sh=$(plan names)
 eval "${names_sh}"
@@ -522,5 +532,6 @@ if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
     write_results
 fi
 
+[ ${#seed_list[@]} -eq 1 ] || run_seeds  # stages max(4, --stage)..--stop_stage per other seed, then RESULTS.md over the seeds
 [ "${dry_run}" != true ] || dry_run_report  # per-stage usage and the full run's device-hour arithmetic
 log "Successfully finished stages ${stage}..${stop_stage}"

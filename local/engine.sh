@@ -76,8 +76,8 @@ merge_models() {
         --ties_scales ${merge_ties_scales} --exp_dir "${exp_dir}" --device "${decode_device}" "$@"
 }
 
-# write_results: RESULTS.md from every scored dir and every result fragment present
-# (the fragments and their order: espnet_delta.recipe.names.FRAGMENTS).
+# write_results [score options]: RESULTS.md from every scored dir and every result fragment present
+# (the fragments and their order: espnet_delta.recipe.names.FRAGMENTS); run_seeds adds --seed_runs.
 write_results() {
     local out scored=() fragments=() args=()
     out=$(plan scored)
@@ -87,7 +87,7 @@ write_results() {
     [ ${#scored[@]} -eq 0 ] || args+=(--scored "${scored[@]}")
     [ ${#fragments[@]} -eq 0 ] || args+=(--append_md "${fragments[@]}")
     ${python} -m espnet_delta.bin.score --results_md "${results_md:-RESULTS.md}" "${args[@]}" \
-        --baseline "${results_baseline:-${ref_ft_dir##*/}}" --command "${run_command}"
+        --baseline "${results_baseline:-${ref_ft_dir##*/}}" --command "${run_command}" "$@"
     [ "${print_only}" = true ] || log "Wrote ${results_md:-RESULTS.md} ($(grep -c '^|' "${results_md:-RESULTS.md}") table rows)"
 }
 
@@ -154,4 +154,43 @@ dry_run_trim() {
 dry_run_report() {
     ${python} -m espnet_delta.bin.dry_run_report --usage "${exp_dir}/dry_run/usage.jsonl" --exp_dir "${exp_dir}" \
         --data_dir "${data_dir}" --feats_dir "${feats_dir}" --out "${exp_dir}/dry_run/report.md"
+}
+
+# Seeds (--seeds, docs/recipes.md). seed_check: --seeds is a comma list of distinct seeds (non-negative
+# integers) that holds --seed, or --seed N != 0 with --seeds 0 or N (one seed's run); the array
+# seed_list := the seeds; --seed N != 0 reaches the planner, which writes ESPnet's seed: N into every config.
+seed_check() {
+    local k
+    IFS=, read -r -a seed_list <<< "${seeds}"
+    [[ "${seed}" =~ ^[0-9]+$ ]] || { log "ERROR: --seed must be a non-negative integer, got '${seed}'"; exit 2; }
+    [ "${seed}" = 0 ] || [ "${seeds}" = 0 ] || [ "${seeds}" = "${seed}" ] || {
+        log "ERROR: --seed ${seed} is one seed's run: give --seeds ${seed} (or leave it out), not --seeds ${seeds}"; exit 2; }
+    [ "${seed}" = 0 ] || seed_list=("${seed}")
+    for k in "${seed_list[@]}"; do
+        [[ "${k}" =~ ^[0-9]+$ ]] || { log "ERROR: --seeds must be comma-separated non-negative integers, got '${seeds}'"; exit 2; }
+    done
+    [ ${#seed_list[@]} -gt 0 ] && [ "$(printf '%s\n' "${seed_list[@]}" | sort -u | wc -l)" -eq ${#seed_list[@]} ] || {
+        log "ERROR: --seeds must list distinct seeds, got '${seeds}'"; exit 2; }
+    [[ ",${seeds}," == *",${seed},"* ]] || [ "${seed}" != 0 ] || {
+        log "ERROR: --seeds must hold 0, the run in --exp_dir itself (one run with another seed: --seed N), got '${seeds}'"; exit 2; }
+    [ "${seed}" = 0 ] || plan_opts+=(--seed "${seed}")
+}
+
+# run_seeds: after this run's stages, the engine once more per other seed k of --seeds, for stages
+# max(4, --stage)..--stop_stage (data, tokens and pre-training are shared) with --seed k, --exp_dir
+# <exp_dir>/seed<k> and --feats_dir <feats_dir>/seed<k> (features of seed k's fine-tuned models); then
+# RESULTS.md once more, with the section over the seeds (espnet_delta.scoring.seeds).
+run_seeds() {
+    local k from=$((stage > 4 ? stage : 4)) runs=("${seed}=${exp_dir}")
+    [ "${stop_stage}" -ge "${from}" ] || return 0
+    for k in "${seed_list[@]}"; do
+        [ "${k}" != "${seed}" ] || continue
+        log "Seed ${k}: stages ${from}..${stop_stage} -> ${seed_base[0]}/seed${k} (features ${seed_base[1]}/seed${k})"
+        run_waiting bash "$0" "${engine_args[@]}" --seeds "${k}" --seed "${k}" --stage "${from}" \
+            --exp_dir "${seed_base[0]}/seed${k}" --feats_dir "${seed_base[1]}/seed${k}"
+        runs+=("${k}=${exp_dir}/seed${k}")
+    done
+    for k in 5 9 10; do  # RESULTS.md once more where a scoring stage ran
+        if [ "${from}" -le "${k}" ] && [ "${stop_stage}" -ge "${k}" ]; then write_results --seed_runs "${runs[@]}"; return 0; fi
+    done
 }

@@ -16,7 +16,8 @@ paired-bootstrap p-value column):
 
     python -m espnet_delta.bin.score --results_md RESULTS.md \\
         --scored exp/*/decode_*/score_wer [--baseline wavlm] [--n_resamples 1000] [--seed 0] \\
-        [--command "the command line that produced the results"]
+        [--command "the command line that produced the results"] \\
+        [--seed_runs 0=exp 1=exp/seed1 2=exp/seed2]   # --seeds: mean/std over seeds, pooled p-values
 
 Significance of the difference between two scored dirs of the same test set
 (paired bootstrap + per-utterance matched pairs; sc_stats' MAPSSWE too when SCTK is
@@ -52,6 +53,8 @@ from espnet_delta.scoring import (
     write_results_md,
 )
 from espnet_delta.fileio import write_text_atomic
+from espnet_delta.recipe.names import scored_dirs
+from espnet_delta.scoring.seeds import format_seeds_md
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -74,6 +77,9 @@ def get_parser() -> argparse.ArgumentParser:
                       help="command line recorded in RESULTS.md (default: this command's own)")
     many.add_argument("--append_md", nargs="+", type=Path, default=[],
                       help="Markdown files appended to RESULTS.md (e.g. exp/analysis/figures.md)")
+    many.add_argument("--seed_runs", nargs="+", type=seed_run, default=[], metavar="SEED=EXP_DIR",
+                      help="the exp dirs of the training seeds of a --seeds run (their scored dirs are found "
+                           "there); with two or more, RESULTS.md gets the section of espnet_delta.scoring.seeds")
     many.add_argument("--compare", nargs=2, type=Path, default=None, metavar=("DIR_A", "DIR_B"),
                       help="significance test between two scored dirs")
     many.add_argument("--out", type=Path, default=None, help="--compare: also write the results as JSON here")
@@ -81,6 +87,28 @@ def get_parser() -> argparse.ArgumentParser:
     many.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     add_log_level_argument(parser)
     return parser
+
+
+def seed_run(value: str) -> tuple:
+    """``SEED=EXP_DIR`` -> (seed, exp dir)."""
+    seed, sep, exp_dir = value.partition("=")
+    if not sep or not seed.isdigit() or not exp_dir:
+        raise argparse.ArgumentTypeError(f"expected SEED=EXP_DIR, got {value!r}")
+    return int(seed), Path(exp_dir)
+
+
+def seeds_section(args: argparse.Namespace) -> str:
+    """The RESULTS.md section over the seeds of ``--seed_runs`` ("" with fewer than two)."""
+    if len(args.seed_runs) < 2:
+        return ""
+    runs = {}
+    for seed, exp_dir in args.seed_runs:
+        dirs = scored_dirs(exp_dir)
+        if not dirs:
+            logging.warning("seed %d: no scored dirs in %s; left out of the seeds section", seed, exp_dir)
+            continue
+        runs[seed] = [load_score(d) for d in dirs]
+    return format_seeds_md(runs, args.baseline, args.n_resamples, args.seed)
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -141,7 +169,8 @@ def _score(parser, args, cmd) -> None:
         if not args.scored:
             parser.error("--results_md needs --scored DIR [DIR ...]")
         write_results_md(args.results_md, args.scored, args.baseline, args.n_resamples, args.seed, args.title,
-                         command=args.command or own_command(cmd), append=args.append_md)
+                         command=args.command or own_command(cmd), append=args.append_md,
+                         sections=[seeds_section(args)])
         logging.info("wrote %s from %d scored dirs", args.results_md, len(args.scored))
     elif args.compare is not None:
         _compare(args)

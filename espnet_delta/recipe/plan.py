@@ -34,7 +34,7 @@ from espnet_delta.fileio import load_yaml
 from espnet_delta.ssl.hub import HubModelError
 from espnet_delta.recipe import models, names
 from espnet_delta.recipe.names import Job
-from espnet_delta.recipe.train_config import FULL_CONFIG, dry_run_cap, write_job_config
+from espnet_delta.recipe.train_config import FULL_CONFIG, dry_run_cap, with_seed, write_job_config
 
 #: the families, in the order stage 4 lists their jobs
 STAGE4_FAMILIES = ("finetune", "probe", "whisper", "sshr", "interface")
@@ -61,14 +61,14 @@ def waves(jobs: Sequence[Job]) -> List[List[Job]]:
     return [[job for job in jobs if job not in later], later]
 
 
-def write_configs(jobs: Sequence[Job], dry_run_steps: int = 0) -> None:
+def write_configs(jobs: Sequence[Job], dry_run_steps: int = 0, seed: int = 0) -> None:
     """Each job's ``train.yaml``; with ``dry_run_steps`` > 0 capped to that many optimizer steps
     (:func:`dry_run_cap`), the un-capped rendering beside it as ``train.full.yaml`` (the dry-run
-    report's step count of the full run)."""
+    report's step count of the full run). ``seed`` != 0: ESPnet's ``seed:`` key (:func:`with_seed`)."""
     for job in jobs:
         if job.config is None:
             continue
-        config = job.config()
+        config = with_seed(job.config(), seed)
         if dry_run_steps > 0:
             write_job_config(job.dir, config, job.checkpoint, name=FULL_CONFIG)
             config = dry_run_cap(config, dry_run_steps)
@@ -138,6 +138,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", type=words, default=None,
                    help="train/decode: these families (default: every stage-4 family the options enable)")
     p.add_argument("--wave", type=int, choices=(1, 2), default=None, help="train: only this wave (default: both)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="ESPnet's seed: in every rendered config (0: the key is left as the config has it; --seeds)")
     p.add_argument("--dry_run_steps", type=int, default=0,
                    help="> 0: cap every rendered training at this many optimizer steps (max_epoch 1; docs/dry_run.md)")
     g = p.add_argument_group("the stage engine's options (local/asr.sh)")
@@ -187,13 +189,13 @@ def run(args) -> List[str]:
     if args.what in FAMILIES:
         jobs = family_jobs(args.what, args)
         if args.write:
-            write_configs(jobs, args.dry_run_steps)
+            write_configs(jobs, args.dry_run_steps, args.seed)
         return [str(job.dir) for job in jobs]
     jobs = enabled_jobs(args, args.families if args.families is not None else STAGE4_FAMILIES)
     if args.what == "train":
         todo = [job for i, wave in enumerate(waves(jobs), 1) if args.wave in (None, i) for job in wave]
         if args.write:
-            write_configs(todo, args.dry_run_steps)
+            write_configs(todo, args.dry_run_steps, args.seed)
         return [str(job.dir) for job in todo]
     return [" ".join([*key, *(str(job.dir) for job in group)]) for key, group in decode_groups(jobs).items()]
 

@@ -140,6 +140,15 @@ def warmup_from_lines(config: Dict[str, Any], lines_file: Path, where: Path) -> 
         warmup_schedule(config, count_lines(lines_file), where)
 
 
+def with_seed(config: Dict[str, Any], seed: int) -> Dict[str, Any]:
+    """``config`` with ESPnet's ``seed:`` (random init, data order, dropout) set to ``seed``; seed 0,
+    ESPnet's default, returns ``config`` itself, so a one-seed run renders what it always did
+    (``--seeds``, docs/recipes.md)."""
+    if int(seed) == 0:
+        return config
+    return {**config, "seed": int(seed)}
+
+
 #: the un-capped rendering of a dry-run job (docs/dry_run.md), beside its capped train.yaml
 FULL_CONFIG = "train.full.yaml"
 

@@ -33,7 +33,8 @@ sclite prints it.
 Modules: :mod:`.inputs` (reading
 and pairing), :mod:`.trn` (ESPnet's trn layout), :mod:`.report`
 (``result.txt``), :mod:`.sctk` (sclite / sc_stats), :mod:`.significance`
-(paired bootstrap, matched pairs), :mod:`.phones` (PER: phones scored as they
+(paired bootstrap, matched pairs), :mod:`.seeds` (mean, spread and the pooled
+bootstrap over training seeds), :mod:`.phones` (PER: phones scored as they
 are), :mod:`.results` (``score.json``,
 RESULTS.md), :mod:`.scorer` (:func:`score`, the pipeline).
 CLI: ``python -m espnet_delta.bin.score``.

@@ -370,18 +370,23 @@ def write_results_md(
     command: str | None = None,
     environment: Mapping[str, str] | None = None,
     append: Sequence[str | os.PathLike[str]] = (),
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write RESULTS.md (atomically) from scored dirs (each with a ``score.json``).
 
     The environment block is ``environment`` or, by default,
     :func:`collect_environment` with ``command`` (the command line that produced it).
-    ``append``: Markdown files added at the end (e.g. the analysis stage's figure links).
+    ``append``: Markdown files added at the end (e.g. the analysis stage's figure links);
+    ``sections``: Markdown text put before them (e.g. :func:`~.seeds.format_seeds_md`; empty ones skipped).
     """
     if not score_dirs:
         raise ScoringInputError("no scored dirs given for RESULTS.md")
     summaries = [load_score(d) for d in score_dirs]
     env = environment if environment is not None else collect_environment(command)
     text = format_results_md(summaries, baseline, n_resamples, seed, title, env)
+    for section in sections:
+        if section.strip():
+            text = text.rstrip("\n") + "\n\n" + section.strip("\n") + "\n"
     for extra in append:
         extra = Path(extra)
         if not extra.is_file():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -544,6 +545,22 @@ def test_engine_helpers_stop_the_backend_and_say_so(tmp_path, how):
     assert not list((tmp_path / "logs").glob("*.rc"))
 
 
+def test_slurm_backend_cancels_its_array_on_sigterm(slurm, tmp_path):
+    """The same helpers on the local single-node Slurm: SIGTERM to the shell cancels the running array job."""
+    (tmp_path / "stage.sh").write_text(
+        f'set -euo pipefail\n. "{REPO}/local/utils.sh"\ntrap_interrupts\npython="{sys.executable}"\n'
+        f'log "Stage 6: sleeping"\nrun_parallel --cmd "slurm --poll_max 1" --name f1sleep 1 sh -c "${{SLEEPER}}" -- 1\n')
+    proc = start_session(["bash", "stage.sh"], tmp_path, env={"SLEEPER": SLEEPER})
+    wait_until(lambda: (tmp_path / "started.1").exists(), 60, "the array task to run")
+    os.kill(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    assert "cancelling Slurm job" in out and "Stage 6: interrupted by SIGTERM" in out
+    queue = lambda: subprocess.run(["squeue", "-h", "-n", "f1sleep"], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    wait_until(lambda: not queue(), 30, "the array job to leave the queue")
+    assert_session_ends(proc)
+
+
 def engine_stage3(tiny_upstreams, mini_data) -> List[str]:
     """The engine's stage 3 (SSL pre-training) of the tiny WavLM on the mini corpus's train set."""
     return ["bash", str(REPO / "local" / "asr.sh"), "--stage", "3", "--stop_stage", "3", "--nj", "1",
@@ -569,23 +586,6 @@ def test_engine_sigterm_during_pretraining_stops_the_stage_and_the_rerun_resumes
     assert "Stage 3: interrupted by SIGTERM" in run_log.read_text()  # the run's log has the line too
     rerun = subprocess.run(engine_stage3(tiny_upstreams, mini_data), cwd=recipe, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "resuming iteration 1 at epoch" in (recipe / "exp" / "logs" / "pretrain.1.log").read_text()
-    clean = tmp_path / "clean"
-    subprocess.run([sys.executable, "-m", "espnet_delta.bin.pretrain_upstreams", "--in_dir",
-                    str(tiny_upstreams["wavlm"].parent), "--out_dir", str(clean), "--work_dir", str(tmp_path / "work"),
-                    "--wav_scp", f"{mini_data}/train/wav.scp", "--archs", "wavlm", "--epochs", "5", "--num_clusters", "4",
-                    "--progress", "false"], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    resumed, fresh = (torch.load(d / "wavlm.pt", weights_only=True) for d in (recipe / "upstreams_pt", clean))
-    assert_same_nested(resumed, fresh)
-
-
-def assert_same_nested(a, b, where="") -> None:
-    assert type(a) is type(b), where
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_same_nested(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
+    # the killed epoch is redone, the finished ones are not (tests/unit/ssl/test_pretrain.py: resumed = uninterrupted, bytewise)
+    assert re.search(r"resuming iteration 1 at epoch [2-5]", (recipe / "exp" / "logs" / "pretrain.1.log").read_text())
+    assert (recipe / "upstreams_pt" / "wavlm.pt").is_file()

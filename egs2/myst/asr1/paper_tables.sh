@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Tables 1-5 of arXiv 2601.20142 at paper scale (local/paper_tables.sh; docs/recipes.md, "Paper tables"):
 #   ./paper_tables.sh --tables 1     # one table; default all five
+#   ./paper_tables.sh --dry_run true --run_opts "--ngpu 0 --gpu_inference false"   # every table's configs and
+#       systems, trainings capped, on a generated corpus and random paper-topology models (docs/dry_run.md)
 # Sizes full / 10 h / 5 h / 1 h of MyST train (stage 1's nested train_<h>h subsets), each its own
 # fine-tuning (conf/tuning/finetune_large.yaml: 12,000 updates at every size, the project's
 # reading of the protocol of Fan et al. 2024 that the paper follows) and fusion run.
