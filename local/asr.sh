@@ -483,6 +483,12 @@ fi
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     export ESPNET_DELTA_STAGE=7  # the usage log's stage (docs/dry_run.md)
     log "Stage 7: training the fusion systems of ${fusion_systems} on cached features -> ${exp_dir}/fusion_<system>"
+    # the cache is checked before any training reads it (shard sizes and records, merged tables; no model loads)
+    for dset in ${sets_with_audio}; do
+        ${python} -m espnet_delta.bin.extract_features --config "${feats_dir}/extract.yaml" --data_dir "${data_dir}/${dset}" \
+            --out_dir "${feats_dir}/${dset}" --num_shards "${feats_num_shards}" --merge_only true --progress false ||
+            { log "ERROR: stage 7: the feature cache ${feats_dir}/${dset} is incomplete or damaged (above): run --stage 6 again"; exit 1; }
+    done
     plan_jobs fusion
     train_jobs "${jobs[@]}"
 fi

@@ -114,6 +114,7 @@ check_models() {
 # given, the paper-topology checkpoints of --dry_run_models and their model map (written once).
 dry_run_setup() {
     local usage_dir=${exp_dir}/dry_run
+    export ESPNET_DELTA_STAGE=setup  # the processes before stage 1 (each stage exports its number)
     if [ "${print_only}" != true ]; then
         mkdir -p "${usage_dir}"
         ESPNET_DELTA_USAGE_LOG=$(cd "${usage_dir}" && pwd)/usage.jsonl

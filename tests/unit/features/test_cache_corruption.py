@@ -203,3 +203,24 @@ def test_a_cache_without_checksums_is_read_once_and_recorded(conf, extractor, da
     assert any("before checksums were recorded" in r.getMessage() and "feats.1.ark" in r.getMessage()
                for r in caplog.records)
     assert contents(damaged) == contents(clean)
+
+
+def test_the_check_before_training_stops_on_a_truncated_shard_and_passes_a_clean_cache(
+        conf, extractor, data, clean, damaged, monkeypatch, caplog):
+    """Stage 7 runs the extraction with ``merge_only`` before any fusion training reads the cache:
+    nothing is computed; a clean cache passes as it is, a truncated ark stops the stage with
+    the file named, and stage 6 then redoes that shard alone."""
+    computed = []
+    real = feature_extract.write_matrix
+    monkeypatch.setattr(feature_extract, "write_matrix", lambda fd, utt, m: computed.append(utt) or real(fd, utt, m))
+    assert extract_features(conf, data, damaged, num_shards=2, extractor=extractor, merge_only=True, **BATCH).merged
+    ark = damaged / "feats.1.ark"
+    os.truncate(ark, ark.stat().st_size - 8)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError, match=r"shard\(s\) \[1\] of 2 are not complete"):
+        extract_features(conf, data, damaged, num_shards=2, extractor=extractor, merge_only=True, **BATCH)
+    assert any(str(ark) in r.getMessage() for r in caplog.records)
+    assert computed == [] and not (damaged / "feats.scp").exists()  # no merged table left for a training to read
+    assert extract_features(conf, data, damaged, num_shards=2, extractor=extractor, **BATCH).merged  # stage 6 again
+    assert sorted(computed) == utts_of_shard(clean, 1)
+    assert contents(damaged) == contents(clean)
