@@ -130,3 +130,30 @@ def test_trim_keeps_the_first_utterances(tmp_path):
     assert (d / "text").read_text() == "a WORDS OF a\nb WORDS OF b\n"
     assert (d / "spk2utt").read_text() == "sTrue a b\n"
     assert json.loads((tmp_path / "data" / dry_run.AUDIO_JSON).read_text()) == {"dev": 8.0}
+
+
+def test_usage_line_of_a_command(tmp_path):
+    """A command that calls setup_logging appends one line at exit, with the parameters it loaded."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "usage.jsonl"
+    code = ("from espnet_delta.cli import setup_logging\nsetup_logging()\nimport torch\n"
+            "m = torch.nn.Linear(3, 4)\nm.load_state_dict(m.state_dict())\n")
+    env = {**__import__("os").environ, "ESPNET_DELTA_USAGE_LOG": str(log), "ESPNET_DELTA_STAGE": "6"}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    (line,) = log.read_text().splitlines()
+    record = json.loads(line)
+    assert record["stage"] == "6" and record["params"] == 3 * 4 + 4 and record["models_loaded"] == 1
+    assert record["rss_mib"] > 0 and record["wall_s"] > 0 and record["gpu_bytes"] is None
+
+
+def test_train_log_stats(tmp_path):
+    from espnet_delta.asr.train import train_log_stats
+
+    log = tmp_path / "train.log"
+    log.write_text("    Total Number of model parameters: 359.57 K\n"
+                   "2026 (trainer:394) INFO: 1epoch results: [train] iter_time=0.003, loss=2.0, train_time=0.051, "
+                   "time=0.41 seconds, total_count=8, [valid] loss=3.0, time=0.04 seconds, total_count=2\n")
+    assert train_log_stats(log) == {"params": 359_570, "iterations": 8, "seconds_per_step": 0.051}
+    assert train_log_stats(tmp_path / "absent.log") == {"params": None, "iterations": None, "seconds_per_step": None}
