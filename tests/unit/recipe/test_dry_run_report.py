@@ -6,6 +6,9 @@ device hours = audio hours x (wall seconds / audio seconds).
 """
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,13 +137,10 @@ def test_trim_keeps_the_first_utterances(tmp_path):
 
 def test_usage_line_of_a_command(tmp_path):
     """A command that calls setup_logging appends one line at exit, with the parameters it loaded."""
-    import subprocess
-    import sys
-
     log = tmp_path / "usage.jsonl"
     code = ("from espnet_delta.cli import setup_logging\nsetup_logging()\nimport torch\n"
             "m = torch.nn.Linear(3, 4)\nm.load_state_dict(m.state_dict())\n")
-    env = {**__import__("os").environ, "ESPNET_DELTA_USAGE_LOG": str(log), "ESPNET_DELTA_STAGE": "6"}
+    env = {**os.environ, "ESPNET_DELTA_USAGE_LOG": str(log), "ESPNET_DELTA_STAGE": "6"}
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
     (line,) = log.read_text().splitlines()
     record = json.loads(line)

@@ -168,3 +168,31 @@ def test_planning_again_keeps_a_trained_jobs_config(tmp_path, caplog):
     assert yaml.safe_load((exp / "ft_hubert" / "train.yaml").read_text())["max_epoch"] == 20  # not trained: rendered
     assert str(exp / "ft_wavlm" / "train.yaml") in caplog.text
     assert str(exp / "ft_hubert" / "train.yaml") not in caplog.text
+
+
+def test_dry_run_steps_cap_every_rendered_training(tmp_path, capsys):
+    """--dry_run_steps N: train.yaml = the un-capped rendering (train.full.yaml) with max_epoch 1 and
+    N x accum_grad iterations; without it no train.full.yaml is written."""
+    for name in ("train", "dev", "libri_train", "libri_dev"):  # the shape files the warm-up schedules count
+        (tmp_path / "shapes" / name).mkdir(parents=True)
+        (tmp_path / "shapes" / name / "speech_shape").write_text("u1 16000\nu2 32000\n")
+    plan.main(["train", *options(tmp_path), "--families", "finetune probe", "--dry_run_steps", "3"])
+    jobs = [Path(line) for line in capsys.readouterr().out.split()]
+    assert {j.name for j in jobs} >= {"ft_wavlm", "ft_wavlm_adult", "probe_wavlm_random"}
+    for job in jobs:
+        full = yaml.safe_load((job / "train.full.yaml").read_text())
+        capped = yaml.safe_load((job / "train.yaml").read_text())
+        assert capped == {**full, "max_epoch": 1, "num_iters_per_epoch": 3 * full.get("accum_grad", 1)}, job
+    plan.main(["probe", *options(tmp_path / "plain")])
+    job = Path(capsys.readouterr().out.split()[0])
+    assert (job / "train.yaml").is_file() and not (job / "train.full.yaml").exists()
+
+
+def test_hub_named_reference_checkpoint_is_its_mapped_file(tmp_path, capsys, monkeypatch):
+    """Stage 8's base: a reference named by hub ({upstream: wavlm_large}) is the file the model map gives it."""
+    (tmp_path / "ups.yaml").write_text("wavlm: {upstream: wavlm_large}\n")
+    (tmp_path / "map.yaml").write_text("wavlm_large: models/WavLM-Large.pt\n")
+    monkeypatch.setenv("ESPNET_DELTA_MODEL_MAP", str(tmp_path / "map.yaml"))
+    plan.main(["names", "--exp_dir", str(tmp_path / "exp"), "--upstream_conf", str(tmp_path / "ups.yaml")])
+    values = dict(line.split("=", 1) for line in capsys.readouterr().out.splitlines())
+    assert shlex.split(values["reference_ckpt"]) == [str(tmp_path / "models" / "WavLM-Large.pt")]
