@@ -5,6 +5,10 @@ One module-scoped run is shared by the tests. To keep it short the test cuts wha
 allow and the dry run's own caps do not: one optimizer step per training, two utterances per
 decoded set, a corpus at scale 0.02, one point per merge grid (--merge_* options, one SA
 reading), at most 4 tokens per Whisper hypothesis (--dry_run_max_tokens).
+
+It takes about 12 minutes on the project's loaded 2-core machine (7.4 min of CPU; the narrow
+Whisper models dominate: ~140 s per fine-tuning step, ~70 s of screening), more than the whole
+suite's budget, so it runs only with ESPNET_DELTA_TEST_DRY_RUN=1 (docs/dry_run.md).
 """
 
 import hashlib
@@ -21,7 +25,9 @@ import yaml
 
 from conftest import needs_mini_corpus_tools
 
-pytestmark = [needs_mini_corpus_tools, pytest.mark.slow]
+pytestmark = [needs_mini_corpus_tools, pytest.mark.slow,
+              pytest.mark.skipif(os.environ.get("ESPNET_DELTA_TEST_DRY_RUN") != "1",
+                                 reason="the narrow MyST dry run takes ~12 min: set ESPNET_DELTA_TEST_DRY_RUN=1")]
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "egs2" / "myst" / "asr1"
