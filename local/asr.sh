@@ -486,7 +486,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     # the cache is checked before any training reads it (shard sizes and records, merged tables; no model loads)
     for dset in ${sets_with_audio}; do
         ${python} -m espnet_delta.bin.extract_features --config "${feats_dir}/extract.yaml" --data_dir "${data_dir}/${dset}" \
-            --out_dir "${feats_dir}/${dset}" --num_shards "${feats_num_shards}" --feats_fp16 "${feats_fp16}" --merge_only true --progress false ||
+            --out_dir "${feats_dir}/${dset}" --num_shards "${feats_num_shards}" --feats_fp16 "${feats_fp16}" --autocast "${extract_autocast}" --merge_only true --progress false ||
             { log "ERROR: stage 7: the feature cache ${feats_dir}/${dset} is incomplete or damaged (above): run --stage 6 again"; exit 1; }
     done
     plan_jobs fusion
