@@ -171,9 +171,13 @@ def parsed(engine_commands, module):
 
 def test_engine_command_lines_carry_the_planned_values(engine_commands):
     # one extraction task per feature-cache shard, each knowing the shard count
-    extract = parsed(engine_commands, "espnet_delta.bin.extract_features")
+    extract = [a for a in parsed(engine_commands, "espnet_delta.bin.extract_features") if not a.merge_only]
     assert sorted(a.shard for a in extract) == [1, 2, 3]
     assert all(a.num_shards == 3 and a.feats_fp16 is True for a in extract)
+    # stage 7 checks the cache of every set first (merge_only: nothing computed), as stage 6 wrote it
+    checks = [a for a in parsed(engine_commands, "espnet_delta.bin.extract_features") if a.merge_only]
+    assert len(checks) == len({tuple(a.out_dir) for a in checks}) >= 2
+    assert all(a.shard is None and a.num_shards == 3 and a.feats_fp16 is True for a in checks)
     # the checkpoint each decode command reads follows its unit and decoder
     for a in parsed(engine_commands, "espnet_delta.bin.decode"):
         assert a.model_name == {"char": "valid.wer_ctc.best.pth", "phn": "valid.loss.best.pth"}[a.unit]
