@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install test system-packages clean-venv
+.PHONY: install test test-dry-run system-packages clean-venv
 
 install: $(STAMP) system-packages
 
@@ -22,6 +22,10 @@ system-packages:
 
 test: install
 	$(VENV)/bin/python -m pytest -q tests
+
+# The narrow dry runs of every paper config through every stage (docs/dry_run.md): about 40 min on 2 cores.
+test-dry-run: install
+	ESPNET_DELTA_TEST_DRY_RUN=1 $(VENV)/bin/python -m pytest -q -m dry_run tests/integration
 
 clean-venv:
 	rm -rf $(VENV)

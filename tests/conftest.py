@@ -112,11 +112,22 @@ def first_utterances(mini_data: Path, out: Path, n: int) -> Path:
     return out
 
 
+#: set to 1 by `make test-dry-run`: the narrow all-stage dry runs of the paper configs
+DRY_RUN_ENV = "ESPNET_DELTA_TEST_DRY_RUN"
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test under tests/integration/ is recipe-level: marked ``slow``."""
+    """Every test under tests/integration/ is recipe-level: marked ``slow``. Tests marked
+    ``dry_run`` (narrow dry runs of every paper config through every stage: about 40 minutes
+    on 2 cores, docs/testing.md) run only under `make test-dry-run`, not in `make test`."""
+    import os
+
+    skip = pytest.mark.skip(reason=f"narrow paper-config dry runs: `make test-dry-run` ({DRY_RUN_ENV}=1)")
     for item in items:
         if "integration" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("dry_run") and os.environ.get(DRY_RUN_ENV) != "1":
+            item.add_marker(skip)
 
 
 def slurm_cluster_unavailable() -> str:

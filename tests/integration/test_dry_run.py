@@ -25,9 +25,7 @@ import yaml
 
 from conftest import needs_mini_corpus_tools
 
-pytestmark = [needs_mini_corpus_tools, pytest.mark.slow,
-              pytest.mark.skipif(os.environ.get("ESPNET_DELTA_TEST_DRY_RUN") != "1",
-                                 reason="the narrow MyST dry run takes ~12 min: set ESPNET_DELTA_TEST_DRY_RUN=1")]
+pytestmark = [needs_mini_corpus_tools, pytest.mark.dry_run]  # make test-dry-run (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "egs2" / "myst" / "asr1"

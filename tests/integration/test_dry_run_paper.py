@@ -38,7 +38,7 @@ PYTHON = REPO / ".venv" / "bin" / "python"
 STEPS = 1  # optimizer steps per training
 UTTS = 2   # utterances per decoded set
 
-pytestmark = needs_mini_corpus_tools
+pytestmark = [needs_mini_corpus_tools, pytest.mark.dry_run]  # make test-dry-run (tests/conftest.py)
 
 
 def load(path: Path) -> Dict:
