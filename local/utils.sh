@@ -35,6 +35,12 @@ run_waiting() {
     waiting_pid=$!
     wait "${waiting_pid}" || rc=$?
     waiting_pid=
+    # the back-end exits 130 / 143 only when interrupted; when the same Ctrl-C reached this shell
+    # while it was collecting that exit, bash may skip the trap (it takes the child's handling as its own)
+    case "${rc}" in
+        130) on_interrupt INT 130 ;;
+        143) on_interrupt TERM 143 ;;
+    esac
     return "${rc}"
 }
 
