@@ -104,6 +104,25 @@ def mini_data(tmp_path_factory) -> Path:
     return data
 
 
+@pytest.fixture(scope="session")
+def cache_conf(tiny_upstreams, finetuned) -> Dict:
+    """The extraction config of the feature-cache tests: the WavLM reference and a HuBERT delta."""
+
+    def spec(arch):
+        return {"upstream": f"{arch}_local", "path_or_url": str(tiny_upstreams[arch]),
+                                                                "finetuned": str(finetuned[arch])}
+
+    return {"reference": spec("wavlm"), "others": [spec("hubert")]}
+
+
+@pytest.fixture(scope="session")
+def cache_extractor(cache_conf):
+    """Its extractor, built once (loading the four upstreams is the slow part)."""
+    from espnet_delta.features.config import ExtractionConfig
+
+    return ExtractionConfig.from_dict(cache_conf).build_extractor()
+
+
 def first_utterances(mini_data: Path, out: Path, n: int) -> Path:
     """``out/wav.scp`` with the first ``n`` utterances of the mini corpus's train set."""
     out.mkdir(parents=True)

@@ -12,26 +12,11 @@ import pytest
 from conftest import first_utterances
 from espnet_delta.data.wav_scp import read_wav_scp
 from espnet_delta.features import extract as feature_extract
-from espnet_delta.features.config import ExtractionConfig
 from espnet_delta.features.extract import extract_features
 
 #: one utterance per batch: each matrix is computed alone, whichever shard holds it
 BATCH = dict(batch_seconds=60.0, batch_size=1, progress=False, device="cpu")
 N_UTTS = 5
-
-
-def spec(arch, upstreams, finetuned):
-    return {"upstream": f"{arch}_local", "path_or_url": str(upstreams[arch]), "finetuned": str(finetuned[arch])}
-
-
-@pytest.fixture(scope="module")
-def conf(tiny_upstreams, finetuned):
-    return {"reference": spec("wavlm", tiny_upstreams, finetuned), "others": [spec("hubert", tiny_upstreams, finetuned)]}
-
-
-@pytest.fixture(scope="module")
-def extractor(conf):
-    return ExtractionConfig.from_dict(conf).build_extractor()
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +25,10 @@ def data(mini_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def clean(conf, extractor, data, tmp_path_factory):
+def clean(cache_conf, cache_extractor, data, tmp_path_factory):
     """An uninterrupted 2-shard extraction."""
     out = tmp_path_factory.mktemp("clean") / "feats"
-    result = extract_features(conf, data, out, num_shards=2, extractor=extractor, **BATCH)
+    result = extract_features(cache_conf, data, out, num_shards=2, extractor=cache_extractor, **BATCH)
     assert result.written == [1, 2] and result.merged
     return out
 
@@ -59,23 +44,25 @@ def counting(monkeypatch) -> list:
     return calls
 
 
-def test_a_complete_cache_is_reused_with_another_shard_count(conf, extractor, clean, data, tmp_path, monkeypatch):
+def test_a_complete_cache_is_reused_with_another_shard_count(cache_conf, cache_extractor, clean, data,
+                                                             tmp_path, monkeypatch):
     import shutil
 
     out = tmp_path / "feats"
     shutil.copytree(clean, out)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     calls = counting(monkeypatch)
-    result = extract_features(conf, data, out, num_shards=3, extractor=extractor, **BATCH)
+    result = extract_features(cache_conf, data, out, num_shards=3, extractor=cache_extractor, **BATCH)
     assert result.merged and result.written == [] and calls == []
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing rewritten or added
     assert list(features(out)) == [it.utt for it in read_wav_scp(data / "wav.scp")]
 
 
-def test_a_partial_cache_is_resumed_with_another_shard_count(conf, extractor, clean, data, tmp_path, monkeypatch):
+def test_a_partial_cache_is_resumed_with_another_shard_count(cache_conf, cache_extractor, clean, data,
+                                                             tmp_path, monkeypatch):
     utts = [it.utt for it in read_wav_scp(data / "wav.scp")]  # sorted by id
     out = tmp_path / "feats"
-    extract_features(conf, data, out, num_shards=2, extractor=extractor, **BATCH)
+    extract_features(cache_conf, data, out, num_shards=2, extractor=cache_extractor, **BATCH)
     # a run killed after shard 1: shard 2 and the merged files never written
     for name in ("feats.2.ark", "feats.2.scp", "feats.2.shape", "feats.scp", "feats_shape", "utt2num_frames"):
         (out / name).unlink()
@@ -84,7 +71,7 @@ def test_a_partial_cache_is_resumed_with_another_shard_count(conf, extractor, cl
     assert sorted(kaldiio.load_scp(str(out / "feats.1.scp"))) == utts[0::2]  # round-robin: utterances 1, 3, 5
 
     calls = counting(monkeypatch)
-    result = extract_features(conf, data, out, num_shards=3, extractor=extractor, **BATCH)
+    result = extract_features(cache_conf, data, out, num_shards=3, extractor=cache_extractor, **BATCH)
     assert result.merged and result.written == [1, 2, 3]
     assert sorted(calls) == utts[1::2]  # only what shard 1 lacked was computed, each utterance once
     assert (out / "feats.1.ark").read_bytes() == shard1  # the kept shard is not touched
@@ -101,17 +88,21 @@ def test_a_partial_cache_is_resumed_with_another_shard_count(conf, extractor, cl
     assert (out / "utt2num_frames").read_text() == (clean / "utt2num_frames").read_text()
 
     calls.clear()  # and once merged, any count reuses it
-    assert extract_features(conf, data, out, num_shards=2, extractor=extractor, **BATCH).merged and calls == []
+    assert extract_features(cache_conf, data, out, num_shards=2, extractor=cache_extractor,
+                            **BATCH).merged and calls == []
 
 
-def test_parallel_shard_jobs_resume_with_another_shard_count(conf, extractor, clean, data, tmp_path, monkeypatch):
+def test_parallel_shard_jobs_resume_with_another_shard_count(cache_conf, cache_extractor, clean, data,
+                                                             tmp_path, monkeypatch):
     """``--shard k`` jobs of the new count agree on the split; the last one merges."""
     out = tmp_path / "feats"
-    extract_features(conf, data, out, num_shards=2, shard=2, extractor=extractor, **BATCH)  # shard 1 never ran
+    extract_features(cache_conf, data, out, num_shards=2, shard=2, extractor=cache_extractor,
+                     **BATCH)  # shard 1 never ran
     calls = counting(monkeypatch)
-    first = extract_features(conf, data, out, num_shards=2 + 1, shard=3, extractor=extractor, **BATCH)
+    first = extract_features(cache_conf, data, out, num_shards=2 + 1, shard=3, extractor=cache_extractor, **BATCH)
     assert first.written == [3] and not first.merged
-    rest = [extract_features(conf, data, out, num_shards=3, shard=k, extractor=extractor, **BATCH) for k in (1, 2)]
+    rest = [extract_features(cache_conf, data, out, num_shards=3, shard=k, extractor=cache_extractor,
+                             **BATCH) for k in (1, 2)]
     assert rest[-1].merged
     utts = [it.utt for it in read_wav_scp(data / "wav.scp")]
     assert sorted(calls) == utts[0::2]  # shard 2 of the old split kept
