@@ -136,17 +136,9 @@ missing() {
 
 # in_size_dir <h> <command...>: run a subset's run.sh, keeping the recipe's RESULTS.md
 in_size_dir() {
-    local h=$1 keep=${R}${exp[$1]}/.RESULTS.md.keep rc=0 md=${R}RESULTS.md
+    local h=$1
     shift
-    mkdir -p "${R}${exp[${h}]}"
-    rm -f "${keep}"
-    [ -f "${md}" ] && cp -p "${md}" "${keep}"
-    "$@" || rc=$?
-    if [ -f "${md}" ] && ! { [ -f "${keep}" ] && cmp -s "${md}" "${keep}"; }; then
-        mv "${md}" "${R}${exp[${h}]}/RESULTS.md"
-    fi
-    if [ -f "${keep}" ]; then mv "${keep}" "${md}"; fi
-    return ${rc}
+    keep_results_md "${R}RESULTS.md" "${R}${exp[${h}]}" "$@"
 }
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then

@@ -145,24 +145,10 @@ asr=("${repo_root}/local/asr.sh" --data_dir "${data_dir}" --shape_dir "${shape_d
      --upstream_conf "${upstream_conf}" --nj "${nj}" --decode_batch_size "${decode_batch_size}"
      --ngpu "${ngpu}" --gpu_inference "${gpu_inference}" --model_map "${model_map}" "${dry[@]}" "${more_asr_opts[@]}")
 
-# asr_in <exp dir> <local/asr.sh command...>: a local/asr.sh run on another exp dir writes its own
-# RESULTS.md; keep the recipe's (the dry run's) as it was and put that one into <exp dir>/RESULTS.md.
+# a local/asr.sh run on another exp dir writes its own RESULTS.md: keep_results_md (local/utils.sh)
+# keeps the recipe's (the dry run's) as it was and puts that one into <exp dir>/RESULTS.md
 recipe_md=RESULTS.md
 [ "${dry_run}" != true ] || recipe_md=${dry_run_dir}/RESULTS.md
-asr_in() {
-    local dest=$1 keep rc=0
-    shift
-    mkdir -p "${dest}"
-    keep=${dest}/.RESULTS.md.keep
-    rm -f "${keep}"
-    [ -f "${recipe_md}" ] && cp -p "${recipe_md}" "${keep}"
-    "$@" || rc=$?
-    if [ -f "${recipe_md}" ] && ! { [ -f "${keep}" ] && cmp -s "${recipe_md}" "${keep}"; }; then
-        mv "${recipe_md}" "${dest}/RESULTS.md"
-    fi
-    if [ -f "${keep}" ]; then mv "${keep}" "${recipe_md}"; fi
-    return ${rc}
-}
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     log "Stage 1: second child corpus -> ${data_dir}/${kids_prefix}*; speed perturbation -> ${data_dir}/${aug_train}; shapes"
@@ -193,7 +179,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
             --set-from "${specaug_config}:specaug=specaug" --set-from "${specaug_config}:specaug_conf=specaug_conf"
     fi
     # shellcheck disable=SC2086
-    asr_in "${aug_exp}" "${asr[@]}" --stage 4 --stop_stage 5 --exp_dir "${aug_exp}" --finetune_config "${config}" \
+    keep_results_md "${recipe_md}" "${aug_exp}" "${asr[@]}" --stage 4 --stop_stage 5 --exp_dir "${aug_exp}" --finetune_config "${config}" \
         --train_set "${aug_train}" --valid_set "${valid_set}" --test_sets "${test_sets}"
 fi
 
@@ -204,7 +190,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         config=${kids_exp}/conf/finetune_kids.yaml
         ${python} -m espnet_delta.recipe.render_config --base "${finetune_config}" --out "${config}" --set "max_epoch=${kids_max_epoch}"
     fi
-    asr_in "${kids_exp}" "${asr[@]}" --stage 4 --stop_stage 5 --exp_dir "${kids_exp}" --finetune_config "${config}" \
+    keep_results_md "${recipe_md}" "${kids_exp}" "${asr[@]}" --stage 4 --stop_stage 5 --exp_dir "${kids_exp}" --finetune_config "${config}" \
         --train_set "${kids_train}" --valid_set "${kids_dev}" --test_sets "${kids_dev} ${kids_test}"
 fi
 

@@ -26,6 +26,24 @@ on_interrupt() {
     exit "$2"
 }
 
+# keep_results_md <RESULTS.md> <dest dir> <command...>: runs the command (an engine run on another
+# exp dir, which writes RESULTS.md as its last step); a RESULTS.md it wrote or changed is moved to
+# <dest dir>/RESULTS.md and the recipe's own file is put back as it was. Returns the command's status.
+keep_results_md() {
+    local md=$1 dest=$2 keep rc=0
+    shift 2
+    mkdir -p "${dest}"
+    keep=${dest}/.RESULTS.md.keep
+    rm -f "${keep}"
+    [ -f "${md}" ] && cp -p "${md}" "${keep}"
+    "$@" || rc=$?
+    if [ -f "${md}" ] && ! { [ -f "${keep}" ] && cmp -s "${md}" "${keep}"; }; then
+        mv "${md}" "${dest}/RESULTS.md"
+    fi
+    if [ -f "${keep}" ]; then mv "${keep}" "${md}"; fi
+    return ${rc}
+}
+
 # run_waiting <command...>: the command in the background, waited for. Bash runs a trap only after
 # a foreground command returns, but interrupts a wait: so a signal sent to the engine alone reaches
 # the back-end at once (on_interrupt), not when the stage's jobs have finished.
