@@ -7,11 +7,22 @@ each utterance's valid frames only; errors counted on sclite's alignment, like t
 scored WERs), so ``best_model_criterion: [[valid, wer_ctc, min]]``
 selects ``valid.wer_ctc.best.pth``. Training and the saved weights are unchanged:
 the class adds no parameters, so its checkpoints load into ESPnet's plain model too.
+
+``ctc_blank_prior`` (``model_conf``, default off) initialises the CTC output bias so that
+the blank has this probability on every frame at the start (the other tokens' biases are
+zeroed). A new linear CTC head starts with the blank at 1/V like any token; its bias moves
+by about one learning rate per Adam step, and on some seeds the head learns characters
+before the blank: every frame then carries a character (each one spread over ~4 frames),
+a CTC local optimum that the small heads of stage 7 never leave (the blank plateau's
+mirror image: dev WER ~88 with almost no blank frames).
 """
 
 from __future__ import annotations
 
+import math
 from typing import List, Optional
+
+import torch
 
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
@@ -23,9 +34,20 @@ from espnet_delta.data.word_align import count_errors
 class CTCWERModel(ESPnetASRModel):
     """``ESPnetASRModel`` whose validation stats add ``wer_ctc`` (greedy CTC, per batch)."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, ctc_blank_prior: Optional[float] = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._wer_ctc: Optional[float] = None
+        if ctc_blank_prior is not None:
+            self.init_blank_prior(float(ctc_blank_prior))
+
+    def init_blank_prior(self, prior: float) -> None:
+        """CTC bias: blank log(prior (V-1) / (1 - prior)), others 0 (softmax of the bias alone = prior)."""
+        if not 0.0 < prior < 1.0:
+            raise ValueError(f"model_conf.ctc_blank_prior={prior}; expected a probability in (0, 1)")
+        bias = self.ctc.ctc_lo.bias
+        with torch.no_grad():
+            bias.zero_()
+            bias[self.blank_id] = math.log(prior * (bias.numel() - 1) / (1.0 - prior))
 
     def _calc_ctc_loss(self, encoder_out, encoder_out_lens, ys_pad, ys_pad_lens):
         loss_ctc, cer_ctc = super()._calc_ctc_loss(encoder_out, encoder_out_lens, ys_pad, ys_pad_lens)

@@ -65,3 +65,28 @@ def test_training_steps_do_not_decode():
     speech = torch.stack([frames(["A"], 3)])
     _, stats, _ = model(speech, torch.tensor([3]), text(["A"], 1)[None], torch.tensor([1]))
     assert "wer_ctc" not in stats
+
+
+def test_ctc_blank_prior_sets_the_blank_probability_of_the_bias():
+    from espnet2.asr.ctc import CTC
+
+    from espnet_delta.asr.ctc_wer_model import CTCWERModel
+
+    V = len(TOKENS)
+    model = CTCWERModel(
+        vocab_size=V, token_list=TOKENS, frontend=None, specaug=None, normalize=None, preencoder=None,
+        encoder=IdentityEncoder(V), postencoder=None, decoder=None, ctc=CTC(odim=V, encoder_output_size=V),
+        joint_network=None, ctc_weight=1.0, ctc_blank_prior=0.5,
+    )
+    bias = model.ctc.ctc_lo.bias.detach()
+    # hand computation: V = 6, blank bias log(0.5 * 5 / 0.5) = log 5, others 0 -> 5 / (5 + 5) = 0.5
+    assert abs(float(bias[ID["<blank>"]]) - 1.6094379) < 1e-6
+    assert torch.equal(bias[1:], torch.zeros(V - 1))
+    assert abs(float(torch.softmax(bias, 0)[ID["<blank>"]]) - 0.5) < 1e-6
+
+
+def test_ctc_blank_prior_outside_zero_one_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="ctc_blank_prior"):
+        build_model().init_blank_prior(1.0)
