@@ -93,6 +93,8 @@ extract_autocast=none   # COMPUTE precision of the upstream forwards: none (floa
 fusion_config=conf/fusion.yaml           # ESPnet config of fusion training on cached features
 fusion_systems=conf/fusion_systems.yaml  # the fusion systems to train
 # Model merging (stage 8)
+merge_finetune_config=    # e.g. conf/finetune_merge.yaml: stage 8 merges ft_<ref>_merge (child) and ft_<ref>_adult fine-tuned
+                          # with it, a regime with small task vectors; '' merges ft_<ref> and ft_<ref>_adult (--finetune_config)
 merge_schedules="depth_power linear_exponent adult_power"  # SA schedule readings searched on --valid_set: formulas
                               # (each over lambdas x alphas) and/or schedule YAML files (layer groups, explicit c_i)
 merge_lambdas="0.1 0.2 0.3"   # selective attention merge grid, searched on --valid_set
@@ -213,6 +215,8 @@ Fusion training (stage 7)
   --fusion_systems FILE     systems to train (default: ${fusion_systems})
 
 Model merging (stage 8, needs --adult_train_set)
+  --merge_finetune_config FILE  fine-tune the merged models with it: ft_<ref>_merge (child, stage 4-5) and ft_<ref>_adult;
+                            '' merges ft_<ref> and ft_<ref>_adult of --finetune_config (default: '${merge_finetune_config}')
   --merge_schedules "A B"   SA schedule readings searched on dev (default: '${merge_schedules}'):
                             formulas (each over lambda x alpha; adult_power: lambda^(alpha^i) is the adult's weight)
                             and/or schedule YAML files (one grid point each)
@@ -292,6 +296,7 @@ export python
 planner="${python_run} -m espnet_delta.recipe.plan"  # the job planner (runs under --print_only too, writing nothing)
 # shellcheck source=engine.sh
 . "$(dirname "${BASH_SOURCE[0]}")/engine.sh"  # plan, train_jobs, decode_group, merge_models, write_results, fetch_models, check_models
+export ESPNET_DELTA_STAGE=setup  # the usage log's stage of the processes before stage 0/1 (each stage exports its number)
 [ "${dry_run}" != true ] || dry_run_setup  # the usage log, the paper-topology models and their --model_map
 
 # Job back-end (ESPnet's cmd.sh convention): train_cmd, cuda_cmd, decode_cmd
@@ -349,6 +354,7 @@ plan_opts=(--exp_dir "${exp_dir}" --data_dir "${data_dir}" --shape_dir "${shape_
     --train_set "${train_set}" --valid_set "${valid_set}" --adult_train_set "${adult_train_set}"
     --adult_valid_set "${adult_valid_set}" --upstreams "${upstreams}" --adult_upstreams "${adult_upstreams}"
     --upstream_conf "${upstream_conf}" --tiny_upstream_dir "${tiny_upstream_dir}" --finetune_config "${finetune_config}"
+    --merge_finetune_config "${merge_finetune_config}"
     --probe_config "${probe_config}" --interface_config "${interface_config}" --interface_systems "${interface_systems}"
     --interface_units "${interface_units}" --sshr_config "${sshr_config}" --sshr_systems "${sshr_systems}"
     --sshr_units "${sshr_units}" --whisper_config "${whisper_config}" --whisper_model "${whisper_asr_model:-${tiny_whisper}}"
@@ -498,10 +504,10 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
     if [ -z "${adult_train_set}" ]; then
         log "Stage 8: skipped: merging needs an adult model (--adult_train_set libri_train, with --librispeech)"
     else
-        log "Stage 8: merging ${ref_ft_dir} (child) with ${ref_adult_dir}: SA and baseline grids on ${valid_set}"
+        log "Stage 8: merging ${merge_child_dir} (child) with ${ref_adult_dir}: SA and baseline grids on ${valid_set}"
         check_models 8
         [ -n "${reference_ckpt}" ] || { log "ERROR: stage 8 needs the pre-trained checkpoint of ${reference} as path_or_url in ${upstream_conf}"; exit 2; }
-        merge_models merge "${ref_ft_dir}" "${ref_adult_dir}" "${reference_ckpt}" --batch_size "${decode_batch_size}"
+        merge_models merge "${merge_child_dir}" "${ref_adult_dir}" "${reference_ckpt}" --batch_size "${decode_batch_size}"
         if [ -n "${whisper_config}" ]; then
             log "Stage 8: merging ${whisper_dir} (child) with ${whisper_adult_dir}: SA (encoder and decoder self/cross-attention Q/K/V) and baseline grids on ${valid_set}"
             # the exact starting point of both fine-tunings (Whisper + the seeded new token embedding and CTC head)

@@ -3,14 +3,15 @@
 # of local/utils.sh). They read the engine's variables.
 
 # plan <what> [planner options]: the planner with the engine's options (plan_opts); it renders
-# the train.yaml of jobs not trained yet, except under --print_only (then it only lists).
+# the train.yaml of jobs not trained yet, except under --print_only (then it only lists), after
+# checking that every data file they read exists (--check_inputs: else one line naming the stage to rerun).
 plan() {
     local what=$1
     shift
     local write=true cap=()
     [ "${print_only}" = true ] && write=false
     [ "${dry_run:-false}" != true ] || cap=(--dry_run_steps "${dry_run_steps}")  # every rendered training capped
-    ${planner} "${what}" --write "${write}" "${cap[@]}" "${plan_opts[@]}" "$@"
+    ${planner} "${what}" --write "${write}" --check_inputs true "${cap[@]}" "${plan_opts[@]}" "$@"
 }
 
 # plan_jobs <what> [options]: the array `jobs` := the planner's job dirs (a planner error stops the stage).
@@ -113,8 +114,7 @@ check_models() {
 # process appends to (one JSON line each, with $ESPNET_DELTA_STAGE) and, unless --model_map is
 # given, the paper-topology checkpoints of --dry_run_models and their model map (written once).
 dry_run_setup() {
-    local usage_dir=${exp_dir}/dry_run
-    export ESPNET_DELTA_STAGE=setup  # the processes before stage 1 (each stage exports its number)
+    local usage_dir=${exp_dir}/dry_run  # (the engine exports ESPNET_DELTA_STAGE=setup before this)
     if [ "${print_only}" != true ]; then
         mkdir -p "${usage_dir}"
         ESPNET_DELTA_USAGE_LOG=$(cd "${usage_dir}" && pwd)/usage.jsonl

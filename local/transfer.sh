@@ -240,8 +240,11 @@ fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     log "Stage 7: ${transfer_md}"
+    kids_corpus="the second child corpus"  # its headings: the recipe's corpus (egs2/<corpus>/asr1), the generated or prepared one
+    [ -z "${kids_corpus_dir}" ] || kids_corpus=mini_kids
     # shellcheck disable=SC2086
     ${python} -m espnet_delta.recipe.transfer_stage results --exp_dir "${exp_dir}" --reference "${ref}" \
+        --corpus "$(basename "$(dirname "$(pwd)")")" --kids_corpus "${kids_corpus}" \
         --train_set "${train_set}" --kids_train_set "${kids_train}" --sets ${valid_set} ${test_sets##* } \
         --kids_sets "${kids_dev}" "${kids_test}" --aug_note "${aug_note}" \
         --further_note "${further_epochs} epochs, constant learning rate ${further_lr}" \

@@ -123,6 +123,17 @@ def cache_extractor(cache_conf):
     return ExtractionConfig.from_dict(cache_conf).build_extractor()
 
 
+@pytest.fixture(scope="session")
+def paper_models(tmp_path_factory) -> Path:
+    """Narrow random checkpoints of every paper model (make_paper_checkpoints --width narrow: the
+    real depths and head counts, 64 wide) and their model_map.yaml, written once (~5 s)."""
+    from espnet_delta.bin import make_paper_checkpoints
+
+    out = tmp_path_factory.mktemp("paper_models")
+    make_paper_checkpoints.main(["--out_dir", str(out), "--width", "narrow", "--log_level", "WARNING"])
+    return out
+
+
 def first_utterances(mini_data: Path, out: Path, n: int) -> Path:
     """``out/wav.scp`` with the first ``n`` utterances of the mini corpus's train set."""
     out.mkdir(parents=True)

@@ -111,11 +111,24 @@ def read_usage(path: Path) -> List[Dict[str, Any]]:
     return records
 
 
-def stage_key(stage: Any) -> float:
+#: the label's suffix of a process that ran outside any stage (no $ESPNET_DELTA_STAGE: a command run
+#: by hand, or by a script that sets no stage, with $ESPNET_DELTA_USAGE_LOG exported)
+NO_STAGE = "(no stage)"
+
+
+def stage_label(record: Dict[str, Any]) -> str:
+    """The record's stage (``setup``, ``0``, ``4`` ...); without one, its command and ``(no stage)``,
+    so such processes are one row per command instead of one row with an empty label."""
+    stage = str(record.get("stage") or "").strip()
+    return stage or f"{record.get('command') or 'unknown command'} {NO_STAGE}"
+
+
+def stage_key(stage: Any) -> tuple:
+    """Numbered stages in order, then the others (``setup``), then the rows without a stage."""
     try:
-        return float(stage)
+        return (0, float(stage))
     except (TypeError, ValueError):
-        return math.inf
+        return (2 if str(stage).endswith(NO_STAGE) else 1, math.inf)
 
 
 def stage_usage(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -124,15 +137,16 @@ def stage_usage(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     for r in records:
         if r.get("command") == "asr_train":  # inside its train_jobs process, whose line counts it
             continue
-        s = stages.setdefault(str(r.get("stage", "")), {"stage": str(r.get("stage", "")), "processes": 0, "wall_s": 0.0,
-                                                        "rss_mib": 0.0, "gpu_mib": None, "params": None})
+        label = stage_label(r)
+        s = stages.setdefault(label, {"stage": label, "processes": 0, "wall_s": 0.0, "rss_mib": 0.0, "gpu_mib": None,
+                                      "params": None})
         s["processes"] += 1
         s["wall_s"] += float(r.get("wall_s") or 0.0)
         s["rss_mib"] = max(s["rss_mib"], float(r.get("rss_mib") or 0.0), float(r.get("children_rss_mib") or 0.0))
         if r.get("gpu_bytes") is not None:
             s["gpu_mib"] = max(s["gpu_mib"] or 0.0, r["gpu_bytes"] / 2**20)
     for r in records:
-        s = stages.get(str(r.get("stage", "")))
+        s = stages.get(stage_label(r))
         if s is not None and r.get("params"):
             s["params"] = max(s["params"] or 0, int(r["params"]))
     return sorted(stages.values(), key=lambda s: stage_key(s["stage"]))
@@ -184,7 +198,7 @@ def training_rows(records: Sequence[Dict[str, Any]], hours: Dict[str, float], me
         steps = full_steps(full, utts) if full else None
         sps = r.get("seconds_per_step")
         rows.append({
-            "stage": str(r.get("stage", "")), "job": job.name, "params": r.get("params"),
+            "stage": stage_label(r), "job": job.name, "params": r.get("params"),
             "steps_run": r["iterations"] // accum if r.get("iterations") is not None else None,
             "seconds_per_step": sps, "train_set": train_set, "full_train_utts": utts, "full_steps": steps,
             "full_hours": steps * sps / 3600.0 if steps is not None and sps is not None else None,

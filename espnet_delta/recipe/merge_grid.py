@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from espnet_delta.merge import FORMULAS, MergeConfig
+from espnet_delta.merge.task_norms import TaskNorm
 
 METHOD_ORDER = ("sa", "lerp", "ta", "ties")
 DEFAULT_SCHEDULES = FORMULAS  # every formula reading; local/asr.sh's --merge_schedules default lists the same
@@ -131,6 +132,31 @@ def _wer(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
+def _ratio(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3g}"
+
+
+def norms_md(norms: Sequence[Tuple[str, str, TaskNorm]], base: str) -> List[str]:
+    """The "task vector norms" table: per model (job, role) ``||tau||_2 / ||theta_base||_2`` over
+    the attention Q/K/V tensors SA merging mixes and over every tensor with a task vector."""
+    if not norms:
+        return []
+    sa, every = norms[0][2].tensors["sa"], norms[0][2].tensors["all"]
+    out = [
+        "",
+        f"Task vector norms: tau = theta_model - theta_base, base `{base}`; ||tau||_2 / ||theta_base||_2, one L2 "
+        f"norm over all entries of a set of tensors. SA: the attention Q/K/V projections SA merging mixes "
+        f"({sa} tensors); all: every tensor with a task vector, i.e. with a counterpart in the base ({every} "
+        "tensors; a bare SSL base: the whole upstream, not the new CTC head), what task arithmetic and TIES merge. "
+        "Task-vector merging presumes these are small (docs/merging.md).",
+        "",
+        "|model|role|SA tensors|all tensors|",
+        "|---|---|---|---|",
+    ]
+    out += [f"|{job}|{role}|{_ratio(n.relative('sa'))}|{_ratio(n.relative('all'))}|" for job, role, n in norms]
+    return out
+
+
 def results_md(
     scored: Sequence[Tuple[GridPoint, float]],
     finals: Mapping[str, Mapping[str, float]],
@@ -138,10 +164,15 @@ def results_md(
     test_sets: Sequence[str],
     prefix: str = "merge",
     title: str = "Model merging",
+    inputs: Optional[Mapping[str, Tuple[str, Mapping[str, float]]]] = None,
+    norms: Sequence[Tuple[str, str, TaskNorm]] = (),
+    base: str = "",
 ) -> str:
-    """The section appended to RESULTS.md: each method's grid, its dev-best point and that
-    point's WER on every set (``finals``: job name -> set -> WER), then SA per reading.
-    ``prefix`` names the jobs (``<prefix>_<point>``), e.g. ``merge_whisper`` for the Whisper merges."""
+    """The section appended to RESULTS.md: the merged models (``inputs``: job name -> (role,
+    set -> WER)), then each method's grid, its dev-best point and that point's WER on every set
+    (``finals``: job name -> set -> WER), SA per reading, and the inputs' task vector norms
+    (:func:`norms_md`). ``prefix`` names the jobs (``<prefix>_<point>``), e.g. ``merge_whisper``
+    for the Whisper merges."""
     sets = list(dict.fromkeys([valid_set, *test_sets]))
     by_method = best_per(scored, "method")
     sizes = {m: sum(1 for p, _ in scored if p.method == m) for m in by_method}
@@ -150,11 +181,14 @@ def results_md(
         "",
         f"Each method's grid was decoded on `{valid_set}`; the point with the lowest {valid_set} WER "
         "(the first of equal ones) was decoded on every set. SA merge: c_i is the child model's "
-        "weight on the attention Q/K/V task vectors; every other tensor is the child's.",
+        "weight on the attention Q/K/V task vectors; every other tensor is the child's. The first "
+        "rows are the two merged models themselves.",
         "",
         "|method|grid points|chosen|params|" + "|".join(f"{s} WER" for s in sets) + "|",
         "|---" * (4 + len(sets)) + "|",
     ]
+    for job, (role, wers) in (inputs or {}).items():
+        out.append(f"|{role}|-|{job}|-|" + "|".join(_wer(wers.get(s)) for s in sets) + "|")
     for method, (p, _) in by_method.items():
         job = f"{prefix}_{p.name}"
         wers = finals.get(job, {})
@@ -171,6 +205,7 @@ def results_md(
         for reading, (p, wer) in readings.items():
             n = sum(1 for q, _ in scored if q.method == "sa" and q.reading == reading)
             out.append(f"|{reading}|{n}|{p.params}|{_wer(wer)}|")
+    out += norms_md(norms, base)
     return "\n".join(out) + "\n"
 
 

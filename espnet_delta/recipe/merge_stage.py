@@ -16,7 +16,11 @@ in ``<exp>/merge_grid.tsv``, the choices and their WERs in ``<exp>/merge_results
 All in one process; finished merges and decodings are reused. ``--name whisper`` writes
 ``merge_whisper_*`` instead of ``merge_*`` (the Whisper merges beside the SSL ones), and
 ``--decode_config`` decodes with ESPnet's beam search (attention decoders) instead of
-greedy CTC.
+greedy CTC. The two merged models are decoded on every set too (hypotheses already there,
+e.g. the child's from stage 5, are reused), so the section compares the merges with the child
+and with the adult model on child speech, and it reports each one's task vector norm
+``||tau||_2 / ||theta_base||_2`` (:mod:`espnet_delta.merge.task_norms`): the premise of
+task-vector merging is that these are small.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_pars
 from espnet_delta.fileio import atomic_path, write_text_atomic
 from espnet_delta.recipe.names import CKPT_WER
 from espnet_delta.merge import SCHEDULE_TSV
+from espnet_delta.merge.task_norms import TaskNorm, task_norm_files
 
 MODEL_NAME = CKPT_WER  # the fine-tuned models' checkpoint (espnet_delta.recipe.names)
+ROLES = ("child model (M1)", "adult model (M2)")
 
 
 def merge_into(job: Path, child: Path, adult: Path, base: Path, config, model_name: str = MODEL_NAME) -> Path:
@@ -138,6 +144,8 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     dev = [(args.valid_set, args.data_dir / args.valid_set / "wav.scp")]
     every = [(s, args.data_dir / s / "wav.scp") for s in dict.fromkeys([args.valid_set, *args.test_sets])]
     inputs = (args.child, args.adult, args.base)
+    norms = _task_norms(args)
+    models = {job.name: (role, _decode(args, job, every)) for job, role in zip((args.child, args.adult), ROLES)}
     scored = []
     for pt in points:
         wer = _grid_point(args, pt, inputs, dev)
@@ -153,9 +161,22 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         finals[job.name] = wers
         logging.info("%s: %s", job.name, ", ".join(f"{k} WER {v:.2f}" for k, v in wers.items()))
     title = f"Model merging ({args.name})" if args.name else "Model merging"
-    results = g.results_md(scored, finals, args.valid_set, args.test_sets, prefix=args.prefix, title=title)
+    results = g.results_md(scored, finals, args.valid_set, args.test_sets, prefix=args.prefix, title=title,
+                           inputs=models, norms=norms, base=str(args.base))
     write_text_atomic(args.exp_dir / f"{args.prefix}_results.md", results)
     logging.info("wrote %s and %s", args.exp_dir / f"{args.prefix}_grid.tsv", args.exp_dir / f"{args.prefix}_results.md")
+
+
+def _task_norms(args) -> List[Tuple[str, str, TaskNorm]]:
+    """(job, role, norm) of the child and the adult model against the base, logged."""
+    out = []
+    for job, role in zip((args.child, args.adult), ROLES):
+        norm = task_norm_files(job / args.model_name, args.base, args.reinit)
+        logging.info("%s (%s): ||tau|| / ||theta_base|| = %.4g over %d attention Q/K/V tensors, %.4g over all %d "
+                     "tensors with a task vector", job.name, role, norm.relative("sa"), norm.tensors["sa"],
+                     norm.relative("all"), norm.tensors["all"])  # fmt: skip
+        out.append((job.name, role, norm))
+    return out
 
 
 def _decode(args, job: Path, sets) -> Dict[str, float]:

@@ -33,6 +33,7 @@ INPUT_TYPES = ("sound", "kaldi_ark")
 # job folder prefixes
 FT_PREFIX = "ft_"
 ADULT_SUFFIX = "_adult"
+MERGE_SUFFIX = "_merge"  # the child model of stage 8 under --merge_finetune_config
 PROBE_PREFIX = "probe_"
 PROBE_KINDS = ("pretrained", "random")
 INTERFACE_PREFIX = "if_"
@@ -65,6 +66,11 @@ ANALYSIS_DIR = "analysis"
 def ft_dir(exp_dir: PathLike, name: str, adult: bool = False) -> Path:
     """``ft_<name>`` (child speech) or ``ft_<name>_adult``."""
     return Path(exp_dir) / f"{FT_PREFIX}{name}{ADULT_SUFFIX if adult else ''}"
+
+
+def ft_merge_dir(exp_dir: PathLike, name: str) -> Path:
+    """``ft_<name>_merge``: ``name`` fine-tuned on child speech with ``--merge_finetune_config`` (stage 8's M1)."""
+    return Path(exp_dir) / f"{FT_PREFIX}{name}{MERGE_SUFFIX}"
 
 
 def ft_checkpoint_pattern(exp_dir: PathLike, adult: bool = False) -> str:

@@ -32,8 +32,10 @@ from typing import Dict, List, Optional, Sequence
 from espnet_delta.cli import add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.fileio import load_yaml
 from espnet_delta.ssl.hub import HubModelError
-from espnet_delta.recipe import models, names
+from espnet_delta.recipe import inputs, models, names
+from espnet_delta.recipe.families.finetune import merge_child_dir
 from espnet_delta.recipe.names import Job
+from espnet_delta.recipe.train_jobs import DONE
 from espnet_delta.recipe.train_config import FULL_CONFIG, dry_run_cap, with_seed, write_job_config
 
 #: the families, in the order stage 4 lists their jobs
@@ -108,6 +110,7 @@ def shell_names(settings) -> List[str]:
     values = {
         "ref_ft_dir": names.ft_dir(exp, reference),
         "ref_adult_dir": names.ft_dir(exp, reference, adult=True),
+        "merge_child_dir": merge_child_dir(settings) if reference else "",  # stage 8's M1
         "whisper_dir": names.ft_dir(exp, names.WHISPER_NAME),
         "whisper_adult_dir": names.ft_dir(exp, names.WHISPER_NAME, adult=True),
         "ft_ckpt": names.CKPT_WER,
@@ -140,6 +143,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--wave", type=int, choices=(1, 2), default=None, help="train: only this wave (default: both)")
     p.add_argument("--seed", type=int, default=0,
                    help="ESPnet's seed: in every rendered config (0: the key is left as the config has it; --seeds)")
+    add_bool_argument(p, "--check_inputs", default=False,
+                      help="with --write: stop (one error line) when a training to render reads a data file that "
+                           "does not exist, before any is written (the engine's stages 4 and 7; recipe/inputs.py)")
     p.add_argument("--dry_run_steps", type=int, default=0,
                    help="> 0: cap every rendered training at this many optimizer steps (max_epoch 1; docs/dry_run.md)")
     g = p.add_argument_group("the stage engine's options (local/asr.sh)")
@@ -159,6 +165,8 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--upstream_conf", type=Path, default=Path("conf/upstreams.yaml"))
     g.add_argument("--tiny_upstream_dir", default="")
     g.add_argument("--finetune_config", type=optional_path, default=None)
+    g.add_argument("--merge_finetune_config", type=optional_path, default=None,
+                   help="fine-tune stage 8's two models with this config: ft_<ref>_merge and ft_<ref>_adult")
     g.add_argument("--probe_config", type=optional_path, default=None)
     g.add_argument("--interface_config", type=optional_path, default=None)
     g.add_argument("--interface_systems", type=optional_path, default=None)
@@ -178,6 +186,13 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def checked(jobs: Sequence[Job], args) -> Sequence[Job]:
+    """``jobs``, after :func:`inputs.check_inputs` where ``--check_inputs`` asks for it."""
+    if args.check_inputs:
+        inputs.check_inputs(jobs, args, DONE)
+    return jobs
+
+
 def run(args) -> List[str]:
     """The lines to print."""
     if args.what == "names":
@@ -189,13 +204,13 @@ def run(args) -> List[str]:
     if args.what in FAMILIES:
         jobs = family_jobs(args.what, args)
         if args.write:
-            write_configs(jobs, args.dry_run_steps, args.seed)
+            write_configs(checked(jobs, args), args.dry_run_steps, args.seed)
         return [str(job.dir) for job in jobs]
     jobs = enabled_jobs(args, args.families if args.families is not None else STAGE4_FAMILIES)
     if args.what == "train":
         todo = [job for i, wave in enumerate(waves(jobs), 1) if args.wave in (None, i) for job in wave]
         if args.write:
-            write_configs(todo, args.dry_run_steps, args.seed)
+            write_configs(checked(todo, args), args.dry_run_steps, args.seed)
         return [str(job.dir) for job in todo]
     return [" ".join([*key, *(str(job.dir) for job in group)]) for key, group in decode_groups(jobs).items()]
 

@@ -147,13 +147,13 @@ def format_results(args: argparse.Namespace) -> str:
         "",
         f"tau_aug = theta_aug - theta_orig, where theta_orig is `ft_{ref}` (fine-tuned on `{args.train_set}`) and "
         f"theta_aug the same fine-tuning with augmentation ({args.aug_note}); lambda * tau_aug is added to the model "
-        f"fine-tuned on the second child corpus (mini_kids), lambda chosen on `{args.kids_sets[0]}` "
+        f"fine-tuned on the second child corpus ({args.kids_corpus}), lambda chosen on `{args.kids_sets[0]}` "
         f"(WER per lambda in `{kids_rel}/{GRID_NAME}`), reported on `{args.kids_sets[-1]}`. "
         f"\"then fine-tune\": trained further on `{args.kids_train_set}` ({further}); the control row trains the "
         "baseline the same way. steps: optimizer steps of the row's own training (the further fine-tuning rows: "
         "the extra steps). p: paired bootstrap (1000 resamples) against the corpus's baseline on the test set.",
         "",
-        "### mini_myst",
+        f"### {args.corpus}: `{args.train_set}`",
         "",
         *_table(exp, [("baseline (theta_orig)", f"ft_{ref}", ""),
                       ("+ augmentation (theta_aug)", f"{aug_rel}/ft_{ref}", ""),
@@ -161,7 +161,7 @@ def format_results(args: argparse.Namespace) -> str:
                       ("SA merge + augmentation", f"{aug_rel}/{sa_aug}" if sa_aug else None, "")],
                 args.sets, with_steps=False),
         "",
-        "### mini_kids",
+        f"### {args.kids_corpus}: `{args.kids_train_set}`",
         "",
         *_table(exp, [("baseline", f"{kids_rel}/ft_{ref}", ""),
                       (f"+ transfer zero-shot (lambda={lam})", zero_shot, "0"),
@@ -197,6 +197,10 @@ def get_parser() -> argparse.ArgumentParser:
     r.add_argument("--reference", required=True, help="upstream name (ft_<name> job dirs)")
     r.add_argument("--aug_exp_dir", default="aug", help="theta_aug's exp dir, relative to --exp_dir")
     r.add_argument("--kids_exp_dir", default="kids", help="the second corpus's exp dir, relative to --exp_dir")
+    r.add_argument("--corpus", default="the first child corpus",
+                   help="the first corpus's name in the headings (local/transfer.sh: the recipe's, egs2/<corpus>/asr1)")
+    r.add_argument("--kids_corpus", default="the second child corpus",
+                   help="the second corpus's name (local/transfer.sh: mini_kids where it generates it)")
     r.add_argument("--train_set", default="train")
     r.add_argument("--kids_train_set", default="kids_train")
     r.add_argument("--sets", nargs="+", default=["dev", "test"], help="first: dev, last: test")

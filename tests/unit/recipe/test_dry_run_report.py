@@ -113,6 +113,21 @@ def test_hours_option_overrides_the_seed_amounts(run):
     assert audio["screening"][4:6] == ["2.0", "1.00"]
 
 
+def test_processes_without_a_stage_are_labelled_by_command():
+    """Usage lines without $ESPNET_DELTA_STAGE (a command run outside the engine's stages): one row per
+    command, labelled '<command> (no stage)', after the numbered stages and setup; never an empty label."""
+    records = [{"stage": "", "command": "espnet_delta.recipe.plan", "wall_s": 1.0, "rss_mib": 50.0},
+               {"command": "espnet_delta.recipe.plan", "wall_s": 2.0, "rss_mib": 60.0},  # no stage key at all
+               {"stage": "", "command": "espnet_delta.bin.score", "wall_s": 4.0, "rss_mib": 70.0},
+               {"stage": "setup", "command": "espnet_delta.recipe.plan", "wall_s": 0.5, "rss_mib": 40.0},
+               {"stage": "4", "command": "espnet_delta.recipe.train_jobs", "wall_s": 8.0, "rss_mib": 80.0}]
+    report = dry_run.build_report(records, dry_run.SEED_HOURS, 240.0, {}, {}, "CPU test")
+    rows = table(report, "## Per stage")
+    assert [row[0] for row in rows] == ["4", "setup", "espnet_delta.recipe.plan (no stage)",
+                                        "espnet_delta.bin.score (no stage)"]
+    assert rows[2][1:4] == ["2", "3.0", "60"]  # two processes, 1 + 2 wall s, the larger peak RSS
+
+
 def test_cap_keeps_everything_else():
     full = {"max_epoch": 20, "num_iters_per_epoch": 1200, "accum_grad": 2, "batch_bins": 4000000, "optim": "adamw"}
     capped = dry_run_cap(full, 3)

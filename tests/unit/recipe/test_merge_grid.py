@@ -99,6 +99,7 @@ def job(path: Path, seed: int) -> Path:
 DEV_WER = {"sa_depth_power_l0.2_a0.8": 14.0, "sa_depth_power_l0.2_a0.9": 12.0, "sa_groups": 12.0,
            "lerp_c0.3": 15.0, "lerp_c0.7": 13.0, "ta_s0.5": 16.0, "ta_s1": 16.0,
            "ties_k20_s0.5": 18.0, "ties_k20_s1": 17.0}  # fmt: skip
+INPUT_WER = {"ft_child": 10.0, "ft_adult": 40.0}  # the two merged models (decoded by the stage too)
 
 
 @pytest.fixture
@@ -120,7 +121,8 @@ def fake_decoder(monkeypatch):
                 if point.startswith(prefix):
                     point = point[len(prefix):]
                     break
-            wers[name] = DEV_WER[point] if name == "dev" else 20.0 + DEV_WER[point]
+            dev = INPUT_WER.get(point) or DEV_WER[point]
+            wers[name] = dev if name == "dev" else 20.0 + dev
         return wers
 
     monkeypatch.setattr(merge_stage, "decode_and_score", fake)
@@ -141,9 +143,11 @@ def test_stage_tunes_every_method_on_dev_and_decodes_the_chosen(tmp_path, fake_d
     rows = [r.split("\t") for r in (exp / "merge_grid.tsv").read_text().splitlines()[1:] if not r.startswith("#")]
     assert [r[2] for r in rows] == list(DEV_WER)
     assert {r[2] for r in rows if r[5] == "*"} == {"sa_depth_power_l0.2_a0.9", "lerp_c0.7", "ta_s0.5", "ties_k20_s1"}
-    # the grid was decoded on dev only, the chosen points on test (their dev hypotheses copied, not decoded again)
+    # the grid was decoded on dev only, the chosen points on test (their dev hypotheses copied, not decoded
+    # again), the two merged models on every set
     assert sorted(fake_decoder) == sorted([(n, "dev") for n in DEV_WER] + [
-        (f"merge_{n}", "test") for n in ("sa_depth_power_l0.2_a0.9", "lerp_c0.7", "ta_s0.5", "ties_k20_s1")])  # fmt: skip
+        (f"merge_{n}", "test") for n in ("sa_depth_power_l0.2_a0.9", "lerp_c0.7", "ta_s0.5", "ties_k20_s1")]
+        + [(n, s) for n in INPUT_WER for s in ("dev", "test")])  # fmt: skip
     assert not list((exp / "merge_grid").glob(f"*/{merge_stage.MODEL_NAME}"))  # grid models deleted
     sa = exp / "merge_sa_depth_power_l0.2_a0.9"
     assert (sa / "config.yaml").read_text() == (child / "config.yaml").read_text()
@@ -161,6 +165,17 @@ def test_stage_tunes_every_method_on_dev_and_decodes_the_chosen(tmp_path, fake_d
     assert "|lerp|2|merge_lerp_c0.7|c=0.7|13.00|33.00|" in md
     assert "|sa|3|merge_sa_depth_power_l0.2_a0.9|lambda=0.2 alpha=0.9|12.00|32.00|" in md
     assert f"|{tmp_path / 'groups.yaml'}|1|file {tmp_path / 'groups.yaml'}|12.00|" in md
+    assert "|child model (M1)|-|ft_child|-|10.00|30.00|" in md and "|adult model (M2)|-|ft_adult|-|40.00|60.00|" in md
+    # task vector norms, by hand from fairseq_state: SA = the 6 Q/K/V tensors, all = all 9 (8 of 3 x 3, 1 of 2 x 3)
+    b = fairseq_state(0)
+    for job_name, seed in (("ft_child", 1), ("ft_adult", 2)):
+        m = fairseq_state(seed)
+        ratio = {sub: (sum(float((m[k] - b[k]).pow(2).sum()) for k in keys) /
+                       sum(float(b[k].pow(2).sum()) for k in keys)) ** 0.5
+                 for sub, keys in (("sa", [k for k in b if "_proj" in k]), ("all", list(b)))}
+        role = "child model (M1)" if seed == 1 else "adult model (M2)"
+        assert f"|{job_name}|{role}|{ratio['sa']:.3g}|{ratio['all']:.3g}|" in md
+    assert "(6 tensors)" in md and "(9 tensors" in md
 
     # a rerun merges and decodes nothing again, and writes the same reports
     before = {p: p.read_bytes() for p in exp.rglob("*") if p.is_file()}
