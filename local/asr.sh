@@ -215,8 +215,8 @@ Fusion training (stage 7)
   --fusion_systems FILE     systems to train (default: ${fusion_systems})
 
 Model merging (stage 8, needs --adult_train_set)
-  --merge_finetune_config FILE  fine-tune the merged models with it: ft_<ref>_merge (child, stage 4-5) and ft_<ref>_adult;
-                            '' merges ft_<ref> and ft_<ref>_adult of --finetune_config (default: '${merge_finetune_config}')
+  --merge_finetune_config FILE  stage 4 fine-tunes the merged pair with it (default: '${merge_finetune_config}'):
+                            ft_<ref>_merge (child, decoded in stage 5) and ft_<ref>_adult; '' merges ft_<ref> and ft_<ref>_adult
   --merge_schedules "A B"   SA schedule readings searched on dev (default: '${merge_schedules}'):
                             formulas (each over lambda x alpha; adult_power: lambda^(alpha^i) is the adult's weight)
                             and/or schedule YAML files (one grid point each)

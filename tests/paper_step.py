@@ -4,9 +4,11 @@ The steps of ``AbsTask.main_worker`` up to the first update, in its order: parse
 with ESPnet's own parser (unknown keys fail), seed, ``build_model``, ``freeze_param``,
 ``build_optimizers``, the scheduler class of the config, ``init_param``; then one forward,
 backward, gradient clipping and ``optimizer.step()`` on a synthetic batch. What is checked
-(:func:`check_step`): a finite loss; every ``freeze_param`` entry names a parameter (ESPnet
-ignores one that names nothing, silently training what the config meant to freeze); frozen
-parameters unchanged; every trainable parameter that got a non-zero gradient changed.
+(:class:`StepResult`): the loss; the ``freeze_param`` entries that name no parameter (ESPnet
+ignores them, silently training what the config meant to freeze); frozen parameters that
+changed; trainable ones with a non-zero gradient that did not; trainable ones outside the
+loss's graph (ESPnet's DDP, ``find_unused_parameters`` = ``unused_parameters: false`` by
+default, stops at the second iteration on them).
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class StepResult:
     freeze_unmatched: List[str]  # freeze_param entries naming no parameter
     frozen_changed: List[str]
     not_updated: List[str]  # trainable, a non-zero gradient, yet unchanged by the step
-    no_gradient: List[str]  # trainable, but no (or an all-zero) gradient: unused by this forward
+    unused: List[str]  # trainable, no gradient: not in the loss's graph (ESPnet's DDP needs unused_parameters)
+    zero_gradient: List[str]  # trainable, in the graph, an all-zero gradient (e.g. keys of a zero query)
 
 
 def step(args: argparse.Namespace, batch: Dict[str, torch.Tensor], lr: Optional[float] = None) -> StepResult:
@@ -107,11 +110,12 @@ def step(args: argparse.Namespace, batch: Dict[str, torch.Tensor], lr: Optional[
         freeze_unmatched=[t for t, names in frozen_by(model, args.freeze_param).items() if not names],
         frozen_changed=[k for k in frozen if not torch.equal(before[k], params[k].detach())],
         not_updated=[k for k in graded if torch.equal(before[k], params[k].detach())],
-        no_gradient=[k for k in trainable if k not in set(graded)],
+        unused=[k for k in trainable if params[k].grad is None],
+        zero_gradient=[k for k in trainable if params[k].grad is not None and k not in set(graded)],
     )
 
 
-def waveform_batch(seconds=(1.0, 0.75), rate: int = 16000, seed: int = 0) -> Dict[str, torch.Tensor]:
+def waveform_batch(seconds=(0.5, 0.35), rate: int = 16000, seed: int = 0) -> Dict[str, torch.Tensor]:
     """Short synthetic utterances (noise) with 3-4 character targets each."""
     gen = torch.Generator().manual_seed(seed)
     lengths = [int(s * rate) for s in seconds]

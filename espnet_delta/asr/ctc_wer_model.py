@@ -15,6 +15,11 @@ by about one learning rate per Adam step, and on some seeds the head learns char
 before the blank: every frame then carries a character (each one spread over ~4 frames),
 a CTC local optimum that the small heads of stage 7 never leave (the blank plateau's
 mirror image: dev WER ~88 with almost no blank frames).
+
+``frontend_lr`` (``model_conf``, default off; needs ``exclude_weight_decay: true``) gives the
+frontend (the SSL upstream) its own peak learning rate while the new CTC head keeps
+``optim_conf.lr``: a fine-tuning whose task vector stays small next to the pre-trained model,
+the premise of task-vector merging (docs/merging.md, ``--merge_finetune_config``).
 """
 
 from __future__ import annotations
@@ -34,11 +39,25 @@ from espnet_delta.data.word_align import count_errors
 class CTCWERModel(ESPnetASRModel):
     """``ESPnetASRModel`` whose validation stats add ``wer_ctc`` (greedy CTC, per batch)."""
 
-    def __init__(self, *args, ctc_blank_prior: Optional[float] = None, **kwargs) -> None:
+    def __init__(self, *args, ctc_blank_prior: Optional[float] = None, frontend_lr: Optional[float] = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._wer_ctc: Optional[float] = None
         if ctc_blank_prior is not None:
             self.init_blank_prior(float(ctc_blank_prior))
+        if frontend_lr is not None:
+            self.set_frontend_lr(float(frontend_lr))
+
+    def set_frontend_lr(self, lr: float) -> None:
+        """Give every frontend (SSL upstream) parameter its own peak learning rate ``lr``, while the
+        CTC head keeps ``optim_conf.lr``: ESPnet's per-parameter hyperparameters (``_optim``), which
+        its optimizer builder turns into a parameter group when the config sets
+        ``exclude_weight_decay: true`` (espnet2/optimizers/optim_groups.py); the scheduler scales
+        both groups alike. The merging regime (docs/merging.md) keeps the task vector small this way."""
+        if not lr > 0.0:
+            raise ValueError(f"model_conf.frontend_lr={lr}; expected a positive learning rate")
+        for param in self.frontend.parameters():
+            param._optim = {"lr": lr}
 
     def init_blank_prior(self, prior: float) -> None:
         """CTC bias: blank log(prior (V-1) / (1 - prior)), others 0 (softmax of the bias alone = prior)."""

@@ -90,3 +90,42 @@ def test_ctc_blank_prior_outside_zero_one_is_refused():
 
     with pytest.raises(ValueError, match="ctc_blank_prior"):
         build_model().init_blank_prior(1.0)
+
+
+def test_frontend_lr_is_a_parameter_group_of_espnets_optimizer_builder():
+    """model_conf.frontend_lr: ESPnet's builder (exclude_weight_decay: true) puts the frontend's parameters
+    in a group at that lr; the CTC head keeps optim_conf.lr, and the scheduler scales both alike."""
+    import pytest
+    from espnet2.asr.ctc import CTC
+    from espnet2.asr.frontend.abs_frontend import AbsFrontend
+    from espnet2.optimizers.optim_groups import configure_optimizer
+    from espnet2.schedulers.warmup_lr import WarmupLR
+
+    from espnet_delta.asr.ctc_wer_model import CTCWERModel
+
+    class Frontend(AbsFrontend):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(2, 2)
+
+        def output_size(self) -> int:
+            return 2
+
+        def forward(self, speech, lengths):
+            return self.proj(speech), lengths
+
+    V = len(TOKENS)
+    model = CTCWERModel(
+        vocab_size=V, token_list=TOKENS, frontend=Frontend(), specaug=None, normalize=None, preencoder=None,
+        encoder=IdentityEncoder(2), postencoder=None, decoder=None, ctc=CTC(odim=V, encoder_output_size=2),
+        joint_network=None, ctc_weight=1.0, frontend_lr=5e-5,
+    )
+    optim = configure_optimizer(model, torch.optim.Adam, {"lr": 5e-3},
+                                {"bias_weight_decay": True, "normalization_weight_decay": True})
+    lr_of = {id(p): group["lr"] for group in optim.param_groups for p in group["params"]}
+    assert [lr_of[id(p)] for p in model.frontend.parameters()] == [5e-5, 5e-5]
+    assert [lr_of[id(p)] for p in model.ctc.parameters()] == [5e-3, 5e-3]
+    WarmupLR(optim, warmup_steps=4)  # step 1 of a 4-step warm-up: lr x 1/4 in both groups
+    assert sorted(g["lr"] for g in optim.param_groups) == pytest.approx([5e-5 / 4, 5e-3 / 4])
+    with pytest.raises(ValueError, match="frontend_lr"):
+        model.set_frontend_lr(0.0)
