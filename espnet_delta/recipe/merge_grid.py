@@ -6,7 +6,9 @@ formula readings ``depth_power``, ``linear_exponent`` and ``adult_power``, see
 :mod:`espnet_delta.merge.schedule`); each baseline gets
 its own grid (lerp c, task-arithmetic scale, TIES top-k x scale), nine points by
 default like SA's lambda x alpha grid. Every method's dev-best point is then decoded
-on the test sets, so the comparison is like for like.
+on the test sets, so the comparison is like for like. The report (:func:`results_md`, the
+"Model merging" section of RESULTS.md) also lists the two merged models themselves and their
+task vector norms (:func:`norms_md`).
 """
 
 from __future__ import annotations
