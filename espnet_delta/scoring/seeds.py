@@ -21,6 +21,7 @@ seeds on this test set; the standard deviations show how far single seeds scatte
 from __future__ import annotations
 
 import math
+import re
 from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
@@ -30,13 +31,24 @@ from .report import round_half_up
 from .results import ScoreSummary, _level, _p
 from .significance import BootstrapResult, compare_utterances, paired_bootstrap
 
-__all__ = ["SEEDS_HEADING", "format_seeds_md", "mean_std", "pooled_bootstrap", "seed_table"]
+__all__ = ["SEEDS_HEADING", "format_seeds_md", "mean_std", "pooled_bootstrap", "seed_system", "seed_table"]
 
 #: the section's heading key (md_sections: up to the first ':')
 SEEDS_HEADING = "## Seeds:"
 UNITS = ("WER", "CER")
 
 Cell = Tuple[str, str]  # (system, test set)
+
+#: stage 8 names a merge after its dev-chosen grid point (``merge_sa_adult_power_l0.1_a0.9``), and each
+#: seed may choose another point: over the seeds the row is the method (``merge_sa*``), each seed's
+#: value that of its own chosen point
+_MERGE_POINT = re.compile(r"^(merge(?:_whisper)?_(?:sa|lerp|ta|ties))_.+$")
+
+
+def seed_system(system: str) -> str:
+    """The row name of ``system`` over the seeds: a merge's method with ``*``, else the system itself."""
+    match = _MERGE_POINT.match(system)
+    return f"{match.group(1)}*" if match else system
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -74,11 +86,12 @@ def _cells(runs: Mapping[int, Sequence[ScoreSummary]]) -> Tuple[List[str], List[
     for run_seed, summaries in runs.items():
         cells = by_seed.setdefault(run_seed, {})
         for s in summaries:
-            if (s.system, s.test_set) in cells:
-                raise ScoringInputError(f"seed {run_seed}: system {s.system!r} is scored twice on {s.test_set!r}: "
-                                        f"{cells[(s.system, s.test_set)].score_dir} and {s.score_dir}")
-            cells[(s.system, s.test_set)] = s
-            systems += [s.system] if s.system not in systems else []
+            system = seed_system(s.system)
+            if (system, s.test_set) in cells:
+                raise ScoringInputError(f"seed {run_seed}: system {system!r} is scored twice on {s.test_set!r}: "
+                                        f"{cells[(system, s.test_set)].score_dir} and {s.score_dir}")
+            cells[(system, s.test_set)] = s
+            systems += [system] if system not in systems else []
             sets += [s.test_set] if s.test_set not in sets else []
     return systems, sets, by_seed
 
@@ -124,7 +137,8 @@ def format_seeds_md(runs: Mapping[int, Sequence[ScoreSummary]], baseline: str | 
     out = [f"{SEEDS_HEADING} mean and spread over {len(seeds)} training seeds ({names})", "",
            "The tables above are seed 0's run; here every system is trained once per seed (`--seeds`, docs/recipes.md). "
            "mean and std: corpus-level error rate in percent over the seeds that scored the system, "
-           "std the sample standard deviation (n - 1); `-` where a seed has no score.", ""]
+           "std the sample standard deviation (n - 1); `-` where a seed has no score. `merge_<method>*`: "
+           "each seed's dev-chosen grid point of that method (named in that seed's merging section).", ""]
     test_cols = f"|mean delta vs {baseline}|p vs {baseline}|" if baseline else "|"
     for unit in UNITS:
         head = "|system|test set|mean|std|" + "|".join(f"seed {k}" for k in seeds) + test_cols

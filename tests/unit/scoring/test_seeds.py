@@ -145,3 +145,18 @@ def test_a_seed_without_a_system_shows_a_dash(runs):
     rows = section_rows(format_seeds_md(summaries, "ft_base", N_RESAMPLES))
     # seeds 0 and 2 only: 0 % both; baseline 20 and 60 on those seeds: mean delta -40
     assert rows[("WER", "better")] == ["test", "0.0", "0.0", "0.0", "-", "0.0", "-40.0", "0.005"]
+
+
+def test_each_seeds_chosen_merge_point_is_one_row_per_method(runs):
+    """Stage 8 names a merge after its dev-chosen grid point; seeds choose different points."""
+    import dataclasses
+
+    summaries = {k: [load_score(d) for d in sorted(exp.glob("*/decode/test/score_wer"))] for k, exp in runs.items()}
+    points = {0: "merge_sa_adult_power_l0.1_a0.9", 1: "merge_sa_depth_power_l0.3_a0.7", 2: "merge_sa_adult_power_l0.3_a0.9"}
+    for k, point in points.items():  # the "better" system plays seed k's chosen SA merge
+        summaries[k] = [dataclasses.replace(s, system=point) if s.system == "better" else s for s in summaries[k]]
+    rows = section_rows(format_seeds_md(summaries, "ft_base", N_RESAMPLES))
+    # one row for the method over all three seeds: 0 % on each, baseline 20/40/60: mean delta -40
+    assert rows[("WER", "merge_sa*")] == ["test", "0.0", "0.0", "0.0", "0.0", "0.0", "-40.0", "0.005"]
+    assert not any(name.startswith("merge_sa_") for _, name in rows)
+    assert rows[("WER", "same")][0] == "test"  # other systems keep their names
