@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from espnet_delta.recipe.names import Job
+from espnet_delta.recipe.names import DONE, Job
 
 DATA_KEYS = ("train_data_path_and_name_and_type", "valid_data_path_and_name_and_type")
 SHAPE_KEYS = ("train_shape_file", "valid_shape_file")
@@ -66,11 +66,11 @@ def missing_line(job: Path, path: Path, settings, more: int) -> str:
             f"run ./run.sh --stage {stage} --stop_stage {last}{option} with this run's other options, then this stage again")
 
 
-def check_inputs(jobs: Sequence[Job], settings, done_marker: str) -> None:
-    """Raise :class:`MissingInputError` for the first job (not finished: no ``done_marker``) whose
+def check_inputs(jobs: Sequence[Job], settings) -> None:
+    """Raise :class:`MissingInputError` for the first job (not finished: no ``.done``) whose
     rendered config reads a file that does not exist."""
     for job in jobs:
-        if job.config is None or (job.dir / done_marker).is_file():
+        if job.config is None or (job.dir / DONE).is_file():
             continue
         missing = [p for p in dict.fromkeys(config_inputs(job.config())) if not p.is_file()]
         if missing:

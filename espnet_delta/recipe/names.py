@@ -33,6 +33,7 @@ INPUT_TYPES = ("sound", "kaldi_ark")
 # job folder prefixes
 FT_PREFIX = "ft_"
 ADULT_SUFFIX = "_adult"
+DONE = ".done"  # a finished training's marker in its job folder (train_jobs writes it)
 MERGE_SUFFIX = "_merge"  # the child model of stage 8 under --merge_finetune_config
 PROBE_PREFIX = "probe_"
 PROBE_KINDS = ("pretrained", "random")

@@ -35,7 +35,6 @@ from espnet_delta.ssl.hub import HubModelError
 from espnet_delta.recipe import inputs, models, names
 from espnet_delta.recipe.families.finetune import merge_child_dir
 from espnet_delta.recipe.names import Job
-from espnet_delta.recipe.train_jobs import DONE
 from espnet_delta.recipe.train_config import FULL_CONFIG, dry_run_cap, with_seed, write_job_config
 
 #: the families, in the order stage 4 lists their jobs
@@ -189,7 +188,7 @@ def get_parser() -> argparse.ArgumentParser:
 def checked(jobs: Sequence[Job], args) -> Sequence[Job]:
     """``jobs``, after :func:`inputs.check_inputs` where ``--check_inputs`` asks for it."""
     if args.check_inputs:
-        inputs.check_inputs(jobs, args, DONE)
+        inputs.check_inputs(jobs, args)
     return jobs
 
 

@@ -31,10 +31,10 @@ from typing import Optional, Sequence
 
 from espnet_delta.cli import LOG_FORMAT, add_bool_argument, add_log_level_argument, new_parser, setup_logging
 from espnet_delta.recipe import ddp
+from espnet_delta.recipe.names import DONE
 from espnet_delta.ssl.hub import HubModelError
 from espnet_delta.whisper.load import WhisperLoadError
 
-DONE = ".done"
 
 
 def run_job(job: Path, ngpu: int, extra, num_nodes: int = 1) -> None:
