@@ -289,6 +289,10 @@ if [ "${print_only}" != true ]; then
     exec > >(trap '' INT TERM; exec tee -a "${run_log}") 2>&1
 fi
 trap_interrupts  # Ctrl-C / SIGTERM: stop the stage's jobs, one line naming the stage, exit 130 / 143 (local/utils.sh)
+if [ -n "${whisper_hyp}" ] && [ -z "${whisper_model}" ] && [ ! -f "${whisper_hyp}" ]; then  # nothing writes it
+    log "--whisper_model '': no Whisper screening and no ${whisper_hyp}: the Whisper WER filter is off"
+    whisper_hyp=
+fi
 
 # shellcheck source=path.sh
 . "$(dirname "${BASH_SOURCE[0]}")/path.sh"  # repo_root, python (print_cmd under --print_only), python_run

@@ -15,27 +15,8 @@
 set -euo pipefail
 . ./db.sh
 
-# The screening's hypotheses: --whisper_model large-v2 writes data/whisper_large-v2.tsv where it is missing.
-# --whisper_model '' (no screening, e.g. offline) needs no --whisper_hyp: that default file is used where it
-# exists (an earlier screening's, or your own), else the Whisper WER filter is off. --whisper_hyp FILE always wins.
-whisper_hyp=data/whisper_large-v2.tsv
-declare -A given=()  # the options on the command line as local/asr.sh reads them (--a_b V, --a-b=V; the last wins)
-args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-    case "${args[i]}" in
-        --*=*) key=${args[i]%%=*}; key=${key#--}; given[${key//-/_}]=${args[i]#*=} ;;
-        --*) key=${args[i]#--}; given[${key//-/_}]=${args[i + 1]-}; i=$((i + 1)) ;;
-    esac
-done
-if [ -n "${given[whisper_model]+set}" ] && [ -z "${given[whisper_model]}" ] && [ -z "${given[whisper_hyp]+set}" ]; then
-    hyp=${whisper_hyp}  # where local/asr.sh looks for it: under --dry_run_dir in a dry run
-    [ "${given[dry_run]:-false}" != true ] || hyp=${given[dry_run_dir]:-dry_run}/${whisper_hyp}
-    if [ ! -f "${hyp}" ] && [ -z "${given[help]+set}" ]; then
-        echo "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh) --whisper_model '': no Whisper screening and no ${hyp}: the Whisper WER filter is off (--whisper_hyp FILE: filter with an existing hypothesis file)"
-        whisper_hyp=
-    fi
-fi
-
+# --whisper_model '' (no screening, e.g. offline) needs no --whisper_hyp: the file below is used where it exists
+# (an earlier screening's, or your own), else the engine turns the Whisper WER filter off and says so.
 ../../../local/asr.sh \
     --myst "${MYST}" \
     --librispeech "${LIBRISPEECH}" \
@@ -45,7 +26,7 @@ fi
     --fusion_systems conf/fusion_systems.yaml \
     --subset_hours 1,5,10 \
     --whisper_model large-v2 \
-    --whisper_hyp "${whisper_hyp}" \
+    --whisper_hyp data/whisper_large-v2.tsv \
     --nj 1 \
     --ngpu 1 \
     --gpu_inference true \
