@@ -154,7 +154,8 @@ dry_run_trim() {
 # dry_run_report: per-stage usage and the full run's device-hour arithmetic -> exp/dry_run/report.md.
 dry_run_report() {
     ${python} -m espnet_delta.bin.dry_run_report --usage "${exp_dir}/dry_run/usage.jsonl" --exp_dir "${exp_dir}" \
-        --data_dir "${data_dir}" --feats_dir "${feats_dir}" --out "${exp_dir}/dry_run/report.md"
+        --data_dir "${data_dir}" --feats_dir "${feats_dir}" --out "${exp_dir}/dry_run/report.md" \
+        --hours ${dry_run_hours:-none}  # word-split on purpose: SET=H items
 }
 
 # Seeds (--seeds, docs/recipes.md). seed_check: --seeds is a comma list of distinct seeds (non-negative

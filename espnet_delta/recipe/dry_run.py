@@ -168,15 +168,21 @@ def set_hours(name: str, hours: Dict[str, float]) -> Optional[float]:
     return None
 
 
-def full_steps(config: Dict[str, Any], train_utts: Optional[float]) -> Optional[int]:
+def full_steps(config: Dict[str, Any], train_utts: Optional[float], train_hours: Optional[float] = None
+               ) -> Optional[int]:
     """Optimizer steps of the un-capped config: max_epoch x iterations per epoch / accum_grad, the
-    iterations being num_iters_per_epoch when set, else (sorted/unsorted batches) N // batch_size."""
+    iterations being num_iters_per_epoch when set, else (sorted/unsorted batches) N // batch_size,
+    else (numel batches of a waveform input) the set's samples at 16 kHz / batch_bins, rounded up
+    (ESPnet's numel bins also count the token ids: a few per second, under 0.1 % of the samples)."""
     accum = int(config.get("accum_grad", 1) or 1)
     epochs = int(config.get("max_epoch", 1))
     if config.get("num_iters_per_epoch"):
         return epochs * int(config["num_iters_per_epoch"]) // accum
     if config.get("batch_type") in ("sorted", "unsorted") and train_utts:
         return epochs * max(int(train_utts) // int(config["batch_size"]), 1) // accum
+    if config.get("batch_type") == "numel" and train_hours and config.get("batch_bins"):
+        batches = math.ceil(train_hours * 3600.0 * SAMPLE_RATE / float(config["batch_bins"]))
+        return epochs * max(batches // accum, 1)
     return None
 
 
@@ -195,7 +201,7 @@ def training_rows(records: Sequence[Dict[str, Any]], hours: Dict[str, float], me
         train_set = set_of(full) if full else ""
         h = set_hours(train_set, hours)
         utts = h * 3600.0 / mean_utt_s[train_set] if h is not None and mean_utt_s.get(train_set) else None
-        steps = full_steps(full, utts) if full else None
+        steps = full_steps(full, utts, h) if full else None
         sps = r.get("seconds_per_step")
         rows.append({
             "stage": stage_label(r), "job": job.name, "params": r.get("params"),
@@ -260,19 +266,24 @@ def build_report(records: Sequence[Dict[str, Any]], hours: Dict[str, float], scr
     train = training_rows(records, hours, mean_utt_s)
     lines += ["", "## Trainings", "",
               "full steps = the un-capped config's optimizer steps (train.full.yaml: max_epoch x num_iters_per_epoch / "
-              "accum_grad, or max_epoch x (utterances // batch_size) / accum_grad with utterances = the set's hours x 3600 / "
-              "mean utterance seconds); full hours = full steps x seconds per step / 3600.", "",
+              "accum_grad; max_epoch x (utterances // batch_size) / accum_grad with utterances = the set's hours x 3600 / "
+              "mean utterance seconds; or max_epoch x (the set's samples at 16 kHz / batch_bins) / accum_grad for numel "
+              "batches); full hours = full steps x seconds per step / 3600.", "",
               "| stage | job | parameters (M) | steps run (M) | s/step (M) | train set | full steps (A) | full device hours (A) |",
               "|---|---|---|---|---|---|---|---|"]
     for t in train:
         lines.append(f"| {t['stage']} | {t['job']} | {fmt(t['params'])} | {fmt(t['steps_run'])} | "
                      f"{fmt(t['seconds_per_step'], 3)} | {t['train_set']} | {fmt(t['full_steps'])} | {fmt(t['full_hours'])} |")
+    unknown = sorted({t["train_set"] for t in train if t["full_steps"] is None and set_hours(t["train_set"], hours) is None})
+    if unknown:
+        lines += ["", "No full-run hours for " + ", ".join(f"`{x}`" for x in unknown) + ": their full steps are not "
+                  "counted; give them (run.sh --dry_run_hours \"" + " ".join(f"{x}=H" for x in unknown) + "\")."]
     full_audio = {"screening": screened_hours, "extraction": sum(hours.get(k, 0.0) for k in ("train", "dev", "test"))}
     audio = audio_rows(records, audio_s, full_audio)
     lines += ["", "## Per audio second", "",
               "s per audio s = summed wall seconds of the command's processes (model loading included) / the audio "
               "seconds they read; full device hours = full audio hours x that rate.", "",
-              "| what | wall s (M) | audio s (M) | s per audio s (M) | full audio hours (A: seed 001) | full device hours (A) |",
+              "| what | wall s (M) | audio s (M) | s per audio s (M) | full audio hours (given) | full device hours (A) |",
               "|---|---|---|---|---|---|"]
     for a in audio:
         lines.append(f"| {a['what']} | {fmt(a['wall_s'], 1)} | {fmt(a['audio_s'], 1)} | {fmt(a['rate'], 4)} | "
@@ -284,8 +295,14 @@ def build_report(records: Sequence[Dict[str, Any]], hours: Dict[str, float], scr
 
 
 def parse_hours(items: Sequence[str]) -> Dict[str, float]:
-    hours = dict(SEED_HOURS)
+    """SET=HOURS items over no hours; the item ``seed001`` stands for :data:`SEED_HOURS` (MyST and
+    LibriSpeech of seed 001), ``none`` for no amounts (a corpus whose seed gives none). No items at
+    all: seed 001's."""
+    hours: Dict[str, float] = {} if items else dict(SEED_HOURS)
     for item in items:
+        if item in ("seed001", "none"):
+            hours.update(SEED_HOURS if item == "seed001" else {})
+            continue
         name, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--hours expects SET=HOURS, got {item!r}")

@@ -3,7 +3,8 @@
 # espeak-ng, a tiny 6-layer WavLM pre-trained here on the corpus audio (stage 3), the
 # fine-tuned baseline and the SSHR systems of conf/sshr_systems.yaml for graphemes (CER)
 # and phonemes (PER) per language, and a language-ID probe of every layer of the frozen
-# pre-trained model (stage 5). Offline, CPU; measured 12 min 53 s from scratch on two idle cores, at most 1.32 GB in one process and 2.39 GB in all (see docs/performance.md). Options after ./run.sh
+# pre-trained model (stage 5). The seeds give no hours for their corpora: a paper-config dry run
+# (docs/dry_run.md) counts full steps with --dry_run_hours "train=H". Offline, CPU; measured 12 min 53 s from scratch on two idle cores, at most 1.32 GB in one process and 2.39 GB in all (see docs/performance.md). Options after ./run.sh
 # override the ones below (./run.sh --help lists them all).
 set -euo pipefail
 . ./db.sh
@@ -24,6 +25,7 @@ set -euo pipefail
     --results_baseline sshr_baseline_char \
     --test_sets test \
     --stop_stage 5 \
+    --dry_run_hours none \
     --nj 2 \
     --ngpu 0 \
     "$@"

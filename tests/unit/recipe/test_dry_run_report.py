@@ -113,6 +113,37 @@ def test_hours_option_overrides_the_seed_amounts(run):
     assert audio["screening"][4:6] == ["2.0", "1.00"]
 
 
+def test_numel_batches_count_the_sets_samples(tmp_path):
+    """A config batched by numel (the SSHR configs): steps per epoch = the set's samples at 16 kHz
+    / batch_bins, rounded up, then / accum_grad."""
+    job = tmp_path / "exp" / "sshr_sshr_char"
+    write_job(job, {"max_epoch": 30, "accum_grad": 4, "batch_type": "numel", "batch_bins": 16_000_000,
+                    "train_data_path_and_name_and_type": [["data/train/wav.scp", "speech", "sound"]]})
+    records = [{"stage": "4", "command": "asr_train", "job": str(job), "wall_s": 9.0, "rss_mib": 1.0,
+                "iterations": 8, "seconds_per_step": 200.0, "params": 1}]
+    report = dry_run.build_report(records, dry_run.parse_hours(["train=10"]), 0.0, {}, {}, "CPU test")
+    row = table(report, "## Trainings")[0]
+    # 10 h = 36,000 s x 16,000 = 576,000,000 samples / 16,000,000 = 36 batches / accum 4 = 9 steps
+    # x 30 epochs = 270 steps x 200 s = 54,000 s = 15 h
+    assert row[6] == "270" and row[7] == "15.00"
+    assert "No full-run hours" not in report
+
+
+def test_hours_none_leaves_unknown_sets_uncounted_and_says_how_to_give_them(tmp_path):
+    """--dry_run_hours none (a corpus the seeds give no hours for): the MyST amounts of seed 001 are
+    not applied to a set called train; the report names the set and the option."""
+    job = tmp_path / "exp" / "sshr_sshr_char"
+    write_job(job, {"max_epoch": 30, "accum_grad": 4, "batch_type": "numel", "batch_bins": 16_000_000,
+                    "train_data_path_and_name_and_type": [["data/train/wav.scp", "speech", "sound"]]})
+    records = [{"stage": "4", "command": "asr_train", "job": str(job), "wall_s": 9.0, "rss_mib": 1.0,
+                "iterations": 8, "seconds_per_step": 200.0, "params": 1}]
+    report = dry_run.build_report(records, dry_run.parse_hours(["none"]), 0.0, {}, {}, "CPU test")
+    assert table(report, "## Trainings")[0][6:8] == ["-", "-"]
+    assert 'No full-run hours for `train`' in report and '--dry_run_hours "train=H"' in report
+    assert dry_run.parse_hours(["seed001", "train=5"]) == {**dry_run.SEED_HOURS, "train": 5.0}
+    assert dry_run.parse_hours([]) == dry_run.SEED_HOURS
+
+
 def test_processes_without_a_stage_are_labelled_by_command():
     """Usage lines without $ESPNET_DELTA_STAGE (a command run outside the engine's stages): one row per
     command, labelled '<command> (no stage)', after the numbered stages and setup; never an empty label."""
