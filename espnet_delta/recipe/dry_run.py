@@ -203,11 +203,14 @@ def training_rows(records: Sequence[Dict[str, Any]], hours: Dict[str, float], me
         utts = h * 3600.0 / mean_utt_s[train_set] if h is not None and mean_utt_s.get(train_set) else None
         steps = full_steps(full, utts, h) if full else None
         sps = r.get("seconds_per_step")
+        batch, full_batch = int(capped.get("batch_size", 0) or 0), int(full.get("batch_size", 0) or 0)
+        scale = full_batch / batch if 0 < batch < full_batch else 1.0  # --dry_run_max_batch: linear in the batch
         rows.append({
             "stage": stage_label(r), "job": job.name, "params": r.get("params"),
             "steps_run": r["iterations"] // accum if r.get("iterations") is not None else None,
             "seconds_per_step": sps, "train_set": train_set, "full_train_utts": utts, "full_steps": steps,
-            "full_hours": steps * sps / 3600.0 if steps is not None and sps is not None else None,
+            "full_hours": steps * sps * scale / 3600.0 if steps is not None and sps is not None else None,
+            "batch": batch if scale != 1.0 else None, "full_batch": full_batch,
         })
     return rows
 
@@ -274,6 +277,11 @@ def build_report(records: Sequence[Dict[str, Any]], hours: Dict[str, float], scr
     for t in train:
         lines.append(f"| {t['stage']} | {t['job']} | {fmt(t['params'])} | {fmt(t['steps_run'])} | "
                      f"{fmt(t['seconds_per_step'], 3)} | {t['train_set']} | {fmt(t['full_steps'])} | {fmt(t['full_hours'])} |")
+    for t in train:
+        if t["batch"]:
+            lines += ["", f"`{t['job']}`: batch capped at {t['batch']} of the config's {t['full_batch']} utterances "
+                      f"(--dry_run_max_batch): its full device hours are full steps x s/step x {t['full_batch']}/{t['batch']} "
+                      "(A: a step's time taken as linear in the batch)."]
     unknown = sorted({t["train_set"] for t in train if t["full_steps"] is None and set_hours(t["train_set"], hours) is None})
     if unknown:
         lines += ["", "No full-run hours for " + ", ".join(f"`{x}`" for x in unknown) + ": their full steps are not "

@@ -62,7 +62,7 @@ def waves(jobs: Sequence[Job]) -> List[List[Job]]:
     return [[job for job in jobs if job not in later], later]
 
 
-def write_configs(jobs: Sequence[Job], dry_run_steps: int = 0, seed: int = 0) -> None:
+def write_configs(jobs: Sequence[Job], dry_run_steps: int = 0, seed: int = 0, dry_run_max_batch: int = 0) -> None:
     """Each job's ``train.yaml``; with ``dry_run_steps`` > 0 capped to that many optimizer steps
     (:func:`dry_run_cap`), the un-capped rendering beside it as ``train.full.yaml`` (the dry-run
     report's step count of the full run). ``seed`` != 0: ESPnet's ``seed:`` key (:func:`with_seed`)."""
@@ -72,7 +72,7 @@ def write_configs(jobs: Sequence[Job], dry_run_steps: int = 0, seed: int = 0) ->
         config = with_seed(job.config(), seed)
         if dry_run_steps > 0:
             write_job_config(job.dir, config, job.checkpoint, name=FULL_CONFIG)
-            config = dry_run_cap(config, dry_run_steps)
+            config = dry_run_cap(config, dry_run_steps, dry_run_max_batch)
         write_job_config(job.dir, config, job.checkpoint)
 
 
@@ -147,6 +147,9 @@ def get_parser() -> argparse.ArgumentParser:
                            "does not exist, before any is written (the engine's stages 4 and 7; recipe/inputs.py)")
     p.add_argument("--dry_run_steps", type=int, default=0,
                    help="> 0: cap every rendered training at this many optimizer steps (max_epoch 1; docs/dry_run.md)")
+    p.add_argument("--dry_run_max_batch", type=int, default=0,
+                   help="with --dry_run_steps, > 0: at most this many utterances per batch where a config counts "
+                        "utterances (batch_size); 0: the configs' batches")
     g = p.add_argument_group("the stage engine's options (local/asr.sh)")
     g.add_argument("--exp_dir", type=Path, default=Path("exp"))
     g.add_argument("--data_dir", type=Path, default=Path("data"))
@@ -203,13 +206,13 @@ def run(args) -> List[str]:
     if args.what in FAMILIES:
         jobs = family_jobs(args.what, args)
         if args.write:
-            write_configs(checked(jobs, args), args.dry_run_steps, args.seed)
+            write_configs(checked(jobs, args), args.dry_run_steps, args.seed, args.dry_run_max_batch)
         return [str(job.dir) for job in jobs]
     jobs = enabled_jobs(args, args.families if args.families is not None else STAGE4_FAMILIES)
     if args.what == "train":
         todo = [job for i, wave in enumerate(waves(jobs), 1) if args.wave in (None, i) for job in wave]
         if args.write:
-            write_configs(checked(todo, args), args.dry_run_steps, args.seed)
+            write_configs(checked(todo, args), args.dry_run_steps, args.seed, args.dry_run_max_batch)
         return [str(job.dir) for job in todo]
     return [" ".join([*key, *(str(job.dir) for job in group)]) for key, group in decode_groups(jobs).items()]
 

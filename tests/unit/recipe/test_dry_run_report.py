@@ -144,6 +144,28 @@ def test_hours_none_leaves_unknown_sets_uncounted_and_says_how_to_give_them(tmp_
     assert dry_run.parse_hours([]) == dry_run.SEED_HOURS
 
 
+def test_batch_cap_is_written_and_scaled_back_in_the_hours(tmp_path):
+    """--dry_run_max_batch: a batch_size config trains on at most N utterances per batch; numel
+    configs keep their bins; the report multiplies the measured step time by full batch / N."""
+    full = {"max_epoch": 8, "num_iters_per_epoch": 1000, "accum_grad": 2, "batch_type": "unsorted", "batch_size": 16,
+            "train_data_path_and_name_and_type": [["data/train/wav.scp", "speech", "sound"]]}
+    assert dry_run_cap(full, 1, max_batch=4)["batch_size"] == 4
+    assert dry_run_cap(full, 1, max_batch=32)["batch_size"] == 16  # never raised
+    numel = {"max_epoch": 2, "batch_type": "numel", "batch_bins": 100, "batch_size": 20}
+    assert dry_run_cap(numel, 1, max_batch=4)["batch_size"] == 20
+    job = tmp_path / "exp" / "ft_whisper"
+    job.mkdir(parents=True)
+    (job / "train.full.yaml").write_text(yaml.safe_dump(full))
+    (job / "train.yaml").write_text(yaml.safe_dump(dry_run_cap(full, 1, max_batch=4)))
+    records = [{"stage": "4", "command": "asr_train", "job": str(job), "wall_s": 9.0, "rss_mib": 1.0,
+                "iterations": 2, "seconds_per_step": 90.0, "params": 1}]
+    report = dry_run.build_report(records, dry_run.SEED_HOURS, 0.0, {}, {}, "CPU test")
+    row = table(report, "## Trainings")[0]
+    # 8 x 1000 / 2 = 4,000 steps x 90 s x 16 / 4 = 1,440,000 s = 400 h
+    assert row[4] == "90.000" and row[6] == "4,000" and row[7] == "400.00"
+    assert "batch capped at 4 of the config's 16" in report
+
+
 def test_processes_without_a_stage_are_labelled_by_command():
     """Usage lines without $ESPNET_DELTA_STAGE (a command run outside the engine's stages): one row per
     command, labelled '<command> (no stage)', after the numbered stages and setup; never an empty label."""
