@@ -284,8 +284,8 @@ def build_report(records: Sequence[Dict[str, Any]], hours: Dict[str, float], scr
                       "(A: a step's time taken as linear in the batch)."]
     unknown = sorted({t["train_set"] for t in train if t["full_steps"] is None and set_hours(t["train_set"], hours) is None})
     if unknown:
-        lines += ["", "No full-run hours for " + ", ".join(f"`{x}`" for x in unknown) + ": their full steps are not "
-                  "counted; give them (run.sh --dry_run_hours \"" + " ".join(f"{x}=H" for x in unknown) + "\")."]
+        lines += ["", "No full-run hours for " + ", ".join(f"`{x}`" for x in unknown) + ": the trainings on it get no "
+                  "full steps and no device hours; give the hours (run.sh --dry_run_hours \"" + " ".join(f"{x}=H" for x in unknown) + "\")."]
     full_audio = {"screening": screened_hours, "extraction": sum(hours.get(k, 0.0) for k in ("train", "dev", "test"))}
     audio = audio_rows(records, audio_s, full_audio)
     lines += ["", "## Per audio second", "",
