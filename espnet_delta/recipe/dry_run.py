@@ -277,11 +277,14 @@ def build_report(records: Sequence[Dict[str, Any]], hours: Dict[str, float], scr
     for t in train:
         lines.append(f"| {t['stage']} | {t['job']} | {fmt(t['params'])} | {fmt(t['steps_run'])} | "
                      f"{fmt(t['seconds_per_step'], 3)} | {t['train_set']} | {fmt(t['full_steps'])} | {fmt(t['full_hours'])} |")
+    capped_batches: Dict[tuple, List[str]] = {}
     for t in train:
         if t["batch"]:
-            lines += ["", f"`{t['job']}`: batch capped at {t['batch']} of the config's {t['full_batch']} utterances "
-                      f"(--dry_run_max_batch): its full device hours are full steps x s/step x {t['full_batch']}/{t['batch']} "
-                      "(A: a step's time taken as linear in the batch)."]
+            capped_batches.setdefault((t["batch"], t["full_batch"]), []).append(f"`{t['job']}`")
+    for (batch, full_batch), jobs in capped_batches.items():
+        lines += ["", f"Batch capped at {batch} of the config's {full_batch} utterances (--dry_run_max_batch): "
+                  f"{', '.join(jobs)}; their full device hours are full steps x s/step x {full_batch}/{batch} "
+                  "(A: a step's time taken as linear in the batch)."]
     unknown = sorted({t["train_set"] for t in train if t["full_steps"] is None and set_hours(t["train_set"], hours) is None})
     if unknown:
         lines += ["", "No full-run hours for " + ", ".join(f"`{x}`" for x in unknown) + ": the trainings on it get no "

@@ -163,7 +163,7 @@ def test_batch_cap_is_written_and_scaled_back_in_the_hours(tmp_path):
     row = table(report, "## Trainings")[0]
     # 8 x 1000 / 2 = 4,000 steps x 90 s x 16 / 4 = 1,440,000 s = 400 h
     assert row[4] == "90.000" and row[6] == "4,000" and row[7] == "400.00"
-    assert "batch capped at 4 of the config's 16" in report
+    assert "Batch capped at 4 of the config's 16 utterances (--dry_run_max_batch): `ft_whisper`" in report
 
 
 def test_processes_without_a_stage_are_labelled_by_command():
