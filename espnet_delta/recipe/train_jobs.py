@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import signal
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -111,8 +112,22 @@ def run_forked(job: Path, ngpu: int, extra, num_nodes: int) -> None:
     child.start()
     child.join()
     if child.exitcode != 0:
-        logging.error("%s: training failed (exit status %s); see %s", job, child.exitcode, job / "train.log")
+        logging.error("%s: training failed (%s); see %s", job, exit_reason(child.exitcode), job / "train.log")
         raise SystemExit(1)
+
+
+def exit_reason(code: int) -> str:
+    """A child's exit code in words: a negative one is the signal that ended it (SIGKILL is what the
+    kernel's out-of-memory killer sends: a full-size model beside other jobs on a small machine)."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = ": out of memory? (dmesg names the OOM killer; train fewer jobs at once or lower the batch)" \
+            if -code == signal.SIGKILL else ""
+        return f"exit status {code}, killed by {name}{hint}"
+    return f"exit status {code}"
 
 
 if __name__ == "__main__":

@@ -43,3 +43,22 @@ def test_a_failing_forked_job_stops_the_stage_and_names_its_log(tmp_path, caplog
     assert f"{bad}: training failed" in caplog.text and str(bad / "train.log") in caplog.text
     assert not (bad / train_jobs.DONE).exists()
     assert not (never / "train.log").exists()  # the stage stopped at the first failure
+
+
+def test_a_killed_training_is_named_as_killed_with_the_memory_hint():
+    """A training process ended by SIGKILL (what the kernel's OOM killer sends) is reported as killed,
+    with the out-of-memory hint; another signal by its name; a plain failure by its status only."""
+    import multiprocessing
+    import os
+    import signal
+
+    from espnet_delta.recipe.train_jobs import exit_reason
+
+    child = multiprocessing.get_context("fork").Process(target=lambda: os.kill(os.getpid(), signal.SIGKILL))
+    child.start()
+    child.join()
+    assert child.exitcode == -9
+    reason = exit_reason(child.exitcode)
+    assert reason.startswith("exit status -9, killed by SIGKILL") and "out of memory?" in reason
+    assert exit_reason(-15) == "exit status -15, killed by SIGTERM"
+    assert exit_reason(1) == "exit status 1"
