@@ -47,6 +47,7 @@ dry_run_utts=4
 dry_run_models=full
 dry_run_dir=dry_run
 dry_run_size_scale=0.001  # 10 h -> 36 s, 5 h -> 18 s, 1 h -> 3.6 s
+dry_run_scale=0.05        # size factor of the generated corpus (run.sh's --dry_run_scale): its train set must hold the largest subset
 
 help_message() {
     cat <<HELP
@@ -71,6 +72,7 @@ Usage: $0 [options]   (recipe values shown as defaults)
   --dry_run_steps N --dry_run_utts N --dry_run_models full|narrow --dry_run_dir DIR   as run.sh's
                               (default: ${dry_run_steps} ${dry_run_utts} ${dry_run_models} ${dry_run_dir})
   --dry_run_size_scale X      dry run: a subset of H hours uses H x X hours (default: ${dry_run_size_scale})
+  --dry_run_scale X           dry run: size factor of the generated corpus, as run.sh's (default: ${dry_run_scale})
 HELP
 }
 
@@ -86,7 +88,7 @@ case "${dry_run}" in
         [[ "${out}" == /* ]] || out=${R}${out}
         [ -z "${results_md}" ] || [[ "${results_md}" == /* ]] || results_md=${R}${results_md}
         dry=(--dry_run true --dry_run_steps "${dry_run_steps}" --dry_run_utts "${dry_run_utts}"
-             --dry_run_models "${dry_run_models}" --dry_run_dir "${dry_run_dir}") ;;
+             --dry_run_models "${dry_run_models}" --dry_run_dir "${dry_run_dir}" --dry_run_scale "${dry_run_scale}") ;;
     false) ;;
     *) log "ERROR: --dry_run must be true or false, got '${dry_run}'"; exit 2 ;;
 esac
@@ -98,7 +100,7 @@ py="${repo_root}/.venv/bin/python"
 has() { [[ " ${tables} " == *" $1 "* ]]; }
 read -r -a run_cmd <<< "${run}"
 read -r -a extra <<< "${run_opts}"
-extra+=("${dry[@]}")
+extra=("${dry[@]}" "${extra[@]}")  # --run_opts last: what the user gives there wins
 [ -z "${model_map}" ] || extra+=(--model_map "${model_map}")
 t0=${SECONDS}
 
@@ -160,7 +162,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     for hours in "${subset_hours[@]}"; do  # the subset writer skips a size the training set cannot hold
         t=${train[${size_of[${hours}]}]}
         [ -f "${R}data/${t}/wav.scp" ] || {
-            log "ERROR: size ${size_of[${hours}]} h: ${R}data/${t} was not written (${hours} h is more than ${R}data/train holds; see ${R}data/prep_summary.tsv)$([ "${dry_run}" != true ] || echo ": in a dry run, give a larger --dry_run_scale in --run_opts or a smaller --dry_run_size_scale")"
+            log "ERROR: size ${size_of[${hours}]} h: ${R}data/${t} was not written (${hours} h is more than ${R}data/train holds; see ${R}data/prep_summary.tsv)$([ "${dry_run}" != true ] || echo ": in a dry run, give a larger --dry_run_scale or a smaller --dry_run_size_scale")"
             exit 1; }
     done
     # run.sh's stage 2 writes shapes of --train_set only; the token list stays the full set's
