@@ -161,7 +161,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
     fi
     for hours in "${subset_hours[@]}"; do  # the subset writer skips a size the training set cannot hold
         t=${train[${size_of[${hours}]}]}
-        [ -f "${R}data/${t}/wav.scp" ] || {
+        [ -f "${R}data/${t}/text" ] || {
             log "ERROR: size ${size_of[${hours}]} h: ${R}data/${t} was not written (${hours} h is more than ${R}data/train holds; see ${R}data/prep_summary.tsv)$([ "${dry_run}" != true ] || echo ": in a dry run, give a larger --dry_run_scale or a smaller --dry_run_size_scale")"
             exit 1; }
     done

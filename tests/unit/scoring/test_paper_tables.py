@@ -364,3 +364,24 @@ def test_driver_runs_each_size_once_and_keeps_results_md(tmp_path):
     subprocess.run(cmd, cwd=recipe, env=env, check=True, capture_output=True, text=True)
     assert not (recipe / "calls.log").exists()
     assert "|0.05 h|20.00|20.00|20.00|20.00|" in (recipe / "RESULTS.md").read_text()
+
+
+def test_a_size_the_training_set_cannot_hold_stops_after_stage_1_in_one_line(tmp_path):
+    """The subset writer skips a size larger than data/train: the driver stops after its stage 1 with one
+    error naming the size and the subset dir, before any training (stand-in run.sh writes no subset)."""
+    recipe = tmp_path / "recipe"
+    (recipe / "conf" / "paper").mkdir(parents=True)
+    for f in (REPO / "egs2/mini_myst/asr1/conf/paper").glob("table*_systems.yaml"):
+        (recipe / "conf" / "paper" / f.name).write_text(f.read_text())
+    (recipe / "data/train").mkdir(parents=True)
+    (recipe / "data/train/text").write_text("")
+    (recipe / "run.sh").write_text('#!/usr/bin/env bash\necho "$*" >> calls.log\n')
+    (recipe / "run.sh").chmod(0o755)
+    env = {**os.environ, "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", str(REPO / "local/paper_tables.sh"), "--tables", "3", "--sizes", "full 0.05"],
+                          cwd=recipe, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "size 0.05 h: data/train_3min was not written" in errors[0], errors
+    calls = (recipe / "calls.log").read_text().splitlines()
+    assert len(calls) == 1 and calls[0].startswith("--stage 1 --stop_stage 3")  # stage 1 ran, no training
