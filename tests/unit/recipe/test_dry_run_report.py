@@ -113,14 +113,19 @@ def test_hours_option_overrides_the_seed_amounts(run):
     assert audio["screening"][4:6] == ["2.0", "1.00"]
 
 
+def sshr_numel_training(root: Path) -> list:
+    """An SSHR-like job (30 epochs, numel bins of 16,000,000, accum_grad 4) and its usage line: 200 s per step."""
+    job = root / "exp" / "sshr_sshr_char"
+    write_job(job, {"max_epoch": 30, "accum_grad": 4, "batch_type": "numel", "batch_bins": 16_000_000,
+                    "train_data_path_and_name_and_type": [["data/train/wav.scp", "speech", "sound"]]})
+    return [{"stage": "4", "command": "asr_train", "job": str(job), "wall_s": 9.0, "rss_mib": 1.0,
+             "iterations": 8, "seconds_per_step": 200.0, "params": 1}]
+
+
 def test_numel_batches_count_the_sets_samples(tmp_path):
     """A config batched by numel (the SSHR configs): steps per epoch = the set's samples at 16 kHz
     / batch_bins, rounded up, then / accum_grad."""
-    job = tmp_path / "exp" / "sshr_sshr_char"
-    write_job(job, {"max_epoch": 30, "accum_grad": 4, "batch_type": "numel", "batch_bins": 16_000_000,
-                    "train_data_path_and_name_and_type": [["data/train/wav.scp", "speech", "sound"]]})
-    records = [{"stage": "4", "command": "asr_train", "job": str(job), "wall_s": 9.0, "rss_mib": 1.0,
-                "iterations": 8, "seconds_per_step": 200.0, "params": 1}]
+    records = sshr_numel_training(tmp_path)
     report = dry_run.build_report(records, dry_run.parse_hours(["train=10"]), 0.0, {}, {}, "CPU test")
     row = table(report, "## Trainings")[0]
     # 10 h = 36,000 s x 16,000 = 576,000,000 samples / 16,000,000 = 36 batches / accum 4 = 9 steps
@@ -132,11 +137,7 @@ def test_numel_batches_count_the_sets_samples(tmp_path):
 def test_hours_none_leaves_unknown_sets_uncounted_and_says_how_to_give_them(tmp_path):
     """--dry_run_hours none (a corpus the seeds give no hours for): the MyST amounts of seed 001 are
     not applied to a set called train; the report names the set and the option."""
-    job = tmp_path / "exp" / "sshr_sshr_char"
-    write_job(job, {"max_epoch": 30, "accum_grad": 4, "batch_type": "numel", "batch_bins": 16_000_000,
-                    "train_data_path_and_name_and_type": [["data/train/wav.scp", "speech", "sound"]]})
-    records = [{"stage": "4", "command": "asr_train", "job": str(job), "wall_s": 9.0, "rss_mib": 1.0,
-                "iterations": 8, "seconds_per_step": 200.0, "params": 1}]
+    records = sshr_numel_training(tmp_path)
     report = dry_run.build_report(records, dry_run.parse_hours(["none"]), 0.0, {}, {}, "CPU test")
     assert table(report, "## Trainings")[0][6:8] == ["-", "-"]
     assert 'No full-run hours for `train`' in report and '--dry_run_hours "train=H"' in report
