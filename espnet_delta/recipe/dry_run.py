@@ -311,8 +311,10 @@ def parse_hours(items: Sequence[str]) -> Dict[str, float]:
     all: seed 001's."""
     hours: Dict[str, float] = {} if items else dict(SEED_HOURS)
     for item in items:
-        if item in ("seed001", "none"):
-            hours.update(SEED_HOURS if item == "seed001" else {})
+        if item == "seed001":
+            hours.update(SEED_HOURS)
+            continue
+        if item == "none":
             continue
         name, sep, value = item.partition("=")
         if not sep:

@@ -151,6 +151,8 @@ def with_seed(config: Dict[str, Any], seed: int) -> Dict[str, Any]:
 
 #: the un-capped rendering of a dry-run job (docs/dry_run.md), beside its capped train.yaml
 FULL_CONFIG = "train.full.yaml"
+#: ESPnet batch types whose ``batch_size`` counts utterances (the dry run's batch cap)
+UTTERANCE_BATCH_TYPES = ("unsorted", "sorted", "folded")
 
 
 def dry_run_cap(config: Dict[str, Any], steps: int, max_batch: int = 0) -> Dict[str, Any]:
@@ -167,10 +169,6 @@ def dry_run_cap(config: Dict[str, Any], steps: int, max_batch: int = 0) -> Dict[
             and int(config.get("batch_size", 0) or 0) > max_batch:
         capped["batch_size"] = int(max_batch)
     return capped
-
-
-#: ESPnet batch types whose ``batch_size`` counts utterances
-UTTERANCE_BATCH_TYPES = ("unsorted", "sorted", "folded")
 
 
 def write_job_config(job: Path, config: Dict[str, Any], checkpoint: Optional[str] = None,
