@@ -34,6 +34,7 @@ dry_run_dir=dry_run     # everything the dry run writes: data/ dump/ exp/ corpus
 dry_run_scale=0.05      # size factor of the dry run's mini corpus (without --myst)
 dry_run_max_tokens=0    # > 0: at most this many tokens per utterance from the Whisper screening and beam search (0: as configured)
 dry_run_max_batch=0     # > 0: at most this many utterances per batch of a batch_size config (a CPU that cannot hold Whisper-small's 16 x 30 s)
+dry_run_max_bins=0      # > 0: at most this many input samples per batch of a numel/length config (WavLM Large's 4,000,000 with augmentation)
 dry_run_hours=seed001   # the report's full-run hours per set: SET=H items, seed001 (MyST, seed 001), none
 # Corpora and data preparation (stage 1)
 myst=                   # MyST root: data/{train,development,test}/<student>/<session>/
@@ -148,6 +149,7 @@ Dry run (docs/dry_run.md: every stage at a token size, nothing written outside -
   --dry_run_scale X         size factor of the generated mini corpus (default: ${dry_run_scale})
   --dry_run_max_tokens N    > 0: tokens per utterance of the Whisper screening and beam search; 0: as configured (default: ${dry_run_max_tokens})
   --dry_run_max_batch N     > 0: utterances per batch at most (batch_size configs); the report scales the rate (default: ${dry_run_max_batch})
+  --dry_run_max_bins N      > 0: input samples per batch at most (numel/length configs); the report scales the rate (default: ${dry_run_max_bins})
   --dry_run_hours LIST      the report's full-run hours: "train=133 dev=21", seed001 or none (default: ${dry_run_hours})
 
 Corpora and data preparation (stage 1)

@@ -10,7 +10,7 @@ plan() {
     shift
     local write=true cap=()
     [ "${print_only}" = true ] && write=false
-    [ "${dry_run:-false}" != true ] || cap=(--dry_run_steps "${dry_run_steps}" --dry_run_max_batch "${dry_run_max_batch:-0}")  # every rendered training capped
+    [ "${dry_run:-false}" != true ] || cap=(--dry_run_steps "${dry_run_steps}" --dry_run_max_batch "${dry_run_max_batch:-0}" --dry_run_max_bins "${dry_run_max_bins:-0}")  # every rendered training capped
     ${planner} "${what}" --write "${write}" --check_inputs true "${cap[@]}" "${plan_opts[@]}" "$@"
 }
 

@@ -51,6 +51,8 @@ dry_run_steps=2
 dry_run_utts=4
 dry_run_models=full
 dry_run_dir=dry_run
+dry_run_max_batch=0
+dry_run_max_bins=0          # > 0: samples per batch of numel configs (theta_aug's 4,000,000 do not fit a 23 GB CPU)
 
 help_message() {
     cat <<HELP
@@ -80,6 +82,8 @@ Usage: $0 [options]   (run from a recipe directory after run.sh; --name value)
                                 run.sh --dry_run true with the same --dry_run_dir (default: ${dry_run})
   --dry_run_steps N --dry_run_utts N --dry_run_models full|narrow --dry_run_dir DIR   as local/asr.sh's
                                 (default: ${dry_run_steps} ${dry_run_utts} ${dry_run_models} ${dry_run_dir})
+  --dry_run_max_batch N --dry_run_max_bins N   batch caps of every training (stage 5's too), as local/asr.sh's
+                                (default: ${dry_run_max_batch} ${dry_run_max_bins})
 HELP
 }
 
@@ -96,7 +100,8 @@ case "${dry_run}" in
         done
         model_map=${model_map:-${dry_run_dir}/models/${dry_run_models}/model_map.yaml}
         dry=(--dry_run true --dry_run_steps "${dry_run_steps}" --dry_run_utts "${dry_run_utts}"
-             --dry_run_models "${dry_run_models}" --dry_run_dir "${dry_run_dir}") ;;
+             --dry_run_models "${dry_run_models}" --dry_run_dir "${dry_run_dir}"
+             --dry_run_max_batch "${dry_run_max_batch}" --dry_run_max_bins "${dry_run_max_bins}") ;;
     false) ;;
     *) log "ERROR: --dry_run must be true or false, got '${dry_run}'"; exit 2 ;;
 esac
@@ -209,7 +214,8 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     log "Stage 5: ${further_epochs} more epochs on ${kids_train} (lr ${further_lr}) of transfer_s${lam} and (control) ft_${ref}"
     # the job planner's transfer family renders both (a trained job's config is kept)
     cap=()
-    [ "${dry_run}" != true ] || cap=(--dry_run_steps "${dry_run_steps}")  # as local/asr.sh's planner calls
+    [ "${dry_run}" != true ] || cap=(--dry_run_steps "${dry_run_steps}" --dry_run_max_batch "${dry_run_max_batch}"
+                                     --dry_run_max_bins "${dry_run_max_bins}")  # as local/asr.sh's planner calls
     out=$(${planner} transfer "${cap[@]}" --exp_dir "${kids_exp}" --upstreams "${ref}" --upstream_conf "${upstream_conf}" \
         --finetune_config "${finetune_config}" --data_dir "${data_dir}" --shape_dir "${shape_dir}" --token_list "${token_list}" \
         --train_set "${kids_train}" --valid_set "${kids_dev}" --transfer_scale "${lam}" \

@@ -186,6 +186,20 @@ def full_steps(config: Dict[str, Any], train_utts: Optional[float], train_hours:
     return None
 
 
+#: the dry-run caps of a training's batch: (config key, unit in the report, the run.sh option)
+BATCH_CAPS = (("batch_size", "utterances", "--dry_run_max_batch"), ("batch_bins", "input samples", "--dry_run_max_bins"))
+
+
+def capped_batch(capped: Dict[str, Any], full: Dict[str, Any]) -> tuple:
+    """(capped, full, cap) of the batch key the dry run lowered (``train.yaml`` vs ``train.full.yaml``),
+    or (0, 0, None) when neither ``batch_size`` nor ``batch_bins`` was capped."""
+    for key, unit, option in BATCH_CAPS:
+        batch, full_batch = int(capped.get(key, 0) or 0), int(full.get(key, 0) or 0)
+        if 0 < batch < full_batch:
+            return batch, full_batch, (unit, option)
+    return 0, 0, None
+
+
 def training_rows(records: Sequence[Dict[str, Any]], hours: Dict[str, float], mean_utt_s: Dict[str, float]
                   ) -> List[Dict[str, Any]]:
     """One row per trained job: measured parameters, steps and seconds per step; the full config's
@@ -203,14 +217,14 @@ def training_rows(records: Sequence[Dict[str, Any]], hours: Dict[str, float], me
         utts = h * 3600.0 / mean_utt_s[train_set] if h is not None and mean_utt_s.get(train_set) else None
         steps = full_steps(full, utts, h) if full else None
         sps = r.get("seconds_per_step")
-        batch, full_batch = int(capped.get("batch_size", 0) or 0), int(full.get("batch_size", 0) or 0)
-        scale = full_batch / batch if 0 < batch < full_batch else 1.0  # --dry_run_max_batch: linear in the batch
+        batch, full_batch, unit = capped_batch(capped, full)
+        scale = full_batch / batch if 0 < batch < full_batch else 1.0  # --dry_run_max_batch/_bins: linear in the batch
         rows.append({
             "stage": stage_label(r), "job": job.name, "params": r.get("params"),
             "steps_run": r["iterations"] // accum if r.get("iterations") is not None else None,
             "seconds_per_step": sps, "train_set": train_set, "full_train_utts": utts, "full_steps": steps,
             "full_hours": steps * sps * scale / 3600.0 if steps is not None and sps is not None else None,
-            "batch": batch if scale != 1.0 else None, "full_batch": full_batch,
+            "batch": batch if scale != 1.0 else None, "full_batch": full_batch, "unit": unit,
         })
     return rows
 
@@ -280,10 +294,10 @@ def build_report(records: Sequence[Dict[str, Any]], hours: Dict[str, float], scr
     capped_batches: Dict[tuple, List[str]] = {}
     for t in train:
         if t["batch"]:
-            capped_batches.setdefault((t["batch"], t["full_batch"]), []).append(f"`{t['job']}`")
-    for (batch, full_batch), jobs in capped_batches.items():
-        lines += ["", f"Batch capped at {batch} of the config's {full_batch} utterances (--dry_run_max_batch): "
-                  f"{', '.join(jobs)}; their full device hours are full steps x s/step x {full_batch}/{batch} "
+            capped_batches.setdefault((t["batch"], t["full_batch"], t["unit"]), []).append(f"`{t['job']}`")
+    for (batch, full_batch, (unit, option)), jobs in capped_batches.items():
+        lines += ["", f"Batch capped at {batch:,} of the config's {full_batch:,} {unit} ({option}): "
+                  f"{', '.join(jobs)}; their full device hours are full steps x s/step x {full_batch:,}/{batch:,} "
                   "(A: a step's time taken as linear in the batch)."]
     unknown = sorted({t["train_set"] for t in train if t["full_steps"] is None and set_hours(t["train_set"], hours) is None})
     if unknown:

@@ -62,7 +62,8 @@ def waves(jobs: Sequence[Job]) -> List[List[Job]]:
     return [[job for job in jobs if job not in later], later]
 
 
-def write_configs(jobs: Sequence[Job], dry_run_steps: int = 0, seed: int = 0, dry_run_max_batch: int = 0) -> None:
+def write_configs(jobs: Sequence[Job], dry_run_steps: int = 0, seed: int = 0, dry_run_max_batch: int = 0,
+                  dry_run_max_bins: int = 0) -> None:
     """Each job's ``train.yaml``; with ``dry_run_steps`` > 0 capped to that many optimizer steps
     (:func:`dry_run_cap`), the un-capped rendering beside it as ``train.full.yaml`` (the dry-run
     report's step count of the full run). ``seed`` != 0: ESPnet's ``seed:`` key (:func:`with_seed`)."""
@@ -72,7 +73,7 @@ def write_configs(jobs: Sequence[Job], dry_run_steps: int = 0, seed: int = 0, dr
         config = with_seed(job.config(), seed)
         if dry_run_steps > 0:
             write_job_config(job.dir, config, job.checkpoint, name=FULL_CONFIG)
-            config = dry_run_cap(config, dry_run_steps, dry_run_max_batch)
+            config = dry_run_cap(config, dry_run_steps, dry_run_max_batch, dry_run_max_bins)
         write_job_config(job.dir, config, job.checkpoint)
 
 
@@ -150,6 +151,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry_run_max_batch", type=int, default=0,
                    help="with --dry_run_steps, > 0: at most this many utterances per batch where a config counts "
                         "utterances (batch_size); 0: the configs' batches")
+    p.add_argument("--dry_run_max_bins", type=int, default=0,
+                   help="with --dry_run_steps, > 0: at most this many input samples per batch where a config counts "
+                        "bins (numel/length batch_bins); 0: the configs' bins")
     g = p.add_argument_group("the stage engine's options (local/asr.sh)")
     g.add_argument("--exp_dir", type=Path, default=Path("exp"))
     g.add_argument("--data_dir", type=Path, default=Path("data"))
@@ -206,13 +210,15 @@ def run(args) -> List[str]:
     if args.what in FAMILIES:
         jobs = family_jobs(args.what, args)
         if args.write:
-            write_configs(checked(jobs, args), args.dry_run_steps, args.seed, args.dry_run_max_batch)
+            write_configs(checked(jobs, args), args.dry_run_steps, args.seed, args.dry_run_max_batch,
+                          args.dry_run_max_bins)
         return [str(job.dir) for job in jobs]
     jobs = enabled_jobs(args, args.families if args.families is not None else STAGE4_FAMILIES)
     if args.what == "train":
         todo = [job for i, wave in enumerate(waves(jobs), 1) if args.wave in (None, i) for job in wave]
         if args.write:
-            write_configs(checked(todo, args), args.dry_run_steps, args.seed, args.dry_run_max_batch)
+            write_configs(checked(todo, args), args.dry_run_steps, args.seed, args.dry_run_max_batch,
+                          args.dry_run_max_bins)
         return [str(job.dir) for job in todo]
     return [" ".join([*key, *(str(job.dir) for job in group)]) for key, group in decode_groups(jobs).items()]
 

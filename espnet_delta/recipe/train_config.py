@@ -153,21 +153,28 @@ def with_seed(config: Dict[str, Any], seed: int) -> Dict[str, Any]:
 FULL_CONFIG = "train.full.yaml"
 #: ESPnet batch types whose ``batch_size`` counts utterances (the dry run's batch cap)
 UTTERANCE_BATCH_TYPES = ("unsorted", "sorted", "folded")
+#: ESPnet batch types whose ``batch_bins`` counts input samples (the dry run's bins cap)
+BIN_BATCH_TYPES = ("numel", "length")
 
 
-def dry_run_cap(config: Dict[str, Any], steps: int, max_batch: int = 0) -> Dict[str, Any]:
+def dry_run_cap(config: Dict[str, Any], steps: int, max_batch: int = 0, max_bins: int = 0) -> Dict[str, Any]:
     """``config`` capped to ``steps`` optimizer steps, everything else (model, batch size,
     schedule) as it is: one epoch (``max_epoch: 1``) of ``steps x accum_grad`` iterations
     (``num_iters_per_epoch``; ESPnet steps the optimizer once per ``accum_grad`` iterations).
     ``max_batch`` > 0: also at most that many utterances per batch where the config counts its batch
     in utterances (``batch_size``; not ``numel``/``length`` bins), for a machine that cannot hold the
-    paper's batch (Whisper-small's 16 padded 30-s windows on a CPU); the report scales the rate back."""
+    paper's batch (Whisper-small's 16 padded 30-s windows on a CPU); ``max_bins`` > 0: the same for
+    configs that count ``batch_bins`` (``numel``/``length``: WavLM Large's 4,000,000 samples with
+    augmentation). The report scales the measured rate back by full / capped."""
     capped = dict(config)
     capped["max_epoch"] = 1
     capped["num_iters_per_epoch"] = int(steps) * int(config.get("accum_grad", 1) or 1)
     if max_batch > 0 and config.get("batch_type", "folded") in UTTERANCE_BATCH_TYPES \
             and int(config.get("batch_size", 0) or 0) > max_batch:
         capped["batch_size"] = int(max_batch)
+    if max_bins > 0 and config.get("batch_type") in BIN_BATCH_TYPES \
+            and int(config.get("batch_bins", 0) or 0) > max_bins:
+        capped["batch_bins"] = int(max_bins)
     return capped
 
 

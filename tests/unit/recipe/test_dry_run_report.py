@@ -167,6 +167,31 @@ def test_batch_cap_is_written_and_scaled_back_in_the_hours(tmp_path):
     assert "Batch capped at 4 of the config's 16 utterances (--dry_run_max_batch): `ft_whisper`" in report
 
 
+def test_bins_cap_is_written_and_scaled_back_in_the_hours(tmp_path):
+    """--dry_run_max_bins: a numel config (theta_aug's 4,000,000 samples) trains on at most N input
+    samples per batch; batch_size configs keep their batch; full steps still count the config's
+    bins, and the report multiplies the measured step time by full bins / N."""
+    full = {"max_epoch": 10, "accum_grad": 1, "batch_type": "numel", "batch_bins": 4_000_000,
+            "train_data_path_and_name_and_type": [["data/train_sp/wav.scp", "speech", "sound"]]}
+    assert dry_run_cap(full, 1, max_bins=400_000)["batch_bins"] == 400_000
+    assert dry_run_cap(full, 1, max_bins=8_000_000)["batch_bins"] == 4_000_000  # never raised
+    utts = {"max_epoch": 2, "batch_type": "unsorted", "batch_size": 16}
+    assert dry_run_cap(utts, 1, max_bins=100) == dry_run_cap(utts, 1)
+    job = tmp_path / "exp" / "aug" / "ft_wavlm"
+    job.mkdir(parents=True)
+    (job / "train.full.yaml").write_text(yaml.safe_dump(full))
+    (job / "train.yaml").write_text(yaml.safe_dump(dry_run_cap(full, 1, max_bins=400_000)))
+    records = [{"stage": "4", "command": "asr_train", "job": str(job), "wall_s": 9.0, "rss_mib": 1.0,
+                "iterations": 1, "seconds_per_step": 36.0, "params": 1}]
+    report = dry_run.build_report(records, dry_run.parse_hours(["train_sp=10"]), 0.0, {}, {}, "CPU test")
+    row = table(report, "## Trainings")[0]
+    # 10 h x 3600 x 16,000 = 576,000,000 samples / 4,000,000 = 144 steps x 10 epochs = 1,440 steps
+    # x 36 s x 4,000,000 / 400,000 = 518,400 s = 144 h
+    assert row[6] == "1,440" and row[7] == "144.00"
+    assert ("Batch capped at 400,000 of the config's 4,000,000 input samples (--dry_run_max_bins): `ft_wavlm`"
+            in report)
+
+
 def test_processes_without_a_stage_are_labelled_by_command():
     """Usage lines without $ESPNET_DELTA_STAGE (a command run outside the engine's stages): one row per
     command, labelled '<command> (no stage)', after the numbered stages and setup; never an empty label."""
