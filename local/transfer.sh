@@ -53,6 +53,7 @@ dry_run_models=full
 dry_run_dir=dry_run
 dry_run_max_batch=0
 dry_run_max_bins=0          # > 0: samples per batch of numel configs (theta_aug's 4,000,000 do not fit a 23 GB CPU)
+dry_run_hours=seed001       # the transfer report's full-run hours (local/asr.sh's --dry_run_hours); add train_sp=H, kids_train=H
 
 help_message() {
     cat <<HELP
@@ -84,6 +85,7 @@ Usage: $0 [options]   (run from a recipe directory after run.sh; --name value)
                                 (default: ${dry_run_steps} ${dry_run_utts} ${dry_run_models} ${dry_run_dir})
   --dry_run_max_batch N --dry_run_max_bins N   batch caps of every training (stage 5's too), as local/asr.sh's
                                 (default: ${dry_run_max_batch} ${dry_run_max_bins})
+  --dry_run_hours LIST          full-run hours of <exp_dir>/dry_run/transfer_report.md (default: '${dry_run_hours}')
 HELP
 }
 
@@ -127,6 +129,11 @@ if [ -n "${model_map}" ]; then  # every loader of every job reads it (espnet_del
     ESPNET_DELTA_MODEL_MAP=$(cd "$(dirname "${model_map}")" && pwd)/$(basename "${model_map}")
     export ESPNET_DELTA_MODEL_MAP
 fi
+if [ "${dry_run}" = true ]; then  # this script's own stages' usage (its local/asr.sh runs keep their own logs)
+    mkdir -p "${exp_dir}/dry_run"
+    ESPNET_DELTA_USAGE_LOG=$(cd "${exp_dir}/dry_run" && pwd)/transfer_usage.jsonl
+    export ESPNET_DELTA_USAGE_LOG
+fi
 device=cpu
 [ "${gpu_inference}" != true ] || { device=cuda; decode_cmd=${cuda_cmd:-${decode_cmd}}; }
 train_job_cmd=${train_cmd}
@@ -156,6 +163,7 @@ recipe_md=RESULTS.md
 [ "${dry_run}" != true ] || recipe_md=${dry_run_dir}/RESULTS.md
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+    export ESPNET_DELTA_STAGE="transfer 1"  # the dry run's usage label
     log "Stage 1: second child corpus -> ${data_dir}/${kids_prefix}*; speed perturbation -> ${data_dir}/${aug_train}; shapes"
     if [ -n "${kids_corpus_dir}" ]; then
         ${python} -m espnet_delta.bin.make_mini_kids --out "${kids_corpus_dir}" --scale "${kids_corpus_scale}" \
@@ -176,6 +184,7 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
 fi
 
 if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+    export ESPNET_DELTA_STAGE="transfer 2"  # the dry run's usage label
     log "Stage 2: theta_aug: ft_${ref} on ${aug_train} (${aug_note}) -> ${aug_exp}/ft_${ref}"
     config=${finetune_config}
     if [ -n "${specaug_config}" ]; then
@@ -189,6 +198,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
 fi
 
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+    export ESPNET_DELTA_STAGE="transfer 3"  # the dry run's usage label
     log "Stage 3: the second corpus's baseline: ft_${ref} on ${kids_train} -> ${kids_exp}/ft_${ref}"
     config=${finetune_config}
     if [ -n "${kids_max_epoch}" ]; then
@@ -200,6 +210,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
 fi
 
 if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+    export ESPNET_DELTA_STAGE="transfer 4"  # the dry run's usage label
     log "Stage 4: zero-shot transfer ${kids_exp}/ft_${ref} + lambda * (${aug_exp}/ft_${ref} - ${exp_dir}/ft_${ref}), lambda in ${transfer_scales}"
     # shellcheck disable=SC2086
     run_job --cmd "${decode_cmd}" --name transfer ${python} -m espnet_delta.recipe.transfer_stage grid \
@@ -209,6 +220,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
 fi
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+    export ESPNET_DELTA_STAGE="transfer 5"  # the dry run's usage label
     lam=$(sed -n 's/^# best: lambda=//p' "${kids_exp}/transfer_grid.tsv")
     [ -n "${lam}" ] || { log "ERROR: no chosen lambda in ${kids_exp}/transfer_grid.tsv (run stage 4)"; exit 1; }
     log "Stage 5: ${further_epochs} more epochs on ${kids_train} (lr ${further_lr}) of transfer_s${lam} and (control) ft_${ref}"
@@ -230,6 +242,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+    export ESPNET_DELTA_STAGE="transfer 6"  # the dry run's usage label
     adult=${ref_adult_dir}
     if [ ! -f "${adult}/${ft_ckpt}" ]; then
         log "Stage 6: skipped: SA merge + augmentation needs ${adult} (run.sh with --adult_train_set)"
@@ -245,6 +258,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
 fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+    export ESPNET_DELTA_STAGE="transfer 7"  # the dry run's usage label
     log "Stage 7: ${transfer_md}"
     kids_corpus="the second child corpus"  # its headings: the recipe's corpus (egs2/<corpus>/asr1), the generated or prepared one
     [ -z "${kids_corpus_dir}" ] || kids_corpus=mini_kids
@@ -257,4 +271,11 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
         --out "${transfer_md}"
 fi
 
+if [ "${dry_run}" = true ]; then  # one report over the theta_aug and baseline runs and this script's stages
+    # shellcheck disable=SC2086  # SET=H items
+    ${python} -m espnet_delta.bin.dry_run_report --usage "${aug_exp}/dry_run/usage.jsonl" "${kids_exp}/dry_run/usage.jsonl" \
+        "${ESPNET_DELTA_USAGE_LOG}" --exp_dir "${exp_dir}" --data_dir "${data_dir}" \
+        --out "${exp_dir}/dry_run/transfer_report.md" --hours ${dry_run_hours} > /dev/null
+    log "Dry run: usage per stage and the full run's arithmetic -> ${exp_dir}/dry_run/transfer_report.md"
+fi
 log "Successfully finished transfer stages ${stage}..${stop_stage}"

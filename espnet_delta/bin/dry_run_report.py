@@ -25,7 +25,9 @@ from espnet_delta.recipe import dry_run
 
 def get_parser() -> argparse.ArgumentParser:
     p = new_parser(__doc__)
-    p.add_argument("--usage", type=Path, required=True, help="the usage log (JSON lines)")
+    p.add_argument("--usage", type=Path, nargs="+", required=True,
+                   help="the usage log(s) (JSON lines); several: one report over all (transfer.sh's own stages "
+                        "and its local/asr.sh runs)")
     p.add_argument("--exp_dir", type=Path, default=Path("dry_run/exp"))
     p.add_argument("--data_dir", type=Path, default=Path("dry_run/data"),
                    help="the dry run's data dirs: audio read (utt2dur, dry_run_audio.json), mean utterance seconds")
@@ -74,9 +76,9 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
         hours = dry_run.parse_hours(args.hours)
     except ValueError as e:
         p.error(str(e))
-    records = dry_run.read_usage(args.usage)
+    records = [r for usage in args.usage for r in dry_run.read_usage(usage)]
     if not records:
-        p.error(f"{args.usage}: no usage records (run local/asr.sh --dry_run true first)")
+        p.error(f"{' '.join(map(str, args.usage))}: no usage records (run local/asr.sh --dry_run true first)")
     feats_dir = args.feats_dir or args.data_dir.parent / "dump" / "feats"
     text = dry_run.build_report(records, hours, args.screened_hours, mean_utt_seconds(args.data_dir, args.mean_utt_seconds),
                                 audio_seconds(args.data_dir, feats_dir), args.device or dry_run.device_name(records))

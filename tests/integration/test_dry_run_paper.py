@@ -130,12 +130,20 @@ def test_transfer_dry_run(myst_dry, models, corpus):
     run(MYST, "transfer.sh", *dry_opts(myst_dry, models), "--kids_corpus_dir", "kids_corpus",
         "--kids_corpus_scale", "0.1", "--transfer_scales", "0.5", "--further_epochs", "1", "--ngpu", "0",
         "--gpu_inference", "false", "--merge_schedules", "depth_power", "--merge_lambdas", "0.1",
-        "--merge_alphas", "0.7", "--asr_opts", f"--feats_fp16 false --myst {corpus / 'myst'}")  # the corpus the run read
+        "--merge_alphas", "0.7", "--dry_run_max_bins", "200000",
+        "--asr_opts", f"--feats_fp16 false --myst {corpus / 'myst'}")  # the corpus the run read
     exp = myst_dry / "exp"
     for job in ("aug/ft_wavlm", "kids/ft_wavlm", "kids/transfer_s0.5_ft", "kids/ft_wavlm_further"):
         assert_trained_and_capped(exp / job)
+        assert load(exp / job / "config.yaml")["batch_bins"] == 200_000 < load(exp / job / "train.full.yaml")["batch_bins"]
     assert load(exp / "aug" / "ft_wavlm" / "config.yaml")["specaug"] == "specaug"
     assert "transfer" in (exp / "transfer_results.md").read_text().lower()
+    report = (exp / "dry_run" / "transfer_report.md").read_text()  # one report: the asr.sh runs and the own stages
+    for job in ("ft_wavlm", "transfer_s0.5_ft", "ft_wavlm_further"):
+        assert f"| {job} |" in report, job
+    for stage in ("transfer 4", "transfer 5", "transfer 6"):
+        assert f"| {stage} |" in report, stage
+    assert "(--dry_run_max_bins)" in report
 
 
 def first_utterances_set(dry: Path, src: str, out: str, n: int) -> None:

@@ -122,6 +122,23 @@ def sshr_numel_training(root: Path) -> list:
              "iterations": 8, "seconds_per_step": 200.0, "params": 1}]
 
 
+def test_several_usage_logs_make_one_report(run):
+    """transfer.sh's report: its own stages' log ("transfer N" labels) and its local/asr.sh runs' logs
+    read as one: stage rows from every log, trainings of every log, a missing log read as empty."""
+    root, usage = run
+    own = root / "exp" / "dry_run" / "transfer_usage.jsonl"
+    own.write_text(json.dumps({"stage": "transfer 5", "command": "espnet_delta.recipe.train_jobs", "wall_s": 8.0,
+                               "rss_mib": 100.0, "children_rss_mib": 0.0}) + "\n")
+    out = root / "t.md"
+    dry_run_report.main(["--usage", str(usage), str(own), str(root / "absent.jsonl"), "--exp_dir", str(root / "exp"),
+                         "--data_dir", str(root / "data"), "--out", str(out), "--mean_utt_seconds", "5"])
+    report = out.read_text()
+    stages = {row[0]: row for row in table(report, "## Per stage")}
+    assert set(stages) == {"1", "4", "6", "7", "transfer 5"}
+    assert stages["transfer 5"][1:4] == ["1", "8.0", "100"]
+    assert {row[1] for row in table(report, "## Trainings")} == {"ft_wavlm", "fusion_x"}
+
+
 def test_numel_batches_count_the_sets_samples(tmp_path):
     """A config batched by numel (the SSHR configs): steps per epoch = the set's samples at 16 kHz
     / batch_bins, rounded up, then / accum_grad."""
