@@ -58,6 +58,7 @@ subset_seed=0           # seed of the subset shuffle
 train_set=train
 valid_set=dev
 test_sets="dev test"
+speed_perturb_factors=  # e.g. "0.9 1.0 1.1" (ESPnet's option): stage 2 writes <train_set>_sp, the child fine-tunings' (ft_<upstream>) training set
 adult_train_set=        # e.g. libri_train: also fine-tune the reference on adult speech (stage 4) for merging (stage 8)
 adult_valid_set=libri_dev
 adult_upstreams=        # e.g. "hubert wav2vec2": also fine-tune these on --adult_train_set into ft_<name>_adult (stage 4)
@@ -176,6 +177,7 @@ Data sets
   --train_set NAME          (default: ${train_set})
   --valid_set NAME          model selection and the merge grid (default: ${valid_set})
   --test_sets "A B"         decoded and scored sets (default: '${test_sets}')
+  --speed_perturb_factors "F.."   stage 2: <train_set>_sp, the training set of ft_<upstream> (default: '${speed_perturb_factors}')
   --adult_train_set NAME    fine-tune the reference on it too, for merging (default: '${adult_train_set}')
   --adult_valid_set NAME    (default: ${adult_valid_set})
   --adult_upstreams "A B"   also fine-tune these on --adult_train_set into ft_<name>_adult (default: '${adult_upstreams}')
@@ -354,6 +356,8 @@ fi
 token_list=${data_dir}/token_list/${token_type}/tokens.txt
 phone_token_list=${data_dir}/token_list/phn/tokens.txt
 sets_with_audio=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | sort -u | tr '\n' ' ')
+finetune_train_set=${train_set}
+[ -z "${speed_perturb_factors}" ] || finetune_train_set=${train_set}_sp
 adult_sets=
 [ -n "${adult_train_set}" ] && adult_sets="${adult_train_set} ${adult_valid_set}"
 reference=${upstreams%% *}
@@ -361,7 +365,7 @@ reference=${upstreams%% *}
 # the job planner's view of the options (espnet_delta.recipe.plan; local/engine.sh's plan)
 plan_opts=(--exp_dir "${exp_dir}" --data_dir "${data_dir}" --shape_dir "${shape_dir}" --feats_dir "${feats_dir}"
     --token_type "${token_type}" --token_list "${token_list}" --phone_token_list "${phone_token_list}"
-    --train_set "${train_set}" --valid_set "${valid_set}" --adult_train_set "${adult_train_set}"
+    --train_set "${train_set}" --finetune_train_set "${finetune_train_set}" --valid_set "${valid_set}" --adult_train_set "${adult_train_set}"
     --adult_valid_set "${adult_valid_set}" --upstreams "${upstreams}" --adult_upstreams "${adult_upstreams}"
     --upstream_conf "${upstream_conf}" --tiny_upstream_dir "${tiny_upstream_dir}" --finetune_config "${finetune_config}"
     --merge_finetune_config "${merge_finetune_config}"
@@ -412,8 +416,16 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
     log "Stage 2: ${token_type} token list -> ${token_list}; speech shape files -> ${shape_dir}"
     [ "${token_type}" = char ] || { log "ERROR: only --token_type char is implemented"; exit 2; }
     ${python} -m espnet_delta.recipe.make_tokens --text "${data_dir}/${train_set}/text" --out "${token_list}"
+    sp_set=
+    if [ -n "${speed_perturb_factors}" ]; then
+        log "Stage 2: speed perturbation ${speed_perturb_factors} of ${train_set} -> ${data_dir}/${finetune_train_set} (ft_<upstream> train on it)"
+        # shellcheck disable=SC2086
+        ${python} -m espnet_delta.bin.speed_perturb --src "${data_dir}/${train_set}" --out "${data_dir}/${finetune_train_set}" \
+            --factors ${speed_perturb_factors}
+        sp_set=${finetune_train_set}
+    fi
     # shellcheck disable=SC2086
-    ${python} -m espnet_delta.recipe.make_shapes --data_dir "${data_dir}" --sets ${sets_with_audio} ${adult_sets} --out_dir "${shape_dir}"
+    ${python} -m espnet_delta.recipe.make_shapes --data_dir "${data_dir}" --sets ${sets_with_audio} ${adult_sets} ${sp_set} --out_dir "${shape_dir}"
     if [ -n "${phone_text}" ]; then
         log "Stage 2: phone targets from ${phone_text} -> ${data_dir}/<set>/text.phn; phone token list -> ${phone_token_list}"
         # shellcheck disable=SC2086

@@ -163,6 +163,9 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument("--token_list", type=Path, default=Path("data/token_list/char/tokens.txt"))
     g.add_argument("--phone_token_list", type=Path, default=Path("data/token_list/phn/tokens.txt"))
     g.add_argument("--train_set", default="train")
+    g.add_argument("--finetune_train_set", default="",
+                   help="the child CTC fine-tunings' (ft_<upstream>) training set: the engine's <train_set>_sp with "
+                        "--speed_perturb_factors; '' = --train_set")
     g.add_argument("--valid_set", default="dev")
     g.add_argument("--adult_train_set", default="")
     g.add_argument("--adult_valid_set", default="")

@@ -11,6 +11,10 @@ fine-tuned with it instead, so that their task vectors stay small next to the sh
 (the premise of task-vector merging, docs/merging.md): ``ft_<ref>_merge`` on the child train
 set (decoded in stage 5: its own RESULTS.md row) and ``ft_<ref>_adult``; ``ft_<ref>`` keeps
 ``--finetune_config`` (the fusion reference).
+
+``--finetune_train_set`` (the engine's ``<train_set>_sp`` under ``--speed_perturb_factors``): the
+set the child fine-tunings ``ft_<name>`` train on; the adult, merge and every other family keep
+their sets (the merge regime's small task vectors, the fusion heads' cached features).
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ def jobs(settings) -> List[Job]:
     merge_conf = merge_config(settings)
     out = []
     if settings.finetune_config:
-        out += [job(settings, name, settings.train_set, settings.valid_set, False) for name in settings.upstreams]
+        child_set = getattr(settings, "finetune_train_set", "") or settings.train_set
+        out += [job(settings, name, child_set, settings.valid_set, False) for name in settings.upstreams]
     if merge_conf:
         reference = settings.upstreams[0]
         out.append(job(settings, reference, settings.train_set, settings.valid_set, False, merge_conf,

@@ -122,6 +122,30 @@ def test_fine_tuning_config_per_model_and_adult_data(tmp_path):
     assert adult["valid_shape_file"] == [str(tmp_path / "shapes" / "libri_dev" / "speech_shape")]
 
 
+def test_speed_perturbed_set_trains_the_child_fine_tunings_only(tmp_path):
+    """--finetune_train_set (the engine's <train_set>_sp under --speed_perturb_factors): ft_<upstream>
+    read its audio, text and shapes; the merge child, the adult model and the probes
+    keep --train_set / --adult_train_set; validation stays on --valid_set."""
+    for family in ("finetune", "probe"):
+        plan.main([family, *options(tmp_path, "--finetune_train_set", "train_sp",
+                                    "--merge_finetune_config", str(MYST / "finetune_merge.yaml"))])
+    exp, data, shapes = tmp_path / "exp", tmp_path / "data", tmp_path / "shapes"
+
+    def train_set_of(job: str) -> str:
+        config = yaml.safe_load((exp / job / "train.yaml").read_text())
+        assert config["valid_shape_file"] == [str(shapes / "dev" / "speech_shape")] or job.endswith("_adult"), job
+        return Path(config["train_data_path_and_name_and_type"][0][0]).parent.name
+
+    assert train_set_of("ft_wavlm") == train_set_of("ft_hubert") == "train_sp"
+    ft = yaml.safe_load((exp / "ft_wavlm" / "train.yaml").read_text())
+    assert ft["train_shape_file"] == [str(shapes / "train_sp" / "speech_shape")]
+    assert [p[0] for p in ft["train_data_path_and_name_and_type"]] == [str(data / "train_sp" / "wav.scp"),
+                                                                      str(data / "train_sp" / "text")]
+    assert train_set_of("ft_wavlm_merge") == "train" and train_set_of("ft_wavlm_adult") == "libri_train"
+    probes = [d.name for d in exp.iterdir() if d.name.startswith("probe_")]
+    assert probes and {train_set_of(name) for name in probes} == {"train"}
+
+
 def test_option_errors_are_named(tmp_path):
     with pytest.raises(SystemExit):
         plan.main(["finetune", *options(tmp_path, "--adult_train_set", "", "--adult_upstreams", "hubert")])
