@@ -30,7 +30,6 @@ set -euo pipefail
     --fusion_config conf/fusion.yaml \
     --fusion_systems conf/fusion_systems.yaml \
     --subset_hours 0.1,0.2 \
-    --speed_perturb_factors "0.9 1.0 1.1" \
     --adult_train_set libri_train \
     --merge_finetune_config conf/finetune_merge.yaml \
     --merge_lambdas "0.1 0.3" --merge_alphas "0.7 0.9" \
