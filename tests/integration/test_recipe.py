@@ -266,3 +266,19 @@ def test_merged_checkpoint_decodes_with_espnet_speech2text(ran, monkeypatch):
     nll = torch.nn.functional.ctc_loss(log_probs, torch.tensor(token_ids), [log_probs.size(0)], [len(token_ids)],
                                        blank=0, reduction="sum")
     assert float(hyp.score) == pytest.approx(-float(nll), abs=1e-3)
+
+
+def test_speed_perturbation_writes_the_child_fine_tunings_set(ran, tmp_path):
+    """--speed_perturb_factors: stage 2 writes <train_set>_sp (ESPnet's ids sp<f>-<utt>, one copy per
+    factor, lengths / f) and its shape file, beside the sets it had; the recipe folder's data stays."""
+    data, shapes = tmp_path / "data", tmp_path / "shapes"
+    shutil.copytree(ran.root / "data", data, symlinks=True)
+    run_engine(ran.root, "--stage", "2", "--stop_stage", "2", "--speed_perturb_factors", "0.9 1.1",
+               "--data_dir", str(data), "--shape_dir", str(shapes), "--exp_dir", str(tmp_path / "exp"))
+    train = {u: int(n) for u, n in (line.split() for line in (shapes / "train" / "speech_shape").read_text().splitlines())}
+    sp = {u: int(n) for u, n in (line.split() for line in (shapes / "train_sp" / "speech_shape").read_text().splitlines())}
+    # N samples at factor f become ceil(N / f)
+    assert sp == {**{f"sp0.9-{u}": math.ceil(n / 0.9) for u, n in train.items()},
+                  **{f"sp1.1-{u}": math.ceil(n / 1.1) for u, n in train.items()}}
+    assert sorted(ids_of(data / "train_sp" / "text")) == sorted(sp)
+    assert not (ran.root / "data" / "train_sp").exists()
