@@ -224,8 +224,12 @@ def training_rows(records: Sequence[Dict[str, Any]], hours: Dict[str, float], me
             "steps_run": r["iterations"] // accum if r.get("iterations") is not None else None,
             "seconds_per_step": sps, "train_set": train_set, "full_train_utts": utts, "full_steps": steps,
             "full_hours": steps * sps * scale / 3600.0 if steps is not None and sps is not None else None,
-            "batch": batch if scale != 1.0 else None, "full_batch": full_batch, "unit": unit,
+            "batch": batch if scale != 1.0 else None, "full_batch": full_batch, "unit": unit, "dir": job,
         })
+    names = [row["job"] for row in rows]
+    for row in rows:  # one name in two exp dirs (transfer.sh's aug/ and kids/ ft_<ref>): <parent>/<name>
+        if names.count(row["job"]) > 1:
+            row["job"] = f"{row['dir'].parent.name}/{row['job']}"
     return rows
 
 

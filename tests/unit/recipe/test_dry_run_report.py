@@ -127,8 +127,13 @@ def test_several_usage_logs_make_one_report(run):
     read as one: stage rows from every log, trainings of every log, a missing log read as empty."""
     root, usage = run
     own = root / "exp" / "dry_run" / "transfer_usage.jsonl"
+    kids = root / "exp" / "kids" / "ft_wavlm"  # the same job name as the run's exp/ft_wavlm, in another exp dir
+    write_job(kids, {"max_epoch": 1, "num_iters_per_epoch": 10,
+                     "train_data_path_and_name_and_type": [["data/kids_train/wav.scp", "speech", "sound"]]})
     own.write_text(json.dumps({"stage": "transfer 5", "command": "espnet_delta.recipe.train_jobs", "wall_s": 8.0,
-                               "rss_mib": 100.0, "children_rss_mib": 0.0}) + "\n")
+                               "rss_mib": 100.0, "children_rss_mib": 0.0}) + "\n"
+                   + json.dumps({"stage": "transfer 5", "command": "asr_train", "job": str(kids), "wall_s": 5.0,
+                                 "rss_mib": 90.0, "iterations": 2, "seconds_per_step": 1.0, "params": 1}) + "\n")
     out = root / "t.md"
     dry_run_report.main(["--usage", str(usage), str(own), str(root / "absent.jsonl"), "--exp_dir", str(root / "exp"),
                          "--data_dir", str(root / "data"), "--out", str(out), "--mean_utt_seconds", "5"])
@@ -136,7 +141,8 @@ def test_several_usage_logs_make_one_report(run):
     stages = {row[0]: row for row in table(report, "## Per stage")}
     assert set(stages) == {"1", "4", "6", "7", "transfer 5"}
     assert stages["transfer 5"][1:4] == ["1", "8.0", "100"]
-    assert {row[1] for row in table(report, "## Trainings")} == {"ft_wavlm", "fusion_x"}
+    # two trainings called ft_wavlm: each named with its exp dir
+    assert {row[1] for row in table(report, "## Trainings")} == {"exp/ft_wavlm", "kids/ft_wavlm", "fusion_x"}
 
 
 def test_numel_batches_count_the_sets_samples(tmp_path):
