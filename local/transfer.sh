@@ -92,7 +92,7 @@ HELP
 parse_options "$@"
 [ ${#positional[@]} -eq 0 ] || { help_message >&2; log "ERROR: unexpected arguments: ${positional[*]}"; exit 2; }
 [ -n "${speed_perturb_factors}${specaug_config}" ] || { log "ERROR: no augmentation: set --speed_perturb_factors and/or --specaug_config"; exit 2; }
-dry=()
+dry=() cap=()
 case "${dry_run}" in
     true)  # the paths of run.sh --dry_run true: under --dry_run_dir, made absolute so local/asr.sh keeps them
         mkdir -p "${dry_run_dir}"
@@ -101,9 +101,10 @@ case "${dry_run}" in
             [ -z "${!opt}" ] || [[ "${!opt}" == /* ]] || printf -v "${opt}" '%s' "${dry_run_dir}/${!opt}"
         done
         model_map=${model_map:-${dry_run_dir}/models/${dry_run_models}/model_map.yaml}
-        dry=(--dry_run true --dry_run_steps "${dry_run_steps}" --dry_run_utts "${dry_run_utts}"
-             --dry_run_models "${dry_run_models}" --dry_run_dir "${dry_run_dir}"
-             --dry_run_max_batch "${dry_run_max_batch}" --dry_run_max_bins "${dry_run_max_bins}") ;;
+        # the planner's caps: every local/asr.sh call's trainings and stage 5's
+        cap=(--dry_run_steps "${dry_run_steps}" --dry_run_max_batch "${dry_run_max_batch}" --dry_run_max_bins "${dry_run_max_bins}")
+        dry=(--dry_run true --dry_run_utts "${dry_run_utts}" --dry_run_models "${dry_run_models}"
+             --dry_run_dir "${dry_run_dir}" "${cap[@]}") ;;
     false) ;;
     *) log "ERROR: --dry_run must be true or false, got '${dry_run}'"; exit 2 ;;
 esac
@@ -225,9 +226,6 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
     [ -n "${lam}" ] || { log "ERROR: no chosen lambda in ${kids_exp}/transfer_grid.tsv (run stage 4)"; exit 1; }
     log "Stage 5: ${further_epochs} more epochs on ${kids_train} (lr ${further_lr}) of transfer_s${lam} and (control) ft_${ref}"
     # the job planner's transfer family renders both (a trained job's config is kept)
-    cap=()
-    [ "${dry_run}" != true ] || cap=(--dry_run_steps "${dry_run_steps}" --dry_run_max_batch "${dry_run_max_batch}"
-                                     --dry_run_max_bins "${dry_run_max_bins}")  # as local/asr.sh's planner calls
     out=$(${planner} transfer "${cap[@]}" --exp_dir "${kids_exp}" --upstreams "${ref}" --upstream_conf "${upstream_conf}" \
         --finetune_config "${finetune_config}" --data_dir "${data_dir}" --shape_dir "${shape_dir}" --token_list "${token_list}" \
         --train_set "${kids_train}" --valid_set "${kids_dev}" --transfer_scale "${lam}" \

@@ -218,13 +218,13 @@ def training_rows(records: Sequence[Dict[str, Any]], hours: Dict[str, float], me
         steps = full_steps(full, utts, h) if full else None
         sps = r.get("seconds_per_step")
         batch, full_batch, unit = capped_batch(capped, full)
-        scale = full_batch / batch if 0 < batch < full_batch else 1.0  # --dry_run_max_batch/_bins: linear in the batch
+        scale = full_batch / batch if unit else 1.0  # --dry_run_max_batch/_bins: linear in the batch
         rows.append({
             "stage": stage_label(r), "job": job.name, "params": r.get("params"),
             "steps_run": r["iterations"] // accum if r.get("iterations") is not None else None,
             "seconds_per_step": sps, "train_set": train_set, "full_train_utts": utts, "full_steps": steps,
             "full_hours": steps * sps * scale / 3600.0 if steps is not None and sps is not None else None,
-            "batch": batch if scale != 1.0 else None, "full_batch": full_batch, "unit": unit, "dir": job,
+            "batch": batch or None, "full_batch": full_batch, "unit": unit, "dir": job,
         })
     names = [row["job"] for row in rows]
     for row in rows:  # one name in two exp dirs (transfer.sh's aug/ and kids/ ft_<ref>): <parent>/<name>

@@ -68,7 +68,7 @@ def jobs(settings) -> List[Job]:
     merge_conf = merge_config(settings)
     out = []
     if settings.finetune_config:
-        child_set = getattr(settings, "finetune_train_set", "") or settings.train_set
+        child_set = settings.finetune_train_set or settings.train_set
         out += [job(settings, name, child_set, settings.valid_set, False) for name in settings.upstreams]
     if merge_conf:
         reference = settings.upstreams[0]
