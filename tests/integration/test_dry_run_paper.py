@@ -139,7 +139,7 @@ def test_transfer_dry_run(myst_dry, models, corpus):
     assert load(exp / "aug" / "ft_wavlm" / "config.yaml")["specaug"] == "specaug"
     assert "transfer" in (exp / "transfer_results.md").read_text().lower()
     report = (exp / "dry_run" / "transfer_report.md").read_text()  # one report: the asr.sh runs and the own stages
-    for job in ("ft_wavlm", "transfer_s0.5_ft", "ft_wavlm_further"):
+    for job in ("aug/ft_wavlm", "kids/ft_wavlm", "transfer_s0.5_ft", "ft_wavlm_further"):  # one name, two dirs
         assert f"| {job} |" in report, job
     for stage in ("transfer 4", "transfer 5", "transfer 6"):
         assert f"| {stage} |" in report, stage
