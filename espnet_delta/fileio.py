@@ -1,6 +1,7 @@
 """Files the stages write and read: atomic writes (a temporary sibling, then a rename, so
-readers never see half a file), Kaldi ``<key> <value>`` tables with file:line in their
-errors, and YAML configs with file names in their errors."""
+readers never see half a file), claim files (created once, by one process), Kaldi
+``<key> <value>`` tables with file:line in their errors, and YAML configs with file names in
+their errors."""
 
 from __future__ import annotations
 
@@ -161,6 +162,33 @@ class TableRow(NamedTuple):
 
 
 UTF8_BOM = "\ufeff"
+
+
+#: The dir of the claim files through which the local back-end's processes share one item list
+#: (``espnet_delta.jobs --claim_items``); unset: each process does all the items it was given.
+CLAIM_DIR_ENV = "ESPNET_DELTA_CLAIM_DIR"
+
+
+def claim(item: str) -> bool:
+    """True when this process may do ``item``: no claim dir is set, or this call created the
+    item's claim file; False when another process of the stage claimed it first.
+
+    Static groups leave a core idle behind the longer group; with claims every process walks
+    the whole list (largest jobs first) and takes the next unclaimed item: greedy list
+    scheduling. ``O_EXCL`` creation is atomic (local file systems, NFS v3+); the back-end makes
+    the dir afresh for every run, so an interrupted run's claims never block its rerun.
+    """
+    claim_dir = os.environ.get(CLAIM_DIR_ENV)
+    if not claim_dir:
+        return True
+    path = Path(claim_dir) / item.replace("%", "%25").replace("/", "%2F")
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"{item}\tpid {os.getpid()}\n")
+    return True
 
 
 def read_text_file(path: PathLike, what: str = "file", error: Type[TableError] = TableError) -> str:

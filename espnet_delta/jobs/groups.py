@@ -39,6 +39,7 @@ class JobArray:
     gpus: int = 0  # GPUs per task
     num_threads: Optional[int] = None  # OMP_NUM_THREADS per task (None: the back-end's default)
     max_running: Optional[int] = None  # at most this many tasks at once (None: all)
+    claim_dir: Optional[Path] = None  # set: the tasks share their items through claims (espnet_delta.fileio.claim)
 
     def task_ids(self) -> List[int]:
         return list(range(1, len(self.groups) + 1))

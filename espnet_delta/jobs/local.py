@@ -1,5 +1,8 @@
 """The local back-end: the groups run as background processes on this machine.
 
+With a claim dir (``--claim_items``) the tasks share one list of items and each takes the next
+unclaimed one (:func:`espnet_delta.fileio.claim`) instead of a fixed group.
+
 Each process gets ``OMP_NUM_THREADS=1`` unless told otherwise (small models train as
 fast on one thread as on two, so N processes give ~N x throughput) and writes its
 output to ``<log_dir>/<name>.<k>.log``. Jobs that need GPUs (``--gpu N``) are pinned:
@@ -25,6 +28,7 @@ import subprocess
 import time
 from typing import Dict, List, Optional
 
+from espnet_delta.fileio import CLAIM_DIR_ENV
 from espnet_delta.jobs.groups import (Interrupted, JobArray, JobsFailed, deferred_interrupts, group_members,
                                       hold_interrupts)
 
@@ -68,6 +72,9 @@ class LocalBackend:
     def _start(self, jobs: JobArray, task: int, cuda: Optional[str]) -> subprocess.Popen:
         env = dict(os.environ)
         env["OMP_NUM_THREADS"] = str(jobs.num_threads or 1)
+        env.pop(CLAIM_DIR_ENV, None)  # never an enclosing run's claims
+        if jobs.claim_dir is not None:
+            env[CLAIM_DIR_ENV] = str(jobs.claim_dir)
         if cuda is not None:
             env["CUDA_VISIBLE_DEVICES"] = cuda
         argv = jobs.argv(task)
@@ -83,6 +90,9 @@ class LocalBackend:
     def run(self, jobs: JobArray) -> None:
         """Run every task; raise :class:`JobsFailed` naming the failed ones after all have ended."""
         jobs.log_dir.mkdir(parents=True, exist_ok=True)
+        if jobs.claim_dir is not None:  # afresh: an earlier run's claims must not hold back this one
+            shutil.rmtree(jobs.claim_dir, ignore_errors=True)
+            jobs.claim_dir.mkdir(parents=True)
         slots = gpu_slots(jobs.gpus, visible_gpus()) if jobs.gpus > 0 else []
         limit = len(slots) if slots else len(jobs.groups)
         if jobs.max_running:

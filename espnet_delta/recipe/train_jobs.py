@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_delta.cli import LOG_FORMAT, add_bool_argument, add_log_level_argument, new_parser, setup_logging
+from espnet_delta.fileio import claim
 from espnet_delta.recipe import ddp
 from espnet_delta.recipe.names import DONE
 from espnet_delta.ssl.hub import HubModelError
@@ -84,6 +85,9 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     for job in args.jobs:
         if (job / DONE).is_file():
             logging.info("%s: already trained (%s), skipping", job, job / DONE)
+            continue
+        if not claim(str(job)):
+            logging.info("%s: taken by another process of this stage", job)
             continue
         logging.info("%s: training", job)
         if args.fork_per_job:

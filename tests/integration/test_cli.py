@@ -184,12 +184,17 @@ def test_engine_command_lines_carry_the_planned_values(engine_commands):
         assert all(j.name.startswith(("fusion_",) if a.input_type == "kaldi_ark" else ("ft_", "probe_", "sshr_", "if_"))
                    for j in a.jobs)
     assert [a.model_name for a in parsed(engine_commands, "espnet_delta.bin.beam_decode")] == ["valid.acc.best.pth"]
-    trained = [j.name for a in parsed(engine_commands, "espnet_delta.recipe.train_jobs") for j in a.jobs]
+    # every process of a training stage gets the stage's whole list and claims its jobs one by one
+    # (--claim_items): the --nj lines of a stage are the same line, and no job is in two stages
+    train_lines = [tuple(a.jobs) for a in parsed(engine_commands, "espnet_delta.recipe.train_jobs")]
+    stages = list(dict.fromkeys(train_lines))
+    assert all(train_lines.count(line) == min(2, len(line)) for line in stages)  # --nj 2
+    trained = [j.name for line in stages for j in line]
     assert len(trained) == len(set(trained))  # each job trained once
     assert {"ft_wavlm", "ft_wavlm_adult", "probe_wavlm_random", "ft_whisper_adult", "sshr_sshr_phn",
             "if_wavlm+dhubert_hconv_phn", "fusion_wavlm+dhubert_moe"} <= set(trained)
     # the delta-fusion interface systems train after the fine-tuned models they read
-    order = [j.name for a in parsed(engine_commands, "espnet_delta.recipe.train_jobs") for j in a.jobs]
+    order = trained
     assert order.index("if_wavlm+dhubert_hconv_char") > order.index("ft_hubert")
     merges = parsed(engine_commands, "espnet_delta.recipe.merge_stage")
     assert [a.model_name for a in merges] == ["valid.wer_ctc.best.pth", "valid.acc.best.pth"]

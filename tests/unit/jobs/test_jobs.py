@@ -98,3 +98,28 @@ def test_gpu_jobs_never_outnumber_the_gpus(tmp_path):
         gpu_slots(2, ["0"])
     proc = run_parallel(tmp_path, '--cmd "local --gpu 1" --name nogpu 2 true -- a', env={"CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 1 and "need 1 GPU(s) each, but 0 are visible" in proc.stderr
+
+
+CLAIMING_WORKER = """\
+import sys, time
+from espnet_delta.fileio import claim
+for item in sys.argv[1:]:
+    if claim(item):
+        time.sleep(3.0 if item == "long" else 0.2)
+        print("did", item, flush=True)
+"""
+
+
+def test_claimed_items_go_to_whichever_process_is_free(tmp_path):
+    # Round-robin would give one process long + s2 and the other s1 + s3; with claims the process
+    # that takes the 3 s item does only it while the other does the three 0.2 s ones.
+    (tmp_path / "worker.py").write_text(CLAIMING_WORKER)
+    for run in range(2):  # the second run must not be held back by the first run's claims
+        proc = run_parallel(tmp_path, f'--name w --claim_items 2 "{sys.executable}" worker.py -- long s1 s2 s3',
+                            env={"PYTHONPATH": str(REPO)})
+        assert proc.returncode == 0, proc.stderr
+        done = [sorted(line.split()[1] for line in (tmp_path / f"exp/logs/w.{k}.log").read_text().splitlines()
+                       if line.startswith("did ")) for k in (1, 2)]
+        assert sorted(done) == [["long"], ["s1", "s2", "s3"]], (run, done)
+    claims = sorted(p.name for p in (tmp_path / "exp/logs/w.claims").iterdir())
+    assert claims == ["long", "s1", "s2", "s3"]
