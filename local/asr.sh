@@ -67,6 +67,7 @@ pretrained_upstream_dir=     # pre-train the --tiny_upstream_dir checkpoints int
 pretrain_sets=train          # data sets whose audio is used, untranscribed
 pretrain_archs="wavlm hubert wav2vec2"   # architectures to pre-train
 pretrain_opts=               # more options of pretrain_upstreams, e.g. "--epochs 6 3 --num_clusters 64"
+pretrain_nj=                 # stage 3's processes, one architecture each (default: --nj)
 # Tokens and shapes (stage 2)
 token_type=char         # only char is implemented
 phone_text=             # '<utt> <phones...>' table of the corpus: <set>/text.phn + a phone token list
@@ -193,6 +194,8 @@ SSL pre-training (stage 3)
   --pretrain_sets "A B"     untranscribed audio for pre-training (default: '${pretrain_sets}')
   --pretrain_archs "A B"    architectures to pre-train (default: '${pretrain_archs}')
   --pretrain_opts STR       options of pretrain_upstreams (default: '${pretrain_opts}')
+  --pretrain_nj N           stage 3's processes, one architecture each (default: --nj); more than the
+                            cores (3 architectures on 2) keeps every core busy to the end
 
 SSL models and CTC fine-tuning (stages 4-5)
   --upstreams "A B C"       models to fine-tune; the first is the fusion reference (default: '${upstreams}')
@@ -445,7 +448,7 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
         for s in ${pretrain_sets}; do scps+=("${data_dir}/${s}/wav.scp"); done
         # one architecture per process, one thread each; run_parallel appends the items, so --archs comes last
         # shellcheck disable=SC2086
-        run_parallel --cmd "${train_cmd}" --name pretrain "${nj}" ${python} -m espnet_delta.bin.pretrain_upstreams --in_dir "${tiny_upstream_dir}" \
+        run_parallel --cmd "${train_cmd}" --name pretrain "${pretrain_nj:-${nj}}" ${python} -m espnet_delta.bin.pretrain_upstreams --in_dir "${tiny_upstream_dir}" \
             --out_dir "${pretrained_upstream_dir}" --work_dir "${exp_dir}/pretrain" --wav_scp "${scps[@]}" \
             ${pretrain_opts} --archs -- ${pretrain_archs}
     fi

@@ -11,6 +11,10 @@
 # optimizer steps of the former 6 + 3 epochs on the child audio alone (890 against 846; +8 s per architecture).
 # It rescued ft_wav2vec2: dev/test WER 84.9/86.5 -> 63.8/66.5 (62.3/67.5 with conf/finetune.yaml's frozen CNN);
 # one seed, Intel Xeon, 2026-12-07; every variant measured is in docs/recipes.md.
+# Stage 3 runs its three architectures at once (--pretrain_nj 3; one thread each, the OS shares the two cores:
+# 151 s against 223 s for two processes, identical checkpoints). The child fine-tunings ft_<upstream> train on
+# train_sp, the training set at speeds 0.9/1.0/1.1 (ESPnet's MyST setting), for conf/finetune.yaml's 2,000 steps:
+# ft_wavlm dev/test WER 58.0/65.4 -> 47.2/53.2 (seed 0; docs/recipes.md has every variant measured).
 # Stage 8 merges ft_wavlm_merge with ft_wavlm_adult, both fine-tuned with conf/finetune_merge.yaml (the upstream
 # moves 10x slower than the head: task vectors small next to the pre-trained base, the merging premise; docs/merging.md).
 # Stage 8 grids are 2 x 2 here (4 points per SA reading and per baseline; the paper-scale default is 3 x 3).
@@ -21,7 +25,7 @@ set -euo pipefail
     --mini_corpus_dir "${MINI_MYST}" \
     --tiny_upstream_dir downloads/upstreams \
     --pretrained_upstream_dir downloads/upstreams_pt \
-    --pretrain_sets "train libri_train" --pretrain_opts "--epochs 3 2" \
+    --pretrain_sets "train libri_train" --pretrain_opts "--epochs 3 2" --pretrain_nj 3 \
     --tiny_whisper downloads/whisper/tiny_random.pt \
     --probe_config conf/probe.yaml \
     --interface_config conf/interface.yaml \
@@ -30,6 +34,7 @@ set -euo pipefail
     --fusion_config conf/fusion.yaml \
     --fusion_systems conf/fusion_systems.yaml \
     --subset_hours 0.1,0.2 \
+    --speed_perturb_factors "0.9 1.0 1.1" \
     --adult_train_set libri_train \
     --merge_finetune_config conf/finetune_merge.yaml \
     --merge_lambdas "0.1 0.3" --merge_alphas "0.7 0.9" \
