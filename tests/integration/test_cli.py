@@ -174,6 +174,10 @@ def test_engine_command_lines_carry_the_planned_values(engine_commands):
     extract = [a for a in parsed(engine_commands, "espnet_delta.bin.extract_features") if not a.merge_only]
     assert sorted(a.shard for a in extract) == [1, 2, 3]
     assert all(a.num_shards == 3 and a.feats_fp16 is True for a in extract)
+    # stage 3: one process per architecture (run.sh's --pretrain_nj 3), each with the same options
+    pretrain = parsed(engine_commands, "espnet_delta.bin.pretrain_upstreams")
+    assert sorted(arch for a in pretrain for arch in a.archs) == ["hubert", "wav2vec2", "wavlm"]
+    assert len(pretrain) == 3 and len({(tuple(a.epochs), a.out_dir) for a in pretrain}) == 1
     # stage 7 checks the cache of every set first (merge_only: nothing computed), as stage 6 wrote it
     checks = [a for a in parsed(engine_commands, "espnet_delta.bin.extract_features") if a.merge_only]
     assert len(checks) == len({tuple(a.out_dir) for a in checks}) >= 2
