@@ -55,7 +55,8 @@ class JobArray:
         return self.log_dir / f"{self.name}.{task}.rc"
 
     def describe(self, task: int) -> str:
-        return f"{self.name}.{task} ({shlex.join(self.groups[task - 1])})"
+        shared = "the next unclaimed of " if self.claim_dir is not None else ""
+        return f"{self.name}.{task} ({shared}{shlex.join(self.groups[task - 1])})"
 
 
 class JobsFailed(RuntimeError):
