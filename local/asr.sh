@@ -194,8 +194,8 @@ SSL pre-training (stage 3)
   --pretrain_sets "A B"     untranscribed audio for pre-training (default: '${pretrain_sets}')
   --pretrain_archs "A B"    architectures to pre-train (default: '${pretrain_archs}')
   --pretrain_opts STR       options of pretrain_upstreams (default: '${pretrain_opts}')
-  --pretrain_nj N           stage 3's processes, one architecture each (default: --nj); more than the
-                            cores (3 architectures on 2) keeps every core busy to the end
+  --pretrain_nj N           stage 3's processes, one architecture each; '' = --nj (default: '${pretrain_nj}');
+                            more than the cores (3 architectures on 2) keeps every core busy to the end
 
 SSL models and CTC fine-tuning (stages 4-5)
   --upstreams "A B C"       models to fine-tune; the first is the fusion reference (default: '${upstreams}')
