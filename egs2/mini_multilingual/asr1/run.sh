@@ -4,7 +4,7 @@
 # fine-tuned baseline and the SSHR systems of conf/sshr_systems.yaml for graphemes (CER)
 # and phonemes (PER) per language, and a language-ID probe of every layer of the frozen
 # pre-trained model (stage 5). The seeds give no hours for their corpora: a paper-config dry run
-# (docs/dry_run.md) counts full steps with --dry_run_hours "train=H". Offline, CPU; measured 12 min 53 s from scratch on two idle cores, at most 1.32 GB in one process and 2.39 GB in all (see docs/performance.md). Options after ./run.sh
+# (docs/dry_run.md) counts full steps with --dry_run_hours "train=H". Offline, CPU; measured 9 min 55 s from scratch on two idle Intel Xeon cores, at most 1.48 GB in one process and 2.39 GB in all (see docs/performance.md). Options after ./run.sh
 # override the ones below (./run.sh --help lists them all).
 set -euo pipefail
 . ./db.sh
