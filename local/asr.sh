@@ -59,6 +59,7 @@ train_set=train
 valid_set=dev
 test_sets="dev test"
 speed_perturb_factors=  # e.g. "0.9 1.0 1.1" (ESPnet's option): stage 2 writes <train_set>_sp, the child fine-tunings' (ft_<upstream>) training set
+fusion_speed_perturb=false  # true: the fusion heads (stage 7) train on the cached features of <train_set>_sp too (stage 6 extracts it)
 adult_train_set=        # e.g. libri_train: also fine-tune the reference on adult speech (stage 4) for merging (stage 8)
 adult_valid_set=libri_dev
 adult_upstreams=        # e.g. "hubert wav2vec2": also fine-tune these on --adult_train_set into ft_<name>_adult (stage 4)
@@ -179,6 +180,8 @@ Data sets
   --valid_set NAME          model selection and the merge grid (default: ${valid_set})
   --test_sets "A B"         decoded and scored sets (default: '${test_sets}')
   --speed_perturb_factors "F.."   stage 2: <train_set>_sp, the training set of ft_<upstream> (default: '${speed_perturb_factors}')
+  --fusion_speed_perturb BOOL     stage 7's fusion heads train on <train_set>_sp (default: '${fusion_speed_perturb}');
+                            stage 6 caches it too; needs --speed_perturb_factors
   --adult_train_set NAME    fine-tune the reference on it too, for merging (default: '${adult_train_set}')
   --adult_valid_set NAME    (default: ${adult_valid_set})
   --adult_upstreams "A B"   also fine-tune these on --adult_train_set into ft_<name>_adult (default: '${adult_upstreams}')
@@ -361,6 +364,13 @@ phone_token_list=${data_dir}/token_list/phn/tokens.txt
 sets_with_audio=$(echo "${train_set} ${valid_set} ${test_sets}" | tr ' ' '\n' | sort -u | tr '\n' ' ')
 finetune_train_set=${train_set}
 [ -z "${speed_perturb_factors}" ] || finetune_train_set=${train_set}_sp
+fusion_train_set=${train_set}
+feats_sets=${sets_with_audio}  # the sets stage 6 caches
+if [ "${fusion_speed_perturb}" = true ]; then
+    [ -n "${speed_perturb_factors}" ] || { log "ERROR: --fusion_speed_perturb true trains the fusion heads on <train_set>_sp: set --speed_perturb_factors" >&2; exit 2; }
+    fusion_train_set=${finetune_train_set}
+    feats_sets="${sets_with_audio} ${fusion_train_set}"
+fi
 adult_sets=
 [ -n "${adult_train_set}" ] && adult_sets="${adult_train_set} ${adult_valid_set}"
 reference=${upstreams%% *}
@@ -368,7 +378,7 @@ reference=${upstreams%% *}
 # the job planner's view of the options (espnet_delta.recipe.plan; local/engine.sh's plan)
 plan_opts=(--exp_dir "${exp_dir}" --data_dir "${data_dir}" --shape_dir "${shape_dir}" --feats_dir "${feats_dir}"
     --token_type "${token_type}" --token_list "${token_list}" --phone_token_list "${phone_token_list}"
-    --train_set "${train_set}" --finetune_train_set "${finetune_train_set}" --valid_set "${valid_set}" --adult_train_set "${adult_train_set}"
+    --train_set "${train_set}" --finetune_train_set "${finetune_train_set}" --fusion_train_set "${fusion_train_set}" --valid_set "${valid_set}" --adult_train_set "${adult_train_set}"
     --adult_valid_set "${adult_valid_set}" --upstreams "${upstreams}" --adult_upstreams "${adult_upstreams}"
     --upstream_conf "${upstream_conf}" --tiny_upstream_dir "${tiny_upstream_dir}" --finetune_config "${finetune_config}"
     --merge_finetune_config "${merge_finetune_config}"
@@ -503,7 +513,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
     ${python} -m espnet_delta.recipe.make_extract_config --upstream_conf "${upstream_conf}" --reference "${reference}" \
         --others ${upstreams#* } --finetuned "${ft_ckpt_pattern}" "${ft_map[@]}" --out "${extract_conf}"
     dirs=()
-    for dset in ${sets_with_audio}; do dirs+=(--data_dir "${data_dir}/${dset}" --out_dir "${feats_dir}/${dset}"); done
+    for dset in ${feats_sets}; do dirs+=(--data_dir "${data_dir}/${dset}" --out_dir "${feats_dir}/${dset}"); done
     # one task per shard, at most --inference_nj at once; run_parallel appends the shard number after --shard
     # shellcheck disable=SC2046
     run_parallel --cmd "${inference_cmd} --max_jobs_run ${inference_nj}" --name extract "${feats_num_shards}" \
@@ -515,7 +525,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
     export ESPNET_DELTA_STAGE=7  # the usage log's stage (docs/dry_run.md)
     log "Stage 7: training the fusion systems of ${fusion_systems} on cached features -> ${exp_dir}/fusion_<system>"
     # the cache is checked before any training reads it (shard sizes and records, merged tables; no model loads)
-    for dset in ${sets_with_audio}; do
+    for dset in ${feats_sets}; do
         ${python} -m espnet_delta.bin.extract_features --config "${feats_dir}/extract.yaml" --data_dir "${data_dir}/${dset}" \
             --out_dir "${feats_dir}/${dset}" --num_shards "${feats_num_shards}" --feats_fp16 "${feats_fp16}" --autocast "${extract_autocast}" --merge_only true --progress false ||
             { log "ERROR: stage 7: the feature cache ${feats_dir}/${dset} is incomplete or damaged (above): run --stage 6 again"; exit 1; }

@@ -167,6 +167,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="the child CTC fine-tunings' (ft_<upstream>) training set: the engine's <train_set>_sp with "
                         "--speed_perturb_factors; '' = --train_set")
     g.add_argument("--valid_set", default="dev")
+    g.add_argument("--fusion_train_set", default="",
+                   help="the fusion heads' training set, its cached features in --feats_dir (the engine's "
+                        "<train_set>_sp with --fusion_speed_perturb true); '' = --train_set")
     g.add_argument("--adult_train_set", default="")
     g.add_argument("--adult_valid_set", default="")
     g.add_argument("--upstreams", type=words, default=["wavlm", "hubert", "wav2vec2"], help="the first is the reference")

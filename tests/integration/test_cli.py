@@ -203,3 +203,21 @@ def test_engine_command_lines_carry_the_planned_values(engine_commands):
     merges = parsed(engine_commands, "espnet_delta.recipe.merge_stage")
     assert [a.model_name for a in merges] == ["valid.wer_ctc.best.pth", "valid.acc.best.pth"]
     assert all(a.valid_set == "dev" for a in merges)
+
+
+def test_fusion_speed_perturb_caches_the_speed_perturbed_set(tmp_path):
+    exp = tmp_path / "exp"
+    proc = subprocess.run(["bash", "run.sh", "--print_only", "true", "--fusion_speed_perturb", "true",
+                           "--stage", "6", "--stop_stage", "7", "--exp_dir", str(exp)], cwd=RECIPE,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    extract = [shlex.split(line[len(PRINT_PREFIX):]) for line in proc.stdout.splitlines()
+               if line.startswith(PRINT_PREFIX) and "espnet_delta.bin.extract_features" in line]
+    args = [importlib.import_module("espnet_delta.bin.extract_features").get_parser().parse_args(w[3:]) for w in extract]
+    shards = {tuple(Path(d).name for d in a.data_dir) for a in args if not a.merge_only}  # stage 6
+    checks = sorted(Path(d).name for a in args if a.merge_only for d in a.data_dir)  # stage 7, set by set
+    assert shards == {("dev", "test", "train", "train_sp")} and checks == ["dev", "test", "train", "train_sp"]
+    proc = subprocess.run(["bash", "run.sh", "--print_only", "true", "--fusion_speed_perturb", "true",
+                           "--speed_perturb_factors", "", "--stage", "6", "--exp_dir", str(exp)], cwd=RECIPE,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--fusion_speed_perturb true trains the fusion heads on <train_set>_sp" in proc.stderr

@@ -2,6 +2,8 @@
 cached E_ft of the reference and E_delta (or E_ft) of other models through a fusion module
 and a new linear CTC head. A system entry is ``{fusion, mode, deltas: [model names],
 fusion_conf: {...}}``; the reference is the feature layout's (stage 6) unless set.
+The heads train on ``--fusion_train_set`` (default ``--train_set``; the engine's ``<train_set>_sp``
+with ``--fusion_speed_perturb true``, so that they see the speeds the reference was fine-tuned on).
 ``warmup_fraction`` becomes the piecewise-linear schedule of the authors' recipe
 (:func:`espnet_delta.recipe.train_config.warmup_schedule`, one batch count for every family).
 """
@@ -23,7 +25,8 @@ SYSTEM_KEYS = {"fusion", "mode", "deltas", "fusion_conf", "reference"}
 def render_system(settings, name: str, system: Dict[str, Any]) -> Dict[str, Any]:
     from espnet_delta.features.layout import FeatureLayout
 
-    train_feats = settings.feats_dir / settings.train_set
+    train_set = settings.fusion_train_set or settings.train_set
+    train_feats = settings.feats_dir / train_set
     layout_file = train_feats / "layout.json"
     layout = FeatureLayout.load(layout_file)
     config = copy.deepcopy(load_yaml(settings.fusion_config))
@@ -39,7 +42,7 @@ def render_system(settings, name: str, system: Dict[str, Any]) -> Dict[str, Any]
         frontend_conf["fusion_conf"] = system["fusion_conf"]
     config["frontend_conf"] = frontend_conf
     warmup_from_lines(config, train_feats / "feats.scp", settings.fusion_config)
-    config.update(data_keys(settings.data_dir, settings.shape_dir, settings.train_set, settings.valid_set,
+    config.update(data_keys(settings.data_dir, settings.shape_dir, train_set, settings.valid_set,
                             settings.token_type, settings.token_list, feats_dir=settings.feats_dir))
     return config
 

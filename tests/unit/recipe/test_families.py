@@ -97,6 +97,34 @@ def test_fusion_warmup_counts_batches_as_espnet(tmp_path):
     assert conf["train_shape_file"] == [str(feats / "feats_shape")]
 
 
+def test_fusion_heads_train_on_the_fusion_train_set_and_validate_on_dev(tmp_path):
+    """--fusion_train_set (the engine's <train_set>_sp with --fusion_speed_perturb true): the layout,
+    features, text, shapes and the warm-up's batch count are that set's (309 utterances, batch 8:
+    38 batches per epoch, 10 epochs, 10 % warm-up: 38 of 380 steps); validation stays on dev."""
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({
+        "frontend": "cached_fusion", "optim_conf": {"lr": 0.002}, "scheduler": "piecewiselinearwarmuplr",
+        "warmup_fraction": 0.1, "max_epoch": 10, "batch_type": "sorted", "batch_size": 8}))
+    (tmp_path / "systems.yaml").write_text("a_concat: {fusion: concat, mode: delta, deltas: [hubert]}\n")
+    layout = json.dumps({"streams": [{"name": "wavlm_local.ft", "dim": 4}, {"name": "hubert_local.delta", "dim": 4}]})
+    for name, count in (("train", 103), ("train_sp", 309)):
+        feats = tmp_path / "feats" / name
+        feats.mkdir(parents=True)
+        (feats / "feats.scp").write_text("".join(f"u{i} f.ark:{i}\n" for i in range(count)))
+        (feats / "layout.json").write_text(layout)
+    run("fusion", "--fusion_systems", str(tmp_path / "systems.yaml"), "--fusion_config", str(tmp_path / "base.yaml"),
+        "--feats_dir", str(tmp_path / "feats"), "--data_dir", "data", "--exp_dir", str(tmp_path / "exp"),
+        "--token_list", "tok.txt", "--fusion_train_set", "train_sp")
+    conf = yaml.safe_load((tmp_path / "exp" / "fusion_a_concat" / "train.yaml").read_text())
+    sp = tmp_path / "feats" / "train_sp"
+    assert conf["frontend_conf"]["layout"] == str(sp / "layout.json")
+    assert conf["train_data_path_and_name_and_type"] == [[str(sp / "feats.scp"), "speech", "kaldi_ark"],
+                                                         ["data/train_sp/text", "text", "text"]]
+    assert conf["train_shape_file"] == [str(sp / "feats_shape")]
+    assert conf["valid_data_path_and_name_and_type"][0] == [str(tmp_path / "feats" / "dev" / "feats.scp"), "speech",
+                                                            "kaldi_ark"]
+    assert conf["scheduler_conf"]["warmup_steps_list"] == [0, 38, 380]
+
+
 def test_transfer_jobs_continue_from_the_transferred_and_the_baseline_model(tmp_path):
     conf_dir = REPO / "egs2/mini_myst/asr1/conf"
     out = run("transfer", "--exp_dir", str(tmp_path / "kids"), "--upstreams", "wavlm",
