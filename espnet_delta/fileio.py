@@ -165,7 +165,7 @@ UTF8_BOM = "\ufeff"
 
 
 #: The dir of the claim files through which the local back-end's processes share one item list
-#: (``espnet_delta.jobs --claim_items``); unset: each process does all the items it was given.
+#: (``espnet_delta.jobs local --task_per_item``); unset: each process does all the items it was given.
 CLAIM_DIR_ENV = "ESPNET_DELTA_CLAIM_DIR"
 
 

@@ -30,7 +30,7 @@ list_jobs() {
 # train_jobs <job dir...>: ESPnet trainings, --nj at once, each on --ngpu GPUs (DDP when > 1).
 train_jobs() {
     [ $# -gt 0 ] || return 0
-    run_parallel --cmd "${train_job_cmd}" --name train --task_per_item --claim_items "${nj}" "${train_prefix[@]}" \
+    run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" "${train_prefix[@]}" \
         ${python} -m espnet_delta.recipe.train_jobs --ngpu "${ngpu}" --num_nodes "${num_nodes}" -- "$@"
 }
 

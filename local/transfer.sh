@@ -231,7 +231,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
         --train_set "${kids_train}" --valid_set "${kids_dev}" --transfer_scale "${lam}" \
         --further_epochs "${further_epochs}" --further_lr "${further_lr}")
     mapfile -t jobs <<< "${out}"
-    run_parallel --cmd "${train_job_cmd}" --name train --task_per_item --claim_items "${nj}" ${python} -m espnet_delta.recipe.train_jobs \
+    run_parallel --cmd "${train_job_cmd}" --name train --task_per_item "${nj}" ${python} -m espnet_delta.recipe.train_jobs \
         --ngpu "${ngpu}" -- "${jobs[@]}"
     run_parallel --cmd "${decode_cmd}" --name decode "${nj}" ${python} -m espnet_delta.bin.decode \
         --model_name "${ft_ckpt}" --test "${kids_dev}=${data_dir}/${kids_dev}/wav.scp" \

@@ -103,11 +103,11 @@ print_cmd() {
     echo "${print_only_prefix}${line}"
 }
 
-# print_groups [--claim_items] <nj> <command...> -- <item...>: print_cmd of each round-robin group, as
-# run_parallel runs them (--claim_items: each of the <nj> processes gets every item and claims them one by one).
+# print_groups [--shared] <nj> <command...> -- <item...>: print_cmd of each round-robin group, as
+# run_parallel runs them (--shared: each of the <nj> processes gets every item and claims them one by one).
 print_groups() {
     local claim=false
-    [ "$1" = --claim_items ] && { claim=true; shift; }
+    [ "$1" = --shared ] && { claim=true; shift; }
     local nj=$1 cmd=() group=() g i
     shift
     while [ "$1" != "--" ]; do cmd+=("$1"); shift; done
@@ -123,26 +123,25 @@ print_groups() {
     done
 }
 
-# run_parallel [--cmd SPEC] [--name NAME] [--task_per_item] [--claim_items] <nj> <command...> -- <item...>:
+# run_parallel [--cmd SPEC] [--name NAME] [--task_per_item] <nj> <command...> -- <item...>:
 # splits the items round-robin into <nj> groups and runs "<command...> <group items...>" once
 # per group on the job back-end SPEC (cmd.sh: ${train_cmd}, ${cuda_cmd}, ${decode_cmd}; default
 # ${job_cmd:-local}): "local [--gpu N]" runs background processes here with OMP_NUM_THREADS=1
 # (small models run as fast on one thread as on two, so <nj> processes give ~<nj>x throughput),
 # at most one per free GPU set when --gpu N; "slurm --config conf/slurm.conf [--gpu N] ..." runs
-# one Slurm array job, a task per group (--task_per_item: a task per item, <nj> at once). With
-# --claim_items (for commands that call espnet_delta.fileio.claim) the local back-end gives each
+# one Slurm array job, a task per group. --task_per_item (independent jobs; the command calls
+# espnet_delta.fileio.claim): Slurm runs a task per item, <nj> at once; the local back-end gives each
 # of its <nj> processes every item and each takes the next unclaimed one, so none idles behind a
 # longer group. Each
 # group logs to ${exp_dir:-exp}/logs/<NAME>.<k>.log (NAME: the command's module by default);
 # fails, naming each failed group's task id and log, if any group fails. See espnet_delta/jobs/.
 run_parallel() {
-    local spec=${job_cmd:-local} name= per_item=() claim=()
+    local spec=${job_cmd:-local} name= per_item=()
     while [ $# -gt 0 ]; do
         case "$1" in
             --cmd) spec=$2; shift 2 ;;
             --name) name=$2; shift 2 ;;
             --task_per_item) per_item=(--task_per_item); shift ;;
-            --claim_items) claim=(--claim_items); shift ;;
             *) break ;;
         esac
     done
@@ -158,15 +157,16 @@ run_parallel() {
         for ((i = 0; i + 1 < ${#cmd[@]}; i++)); do [ "${cmd[i]}" = -m ] && name=${cmd[i + 1]##*.}; done
     fi
     if [ "${print_only:-false}" = true ]; then
-        [ "${spec%% *}" = local ] || claim=()
-        print_groups "${claim[@]}" "${nj}" "${cmd[@]}" -- "$@"
+        local shared=()
+        [ ${#per_item[@]} -eq 0 ] || [ "${spec%% *}" != local ] || shared=(--shared)
+        print_groups "${shared[@]}" "${nj}" "${cmd[@]}" -- "$@"
         return 0
     fi
     local items=() item
     for item in "$@"; do items+=("--item=${item}"); done
     # shellcheck disable=SC2086  # spec and python are word lists
     run_waiting ${python:-python3} -m espnet_delta.jobs ${spec} --nj "${nj}" --name "${name}" --log_dir "${exp_dir:-exp}/logs" \
-        "${per_item[@]}" "${claim[@]}" "${items[@]}" -- "${cmd[@]}"
+        "${per_item[@]}" "${items[@]}" -- "${cmd[@]}"
 }
 
 # run_job [--cmd SPEC] [--name NAME] <command...>: runs the command once, as one job of the

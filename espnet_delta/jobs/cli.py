@@ -6,12 +6,12 @@
 
 The items are split round-robin into ``--nj`` groups and ``command + group`` runs once
 per group (locally as processes, on Slurm as array tasks); ``--single`` runs it once
-with no items (``run_job`` in local/utils.sh). With ``--task_per_item`` a
-cluster back-end gives every item its own task, at most ``--nj`` running at once (one
-Slurm job per training); the local back-end keeps ``--nj`` processes, because each process
-pays the ESPnet import once; with ``--claim_items`` they share the item list and each takes
-the next unclaimed item (:func:`espnet_delta.fileio.claim`), so no core idles behind a
-longer group. Options after the back-end name that this command does not
+with no items (``run_job`` in local/utils.sh). With ``--task_per_item`` (items that are
+independent jobs, e.g. trainings) a cluster back-end gives every item its own task, at most
+``--nj`` running at once (one Slurm job per training); the local back-end keeps ``--nj``
+processes, because each pays the ESPnet import once, gives each the whole list, and each
+process takes the next item no other has claimed (the command calls
+:func:`espnet_delta.fileio.claim`), so no core idles behind a longer group. Options after the back-end name that this command does not
 define (``--mem 8G``, ``--time 4:00:00``, ``--num_nodes 2``) go to conf/slurm.conf's
 ``option`` rules; the local back-end ignores them, so cmd.sh can switch back-ends by
 changing one word. Exit status 1 when a task failed (each named with its id and log);
@@ -45,10 +45,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="job name; logs are <log_dir>/<name>.<k>.log")
     p.add_argument("--log_dir", type=Path, required=True)
     p.add_argument("--item", action="append", default=[], help="one item (repeat); appended to the command per group")
-    p.add_argument("--task_per_item", action="store_true", help="cluster back-ends: one task per item, --nj at once")
-    p.add_argument("--claim_items", action="store_true",
-                   help="local: every task gets all items and does the next one no other task has claimed "
-                        "(the command calls espnet_delta.fileio.claim); cluster back-ends keep their groups")
+    p.add_argument("--task_per_item", action="store_true",
+                   help="cluster back-ends: one task per item, --nj at once; local: --nj processes share the items, "
+                        "each claiming the next (the command calls espnet_delta.fileio.claim)")
     p.add_argument("--single", action="store_true", help="run the command once, with no items (one task)")
     return p
 
@@ -92,7 +91,7 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
     per_item = args.task_per_item and args.backend != "local"
     groups = [[]] if args.single else split_round_robin(args.item, len(args.item) if per_item else args.nj)
     claim_dir = None
-    if args.claim_items and args.backend == "local" and not args.single:
+    if args.task_per_item and args.backend == "local" and not args.single:
         groups = [list(args.item) for _ in groups]  # one shared list, taken item by item
         claim_dir = args.log_dir / f"{args.name}.claims"
     max_running = args.max_jobs_run or (args.nj if per_item else None)

@@ -1,6 +1,6 @@
 """The local back-end: the groups run as background processes on this machine.
 
-With a claim dir (``--claim_items``) the tasks share one list of items and each takes the next
+With a claim dir (``--task_per_item``) the tasks share one list of items and each takes the next
 unclaimed one (:func:`espnet_delta.fileio.claim`) instead of a fixed group.
 
 Each process gets ``OMP_NUM_THREADS=1`` unless told otherwise (small models train as

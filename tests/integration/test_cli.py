@@ -189,7 +189,7 @@ def test_engine_command_lines_carry_the_planned_values(engine_commands):
                    for j in a.jobs)
     assert [a.model_name for a in parsed(engine_commands, "espnet_delta.bin.beam_decode")] == ["valid.acc.best.pth"]
     # every process of a training stage gets the stage's whole list and claims its jobs one by one
-    # (--claim_items): the --nj lines of a stage are the same line, and no job is in two stages
+    # (--task_per_item on the local back-end): the --nj lines of a stage are the same line, and no job is in two stages
     train_lines = [tuple(a.jobs) for a in parsed(engine_commands, "espnet_delta.recipe.train_jobs")]
     stages = list(dict.fromkeys(train_lines))
     assert all(train_lines.count(line) == min(2, len(line)) for line in stages)  # --nj 2

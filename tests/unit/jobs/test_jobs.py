@@ -115,7 +115,7 @@ def test_claimed_items_go_to_whichever_process_is_free(tmp_path):
     # that takes the 3 s item does only it while the other does the three 0.2 s ones.
     (tmp_path / "worker.py").write_text(CLAIMING_WORKER)
     for run in range(2):  # the second run must not be held back by the first run's claims
-        proc = run_parallel(tmp_path, f'--name w --claim_items 2 "{sys.executable}" worker.py -- long s1 s2 s3',
+        proc = run_parallel(tmp_path, f'--name w --task_per_item 2 "{sys.executable}" worker.py -- long s1 s2 s3',
                             env={"PYTHONPATH": str(REPO)})
         assert proc.returncode == 0, proc.stderr
         done = [sorted(line.split()[1] for line in (tmp_path / f"exp/logs/w.{k}.log").read_text().splitlines()
